@@ -1,0 +1,1 @@
+"""The ``usdcm`` command line (typer): one module per command, heavy imports inside commands."""

@@ -1,0 +1,44 @@
+"""The ``usdcm`` typer application: registers one command per module and turns
+:class:`~usdcm.errors.UsdcmError` into one line on stderr and a non-zero exit.
+
+Imports stay light here so that ``usdcm --help`` is fast: torch and MONAI load inside commands.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from usdcm import __version__
+from usdcm.cli import ingest, synth
+
+app = typer.Typer(
+    name="usdcm",
+    help="Turn a DICOM ultrasound export into a validated classifier.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # patient data can sit in local variables
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"usdcm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Turn a DICOM ultrasound export into a validated classifier."""
+
+
+app.command("synth")(synth.synth_command)
+app.command("ingest")(ingest.ingest_command)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

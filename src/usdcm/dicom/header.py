@@ -1,0 +1,181 @@
+"""Recognise a DICOM file by its content and read its header, never its pixels.
+
+Owns :class:`SopInstance`, the header summary that ingest selects on. Patient identifiers
+are kept in memory for pseudonymisation and label joins only, and are hidden from ``repr``.
+"""
+
+from __future__ import annotations
+
+import struct
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from usdcm.dicom.regions import UltrasoundRegion, read_regions
+from usdcm.errors import NotDicomError, UnsupportedDicomError
+
+PREAMBLE_LENGTH = 128
+DICM_MAGIC = b"DICM"
+
+
+@dataclass(frozen=True)
+class SopInstance:
+    """What the header of one SOP instance says, in DICOM's own terms."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    modality: str
+    manufacturer: str
+    model: str
+    transfer_syntax_uid: str
+    photometric: str
+    rows: int
+    columns: int
+    frames: int
+    samples_per_pixel: int
+    bits_allocated: int
+    frame_time_ms: float | None
+    regions: tuple[UltrasoundRegion, ...]
+    patient_id: str = field(default="", repr=False)
+    accession_number: str = field(default="", repr=False)
+
+    @property
+    def declared_pixel_bytes(self) -> int:
+        """Rows x Columns x Frames x Samples x BitsAllocated / 8, as the header declares it."""
+        bits = self.rows * self.columns * self.frames * self.samples_per_pixel
+        return bits * self.bits_allocated // 8
+
+    @property
+    def is_image(self) -> bool:
+        return self.rows > 0 and self.columns > 0
+
+
+def _looks_like_raw_dataset(head: bytes) -> bool:
+    """True when a file without preamble starts like a DICOM data set (group 0002 or 0008)."""
+    if len(head) < 8:
+        return False
+    group, element = struct.unpack("<HH", head[:4])
+    if group not in (0x0002, 0x0008) or element > 0x00FF:
+        return False
+    vr = head[4:6]
+    if vr.isalpha() and vr.isupper():
+        return True  # explicit VR little endian
+    (length,) = struct.unpack("<I", head[4:8])
+    return length < 1 << 16  # implicit VR: a plausible first element length
+
+
+def sniff_dicom(path: Path) -> bool:
+    """Return whether ``path`` holds DICOM, judged by content alone: a Part 10 preamble
+    with ``DICM``, or a bare data set starting at group 0002 or 0008.
+
+    Raises ``NotDicomError`` otherwise (and ``OSError`` if the file cannot be read).
+    Returns ``True`` for Part 10 files and ``False`` for files without a preamble.
+    """
+    with path.open("rb") as handle:
+        head = handle.read(PREAMBLE_LENGTH + 4)
+    if len(head) == PREAMBLE_LENGTH + 4 and head[PREAMBLE_LENGTH:] == DICM_MAGIC:
+        return True
+    if _looks_like_raw_dataset(head):
+        return False
+    message = "not DICOM: no 'DICM' marker at byte 128 and no DICOM data element at the start"
+    raise NotDicomError(message)
+
+
+def _text(dataset: Any, keyword: str) -> str:
+    value = dataset.get(keyword, "")
+    return "" if value is None else str(value).strip()
+
+
+def _int(dataset: Any, keyword: str, default: int) -> int:
+    value = dataset.get(keyword)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError) as err:
+        message = f"{keyword} is not an integer"
+        raise UnsupportedDicomError(message) from err
+
+
+def frame_time_ms(dataset: Any) -> float | None:
+    """The time between frames in ms, from FrameTime, FrameTimeVector or a frame rate."""
+    frame_time = dataset.get("FrameTime")
+    if frame_time not in (None, ""):
+        return float(frame_time)
+    vector = dataset.get("FrameTimeVector")
+    if vector:
+        values = [float(v) for v in vector][1:]  # the first entry is 0 by definition
+        if values:
+            return sum(values) / len(values)
+    for keyword in ("RecommendedDisplayFrameRate", "CineRate"):
+        rate = dataset.get(keyword)
+        if rate not in (None, "") and float(rate) > 0:
+            return 1000.0 / float(rate)
+    return None
+
+
+def sop_instance_from_dataset(dataset: Any) -> SopInstance:
+    """Summarise a pydicom ``Dataset`` (header only is enough) as a :class:`SopInstance`."""
+    meta = getattr(dataset, "file_meta", None)
+    meta_get = meta.get if meta is not None else (lambda _key, default=None: default)
+    sop_class = _text(dataset, "SOPClassUID") or str(meta_get("MediaStorageSOPClassUID", ""))
+    sop_instance = _text(dataset, "SOPInstanceUID") or str(
+        meta_get("MediaStorageSOPInstanceUID", "")
+    )
+    transfer_syntax = str(meta_get("TransferSyntaxUID", "") or "")
+    if not transfer_syntax:
+        transfer_syntax = pydicom.uid.ImplicitVRLittleEndian
+    try:
+        instance = SopInstance(
+            sop_class_uid=sop_class,
+            sop_instance_uid=sop_instance,
+            study_instance_uid=_text(dataset, "StudyInstanceUID"),
+            series_instance_uid=_text(dataset, "SeriesInstanceUID"),
+            modality=_text(dataset, "Modality").upper(),
+            manufacturer=_text(dataset, "Manufacturer"),
+            model=_text(dataset, "ManufacturerModelName"),
+            transfer_syntax_uid=transfer_syntax,
+            photometric=_text(dataset, "PhotometricInterpretation").upper(),
+            rows=_int(dataset, "Rows", 0),
+            columns=_int(dataset, "Columns", 0),
+            frames=max(_int(dataset, "NumberOfFrames", 1), 1),
+            samples_per_pixel=_int(dataset, "SamplesPerPixel", 1),
+            bits_allocated=_int(dataset, "BitsAllocated", 8),
+            frame_time_ms=frame_time_ms(dataset),
+            regions=read_regions(dataset),
+            patient_id=_text(dataset, "PatientID"),
+            accession_number=_text(dataset, "AccessionNumber"),
+        )
+    except (TypeError, ValueError) as err:
+        message = f"header value of unexpected type ({type(err).__name__})"
+        raise UnsupportedDicomError(message) from err
+    return instance
+
+
+def read_header(path: Path) -> SopInstance:
+    """Read the header of the DICOM file at ``path`` (``stop_before_pixels``).
+
+    Raises ``NotDicomError`` for content that is not DICOM and ``UnsupportedDicomError``
+    for a DICOM header pydicom cannot parse. Messages never quote header values.
+    """
+    part10 = sniff_dicom(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset = pydicom.dcmread(path, stop_before_pixels=True, force=not part10)
+            instance = sop_instance_from_dataset(dataset)
+    except InvalidDicomError as err:
+        message = f"not DICOM: {type(err).__name__}"
+        raise NotDicomError(message) from err
+    except (UnsupportedDicomError, NotDicomError):
+        raise
+    except Exception as err:  # pydicom raises many types on a damaged header
+        message = f"unreadable DICOM header ({type(err).__name__})"
+        raise UnsupportedDicomError(message) from err
+    return instance
