@@ -14,7 +14,9 @@ from typing import IO
 
 
 @contextlib.contextmanager
-def atomic_open(path: Path, mode: str = "w", *, encoding: str | None = "utf-8") -> Iterator[IO[str]]:
+def atomic_open(
+    path: Path, mode: str = "w", *, encoding: str | None = "utf-8"
+) -> Iterator[IO[str]]:
     """Open a temp file beside ``path`` for writing text; rename it over ``path`` on success.
 
     If the block raises, or the process dies, ``path`` is left as it was and the temp file

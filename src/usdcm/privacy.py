@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from pathlib import Path
 
@@ -42,6 +43,10 @@ class ProjectSecret:
     def __repr__(self) -> str:
         return "ProjectSecret(<hidden>)"
 
+    def to_bytes(self) -> bytes:
+        """The key itself, to hand to worker processes; never print or store it elsewhere."""
+        return self._key
+
     @classmethod
     def load_or_create(cls, path: Path) -> ProjectSecret:
         """Read the secret at ``path``, or create a new random one there (mode 0600)."""
@@ -65,6 +70,77 @@ class ProjectSecret:
         ``namespace`` separates kinds of keys, so that a PatientID and an AccessionNumber
         with the same text never share a pseudonym.
         """
-        message = f"{namespace}\x00{value.strip()}".encode()
+        text = f"{namespace}\x00{value.strip()}"
+        message = text.encode("utf-8", "surrogateescape")  # file names need not be UTF-8
         digest = hmac.new(self._key, message, hashlib.sha256).hexdigest()
         return digest[:PSEUDONYM_HEX_CHARS]
+
+
+_WORD_SPLIT = re.compile(r"[^0-9A-Za-z]+")
+
+
+def phi_tokens(
+    *, patient_id: str, accession_number: str, patient_name: str, birth_date: str
+) -> set[str]:
+    """The words of a header's identifiers that must never appear in an output path.
+
+    Examples
+    --------
+    >>> sorted(phi_tokens(patient_id="SYN001", accession_number="", patient_name="DOE^JANE",
+    ...                   birth_date="19700101"))
+    ['19700101', 'DOE', 'JANE', 'SYN001']
+    """
+    tokens = {patient_id.strip(), accession_number.strip(), birth_date.strip()}
+    tokens.update(_WORD_SPLIT.split(patient_name))
+    return {token.upper() for token in tokens if len(token) >= 2}
+
+
+class PathRedactor:
+    """Replaces path components that contain a known identifier by a keyed stand-in.
+
+    Exports sometimes name folders after patients (``DOE_JANE_123/``). The redactor keeps
+    only HMACs of identifier words, so it can be saved in the ingest journal without
+    storing an identifier, and still recognise them in later runs.
+
+    Examples
+    --------
+    >>> secret = ProjectSecret(b"k" * 32)
+    >>> redactor = PathRedactor(secret)
+    >>> redactor.add({"DOE", "SYN001"})
+    >>> redactor.redact("exports/Doe_Jane/IM1").startswith("exports/redacted-")
+    True
+    >>> redactor.redact("exports/PT0001/IM1")
+    'exports/PT0001/IM1'
+    """
+
+    def __init__(self, secret: ProjectSecret, hashed: set[str] | None = None) -> None:
+        self._secret = secret
+        self.hashed: set[str] = set(hashed or ())
+
+    def _hash(self, word: str) -> str:
+        return self._secret.pseudonym(word.upper(), namespace="phi-word")
+
+    def add(self, tokens: set[str]) -> None:
+        """Remember identifier words (kept only as HMACs)."""
+        self.hashed.update(self._hash(token) for token in tokens)
+
+    def hashes_of(self, tokens: set[str]) -> list[str]:
+        """The HMACs of ``tokens``, to store in place of the identifiers."""
+        return sorted(self._hash(token) for token in tokens)
+
+    def _is_identifying(self, component: str) -> bool:
+        words = [component, *_WORD_SPLIT.split(component)]
+        return any(len(word) >= 2 and self._hash(word) in self.hashed for word in words)
+
+    def redact(self, relative_path: str) -> str:
+        """Return ``relative_path`` (POSIX) with identifying components replaced."""
+        if not self.hashed:
+            return relative_path
+        parts = relative_path.split("/")
+        safe = [
+            f"redacted-{self._secret.pseudonym(part, namespace='path')[:8]}"
+            if self._is_identifying(part)
+            else part
+            for part in parts
+        ]
+        return "/".join(safe)

@@ -1,7 +1,73 @@
-"""``usdcm ingest``: placeholder, filled in next."""
+"""``usdcm ingest``: a DICOM export folder -> manifest.csv, excluded.csv and NIfTI images."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
 
-def ingest_command() -> None:
-    """Ingest a DICOM export."""
+import typer
+
+from usdcm.cli._errors import user_errors
+from usdcm.cli._progress import RichProgress
+
+
+def ingest_command(
+    source: Annotated[
+        Path, typer.Argument(help="Folder of the DICOM export (nested, any file names).")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder for the manifest and images.")
+    ],
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV with a 'label' column and one key column named after a DICOM keyword "
+            "(PatientID, AccessionNumber, StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID)."
+        ),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=0, help="Worker processes; 0 means one per CPU core.")
+    ] = 0,
+    modality: Annotated[
+        list[str] | None,
+        typer.Option(help="Modality to select; repeat for several. Default: US."),
+    ] = None,
+    keep_color: Annotated[
+        bool, typer.Option(help="Keep RGB (for Doppler) instead of one grayscale channel.")
+    ] = False,
+    max_pixel_bytes: Annotated[
+        int,
+        typer.Option(min=1, help="Refuse files whose declared pixel data is larger (bytes)."),
+    ] = 2 * 1024**3,
+    secret_file: Annotated[
+        Path | None,
+        typer.Option(help="HMAC secret for pseudonyms; default DIR/.usdcm/secret (created)."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Scan an export, keep the ultrasound images, and write NIfTI images plus a manifest.
+
+    Every file under SOURCE ends up in manifest.csv or in excluded.csv with its reason.
+    Re-running converts only new or changed files.
+
+    Example: usdcm ingest /pacs-export --out data/ --labels labels.csv
+    """
+    with user_errors():
+        from usdcm.ingest import IngestOptions, ingest
+
+        options = IngestOptions(
+            labels=labels,
+            workers=workers or None,
+            modalities=frozenset(m.upper() for m in (modality or ["US"])),
+            keep_color=keep_color,
+            max_pixel_bytes=max_pixel_bytes,
+            secret_path=secret_file,
+        )
+        with RichProgress(disable=quiet) as progress:
+            result = ingest(source, out, options, progress)
+        reasons = ", ".join(f"{code} {n}" for code, n in result.excluded_by_code.items())
+        typer.echo(
+            f"{result.n_files} files: {result.n_images} images in {result.manifest_path}, "
+            f"{result.n_excluded} excluded ({reasons or 'none'}) in {result.excluded_path}; "
+            f"{result.n_converted} converted, {result.n_reused} reused."
+        )

@@ -44,6 +44,8 @@ class SopInstance:
     regions: tuple[UltrasoundRegion, ...]
     patient_id: str = field(default="", repr=False)
     accession_number: str = field(default="", repr=False)
+    patient_name: str = field(default="", repr=False)
+    birth_date: str = field(default="", repr=False)
 
     @property
     def declared_pixel_bytes(self) -> int:
@@ -67,7 +69,7 @@ def _looks_like_raw_dataset(head: bytes) -> bool:
     if vr.isalpha() and vr.isupper():
         return True  # explicit VR little endian
     (length,) = struct.unpack("<I", head[4:8])
-    return length < 1 << 16  # implicit VR: a plausible first element length
+    return int(length) < 1 << 16  # implicit VR: a plausible first element length
 
 
 def sniff_dicom(path: Path) -> bool:
@@ -151,6 +153,8 @@ def sop_instance_from_dataset(dataset: Any) -> SopInstance:
             regions=read_regions(dataset),
             patient_id=_text(dataset, "PatientID"),
             accession_number=_text(dataset, "AccessionNumber"),
+            patient_name=_text(dataset, "PatientName"),
+            birth_date=_text(dataset, "PatientBirthDate"),
         )
     except (TypeError, ValueError) as err:
         message = f"header value of unexpected type ({type(err).__name__})"

@@ -1,0 +1,665 @@
+"""Decode the pixel data of one SOP instance into frames of B-mode gray levels.
+
+Owns decoding (every transfer syntax that pydicom 3 decodes by itself or with the pylibjpeg
+plugins), the conversion of every photometric interpretation to one BT.601 luminance channel,
+the crop to an ultrasound region and the NIfTI voxel layout. Never reads files, never chooses
+the region and never touches the manifest. Error messages name only technical facts (transfer
+syntax, image geometry), never a header value that could identify a patient.
+
+Conventions
+-----------
+* Frames are ``(frames, rows, columns)`` for gray and ``(frames, rows, columns, 3)`` for
+  colour, in the order of the Pixel Data, with ``frames == 1`` for a single-frame image.
+* The dtype follows Bits Stored: ``uint8`` up to 8 bits, ``uint16`` up to 16 bits (values are
+  never rescaled, so nothing is lost). Signed pixels are offset by ``2 ** (BitsStored - 1)``
+  into the unsigned range, which keeps their order.
+* Luminance is ``Y = 0.299 R + 0.587 G + 0.114 B`` (ITU-R BT.601), computed exactly in integers
+  and rounded half up.
+"""
+
+from __future__ import annotations
+
+import struct
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
+from pydicom.pixels.decoders.base import Decoder, get_decoder
+from pydicom.pixels.processing import apply_color_lut
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000TransferSyntaxes,
+    JPEGLSTransferSyntaxes,
+    JPEGTransferSyntaxes,
+    MPEGTransferSyntaxes,
+    RLELossless,
+)
+
+from usdcm.dicom.regions import UltrasoundRegion
+from usdcm.errors import DecodeError
+
+ScalarT = TypeVar("ScalarT", bound=np.generic)
+UIntT = TypeVar("UIntT", bound=np.unsignedinteger[Any])
+
+#: The decoding plugin tried first when the caller names none (pydicom would try Pillow first).
+PREFERRED_PLUGIN = "pylibjpeg"
+
+#: Names of transfer syntaxes that pydicom 3.0 does not know by name.
+_SYNTAX_NAMES: dict[str, str] = {
+    "1.2.840.10008.1.2.4.110": "JPEG XL Lossless",
+    "1.2.840.10008.1.2.4.111": "JPEG XL JPEG Recompression",
+    "1.2.840.10008.1.2.4.112": "JPEG XL",
+}
+
+_GRAY = ("MONOCHROME1", "MONOCHROME2")
+_SUPPORTED_PHOTOMETRIC = (
+    *_GRAY,
+    "RGB",
+    "PALETTE COLOR",
+    "YBR_FULL",
+    "YBR_FULL_422",
+    "YBR_ICT",
+    "YBR_RCT",
+)
+# JPEG start-of-frame markers (ITU T.81 B.1.1.3) and JPEG-LS SOF55 (ITU T.87).
+_SOF_MARKERS = frozenset({*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC)}) | {
+    *range(0xCD, 0xD0),
+    0xF7,
+}
+_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD9)})
+_Y_WEIGHTS = (299, 587, 114)  # BT.601 luma weights, in thousandths
+
+
+@dataclass(frozen=True)
+class _PixelModule:
+    """What the Image Pixel module declares; only technical values, safe to quote."""
+
+    rows: int
+    columns: int
+    frames: int
+    samples: int
+    bits_allocated: int
+    bits_stored: int
+    signed: bool
+    photometric: str
+
+    @property
+    def out_dtype(self) -> np.dtype[Any]:
+        return np.dtype(np.uint8) if self.bits_stored <= 8 else np.dtype(np.uint16)
+
+    @property
+    def max_value(self) -> int:
+        return (1 << self.bits_stored) - 1
+
+    def geometry(self) -> str:
+        return (
+            f"Rows {self.rows}, Columns {self.columns}, Number of Frames {self.frames}, "
+            f"Samples per Pixel {self.samples}, Bits Allocated {self.bits_allocated}"
+        )
+
+
+def syntax_label(uid: str) -> str:
+    """Name a transfer syntax for a message: its registered name and its UID.
+
+    Examples
+    --------
+    >>> syntax_label("1.2.840.10008.1.2.4.50")
+    'JPEG Baseline (Process 1) (1.2.840.10008.1.2.4.50)'
+    >>> syntax_label("1.2.840.10008.1.2.4.112")
+    'JPEG XL (1.2.840.10008.1.2.4.112)'
+    >>> syntax_label("1.2.3.4")
+    'unknown transfer syntax (1.2.3.4)'
+    """
+    name = _SYNTAX_NAMES.get(uid) or str(UID(uid).name)
+    if not name or name == uid:
+        name = "unknown transfer syntax"
+    return f"{name} ({uid})"
+
+
+def to_grayscale(rgb: NDArray[UIntT]) -> NDArray[UIntT]:
+    """Return the BT.601 luminance ``0.299 R + 0.587 G + 0.114 B`` of ``rgb``.
+
+    Parameters
+    ----------
+    rgb : numpy.ndarray
+        Unsigned integers with the colour on the last axis, ``(..., 3)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``rgb.shape[:-1]``, same dtype; computed exactly in integers and rounded half up.
+        Works frame by frame on 4-D input, so the temporaries stay the size of one frame.
+
+    Raises
+    ------
+    ValueError
+        If the last axis does not hold 3 samples or the dtype is not an unsigned integer.
+
+    Examples
+    --------
+    >>> to_grayscale(np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [9, 9, 9]], np.uint8))
+    array([ 76, 150,  29,   9], dtype=uint8)
+    """
+    if rgb.ndim < 1 or rgb.shape[-1] != 3:
+        message = f"expected colour samples on the last axis (..., 3), got shape {rgb.shape}"
+        raise ValueError(message)
+    if rgb.dtype.kind != "u":
+        message = f"expected unsigned integer samples, got {rgb.dtype}"
+        raise ValueError(message)
+    out: NDArray[UIntT] = np.empty(rgb.shape[:-1], dtype=rgb.dtype)
+    blocks = range(rgb.shape[0]) if rgb.ndim >= 4 else [Ellipsis]
+    for block in blocks:
+        source = rgb[block]
+        luma = np.multiply(source[..., 0], _Y_WEIGHTS[0], dtype=np.int64)
+        luma += np.multiply(source[..., 1], _Y_WEIGHTS[1], dtype=np.int64)
+        luma += np.multiply(source[..., 2], _Y_WEIGHTS[2], dtype=np.int64)
+        luma += 500
+        luma //= 1000
+        out[block] = luma
+    return out
+
+
+def crop_frames(frames: NDArray[ScalarT], region: UltrasoundRegion | None) -> NDArray[ScalarT]:
+    """Crop ``frames`` to ``region``'s inclusive box: columns ``x0..x1``, rows ``y0..y1``.
+
+    Parameters
+    ----------
+    frames : numpy.ndarray
+        ``(frames, rows, columns)`` or ``(frames, rows, columns, 3)``.
+    region : UltrasoundRegion or None
+        The box, already clipped to the image (see :meth:`UltrasoundRegion.clipped`);
+        ``None`` keeps the whole image.
+
+    Returns
+    -------
+    numpy.ndarray
+        A view on ``frames`` (no copy).
+
+    Raises
+    ------
+    ValueError
+        If ``frames`` is not 3-D or 4-D, or the box is empty or reaches outside the image.
+
+    Examples
+    --------
+    >>> frames = np.arange(2 * 4 * 5).reshape(2, 4, 5)
+    >>> box = UltrasoundRegion(x0=1, y0=2, x1=3, y1=3, spatial_format=1)
+    >>> crop_frames(frames, box)[1]
+    array([[31, 32, 33],
+           [36, 37, 38]])
+    """
+    if frames.ndim not in (3, 4):
+        message = f"expected (frames, rows, columns[, 3]), got shape {frames.shape}"
+        raise ValueError(message)
+    if region is None:
+        return frames
+    rows, columns = frames.shape[1], frames.shape[2]
+    inside = 0 <= region.x0 <= region.x1 < columns and 0 <= region.y0 <= region.y1 < rows
+    if not inside:
+        message = (
+            f"crop box {region.as_crop()} (x0,y0,x1,y1) is empty or outside an image of "
+            f"{rows} rows x {columns} columns; clip it first"
+        )
+        raise ValueError(message)
+    return frames[:, region.y0 : region.y1 + 1, region.x0 : region.x1 + 1]
+
+
+def frames_to_volume(frames: NDArray[ScalarT]) -> NDArray[ScalarT]:
+    """Lay ``frames`` out as a NIfTI voxel array: ``volume[i, j, k]`` is column ``i``, row ``j``
+    of frame ``k``.
+
+    Parameters
+    ----------
+    frames : numpy.ndarray
+        ``(frames, rows, columns)`` or ``(frames, rows, columns, 3)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(columns, rows, frames)`` or ``(columns, rows, frames, 3)``, a transposed view
+        (no copy).
+
+    Raises
+    ------
+    ValueError
+        If ``frames`` is not 3-D or 4-D.
+
+    Examples
+    --------
+    Mark the pixel at frame 2, row 1, column 4 of an image with 3 frames of 2 rows
+    and 5 columns:
+
+    >>> frames = np.zeros((3, 2, 5), dtype=np.uint8)
+    >>> frames[2, 1, 4] = 255
+    >>> volume = frames_to_volume(frames)
+    >>> volume.shape
+    (5, 2, 3)
+    >>> [int(axis[0]) for axis in np.nonzero(volume)]
+    [4, 1, 2]
+    """
+    if frames.ndim == 3:
+        return frames.transpose(2, 1, 0)
+    if frames.ndim == 4:
+        return frames.transpose(2, 1, 0, 3)
+    message = f"expected (frames, rows, columns[, 3]), got shape {frames.shape}"
+    raise ValueError(message)
+
+
+def decode_frames(
+    dataset: Dataset, *, keep_color: bool = False, plugin: str = ""
+) -> NDArray[np.unsignedinteger[Any]]:
+    """Decode every frame of ``dataset`` to gray levels (or RGB), in frame order.
+
+    Parameters
+    ----------
+    dataset : pydicom.dataset.Dataset
+        A data set read with its Pixel Data and its file meta information (the transfer
+        syntax comes from ``file_meta``, or from how the data set was read).
+    keep_color : bool, optional
+        If ``False`` (default), return one BT.601 luminance channel,
+        ``(frames, rows, columns)``. If ``True``, return RGB, ``(frames, rows, columns, 3)``;
+        gray images then repeat their level in all 3 channels.
+    plugin : str, optional
+        The pydicom decoding plugin to use, such as ``"pylibjpeg"`` or ``"pillow"``. By
+        default :data:`PREFERRED_PLUGIN` is tried first and then every other installed one.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint8`` for Bits Stored up to 8, ``uint16`` up to 16. Photometric interpretations
+        map to RGB first: PALETTE COLOR through its lookup table (rescaled to the output
+        depth), YBR_FULL, YBR_FULL_422, YBR_ICT and YBR_RCT by pydicom or the codec, once;
+        MONOCHROME1 is inverted (``2 ** BitsStored - 1 - value``).
+
+    Raises
+    ------
+    DecodeError
+        If no decoder is installed for the transfer syntax (the message says what to install),
+        if the syntax cannot be decoded at all, if decoding fails, or if the decoded pixels do
+        not match Rows, Columns, Number of Frames or Samples per Pixel.
+
+    Examples
+    --------
+    >>> from pydicom.data import get_testdata_file
+    >>> from pydicom import dcmread
+    >>> frames = decode_frames(dcmread(get_testdata_file("examples_ybr_color.dcm")))
+    >>> frames.shape, frames.dtype
+    ((30, 240, 320), dtype('uint8'))
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom's warnings may quote header values
+        syntax = _transfer_syntax(dataset)
+        module = _pixel_module(dataset)
+        decoder = _decoder(syntax)
+        _check_pixel_data(dataset, syntax, module)
+        palette = _palette(dataset, module) if module.photometric == "PALETTE COLOR" else None
+        shape: tuple[int, ...] = (module.frames, module.rows, module.columns)
+        out = np.empty((*shape, 3) if keep_color else shape, dtype=module.out_dtype)
+        plugins = _plugin_order(decoder, plugin)
+        for attempt, name in enumerate(plugins):
+            try:
+                _decode_into(out, dataset, decoder, name, module, syntax, palette)
+            except _PluginFailure as failure:
+                if attempt + 1 < len(plugins):
+                    continue
+                raise DecodeError(failure.message) from failure.__cause__
+            break
+    return out
+
+
+class _PluginFailure(Exception):
+    """A decoding plugin raised; another plugin may still succeed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _decode_into(
+    out: NDArray[np.unsignedinteger[Any]],
+    dataset: Dataset,
+    decoder: Decoder,
+    plugin: str,
+    module: _PixelModule,
+    syntax: UID,
+    palette: NDArray[np.unsignedinteger[Any]] | None,
+) -> None:
+    """Decode frame by frame into ``out``, so peak memory is ``out`` plus one frame."""
+    expected = (module.rows, module.columns) + ((3,) if module.samples == 3 else ())
+    frames: Iterator[tuple[NDArray[Any], dict[str, str | int]]] = decoder.iter_array(
+        dataset, decoding_plugin=plugin, as_rgb=True
+    )
+    index = 0
+    while True:
+        try:
+            item = next(frames, None)
+        except Exception as err:  # every plugin raises its own types
+            detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+            message = (
+                f"cannot decode frame {index + 1} of {module.frames} "
+                f"({syntax_label(syntax)}): {type(err).__name__}"
+                + (f": {detail}" if detail else "")
+            )
+            raise _PluginFailure(message) from err
+        if item is None:
+            break
+        frame, properties = item
+        if index >= module.frames:
+            message = (
+                f"the Pixel Data holds more frames than the header declares "
+                f"({syntax_label(syntax)}; {module.geometry()})"
+            )
+            raise DecodeError(message)
+        if frame.shape != expected:
+            message = (
+                f"frame {index + 1} decoded to shape {frame.shape}, but the header declares "
+                f"{expected} ({module.geometry()})"
+            )
+            raise DecodeError(message)
+        photometric = str(properties.get("photometric_interpretation", module.photometric))
+        _convert_frame(out[index], frame, photometric, module, palette)
+        index += 1
+    if index != module.frames:
+        message = (
+            f"the Pixel Data holds {index} frame(s) but the header declares "
+            f"{module.frames} ({syntax_label(syntax)})"
+        )
+        raise DecodeError(message)
+
+
+def _convert_frame(
+    target: NDArray[np.unsignedinteger[Any]],
+    frame: NDArray[Any],
+    photometric: str,
+    module: _PixelModule,
+    palette: NDArray[np.unsignedinteger[Any]] | None,
+) -> None:
+    """Write one decoded frame into ``target`` as luminance (2-D) or RGB (3-D target)."""
+    keep_color = target.ndim == 3
+    values = _unsigned(frame, module)
+    if photometric == "PALETTE COLOR" and palette is not None:
+        table = palette if keep_color else to_grayscale(palette)
+        target[...] = np.take(table, values, axis=0, mode="clip")
+    elif photometric in _GRAY:
+        if photometric == "MONOCHROME1":
+            values = np.subtract(module.max_value, values, dtype=values.dtype)
+        target[...] = values[..., np.newaxis] if keep_color else values
+    elif photometric == "RGB":
+        target[...] = values if keep_color else to_grayscale(values)
+    else:
+        message = (
+            f"decoded pixels are still {photometric}, which usdcm cannot convert to RGB "
+            "with this transfer syntax"
+        )
+        raise DecodeError(message)
+
+
+def _unsigned(frame: NDArray[Any], module: _PixelModule) -> NDArray[np.unsignedinteger[Any]]:
+    """Return ``frame`` in the output dtype, offsetting signed values into the unsigned range."""
+    if frame.dtype.kind == "i":
+        shifted = frame.astype(np.int32) + np.int32(1 << (module.bits_stored - 1))
+        np.clip(shifted, 0, module.max_value, out=shifted)
+        return shifted.astype(module.out_dtype)
+    result: NDArray[np.unsignedinteger[Any]] = frame.astype(module.out_dtype, copy=False)
+    return result
+
+
+def _palette(dataset: Dataset, module: _PixelModule) -> NDArray[np.unsignedinteger[Any]]:
+    """Return the palette as an RGB table indexed by the unsigned stored value.
+
+    16-bit entries become 8-bit by their high byte for 8-bit output; 8-bit entries become
+    16-bit by ``x 257``. Entries declared 16-bit whose values all fit in 8 bits (a common
+    writer error) are read as 8-bit.
+    """
+    entries = 1 << module.bits_stored
+    indices = np.arange(entries, dtype=np.int32)
+    if module.signed:
+        indices -= np.int32(entries // 2)
+    try:
+        rgb = apply_color_lut(indices, dataset)[..., :3]
+        descriptor = [int(value) for value in dataset.RedPaletteColorLookupTableDescriptor]
+        lut_bits = descriptor[2]
+    except Exception as err:  # pydicom raises ValueError, AttributeError, struct.error...
+        message = f"PALETTE COLOR image without a usable palette table ({type(err).__name__})"
+        raise DecodeError(message) from err
+    if lut_bits not in (8, 16):
+        lut_bits = 8 * rgb.dtype.itemsize
+    if lut_bits == 16 and int(rgb.max(initial=0)) <= 0xFF:
+        lut_bits = 8
+    out_bits = 8 * module.out_dtype.itemsize
+    table = rgb.astype(np.uint32)
+    if lut_bits > out_bits:
+        table >>= np.uint32(lut_bits - out_bits)
+    elif lut_bits < out_bits:
+        table *= np.uint32(257)
+    result: NDArray[np.unsignedinteger[Any]] = table.astype(module.out_dtype)
+    return result
+
+
+def _transfer_syntax(dataset: Dataset) -> UID:
+    """The transfer syntax from the file meta, else from how the data set was encoded."""
+    meta = getattr(dataset, "file_meta", None)
+    value = meta.get("TransferSyntaxUID") if meta is not None else None
+    if value:
+        return UID(str(value))
+    implicit, little = dataset.original_encoding
+    if implicit is None or little is None:
+        message = "the data set has no Transfer Syntax UID and was not read from a file"
+        raise DecodeError(message)
+    if implicit:
+        return ImplicitVRLittleEndian
+    return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+
+
+def _header_int(dataset: Dataset, keyword: str, default: int | None = None) -> int:
+    value = dataset.get(keyword)
+    if value is None or value == "":
+        if default is None:
+            message = f"the header has no {keyword}, which decoding needs"
+            raise DecodeError(message)
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError) as err:
+        message = f"the header's {keyword} is not an integer"
+        raise DecodeError(message) from err
+
+
+def _pixel_module(dataset: Dataset) -> _PixelModule:
+    """Read and check the Image Pixel module values that decoding relies on."""
+    photometric = str(dataset.get("PhotometricInterpretation", "") or "").strip().upper()
+    if not photometric:
+        raise DecodeError("the header has no PhotometricInterpretation, which decoding needs")
+    if photometric not in _SUPPORTED_PHOTOMETRIC:
+        message = (
+            f"Photometric Interpretation {photometric} is not supported "
+            f"(supported: {', '.join(_SUPPORTED_PHOTOMETRIC)})"
+        )
+        raise DecodeError(message)
+    bits_allocated = _header_int(dataset, "BitsAllocated")
+    module = _PixelModule(
+        rows=_header_int(dataset, "Rows"),
+        columns=_header_int(dataset, "Columns"),
+        frames=_header_int(dataset, "NumberOfFrames", 1),
+        samples=_header_int(dataset, "SamplesPerPixel", 1),
+        bits_allocated=bits_allocated,
+        bits_stored=_header_int(dataset, "BitsStored", bits_allocated),
+        signed=_header_int(dataset, "PixelRepresentation", 0) == 1,
+        photometric=photometric,
+    )
+    if module.rows < 1 or module.columns < 1 or module.frames < 1:
+        message = f"the header declares an empty image ({module.geometry()})"
+        raise DecodeError(message)
+    expected_samples = 1 if photometric in (*_GRAY, "PALETTE COLOR") else 3
+    if module.samples != expected_samples:
+        message = (
+            f"Samples per Pixel is {module.samples} but {photometric} needs {expected_samples}"
+        )
+        raise DecodeError(message)
+    if module.bits_allocated not in (1, 8, 16) or not 1 <= module.bits_stored <= 16:
+        message = (
+            f"Bits Allocated {module.bits_allocated} with Bits Stored {module.bits_stored} "
+            "is not supported (usdcm decodes up to 16 bits per sample)"
+        )
+        raise DecodeError(message)
+    if module.bits_stored > module.bits_allocated:
+        message = f"Bits Stored {module.bits_stored} exceeds Bits Allocated {bits_allocated}"
+        raise DecodeError(message)
+    return module
+
+
+def _decoder(syntax: UID) -> Decoder:
+    """Return pydicom's decoder for ``syntax`` or say what is missing."""
+    label = syntax_label(syntax)
+    if syntax in MPEGTransferSyntaxes:
+        message = (
+            f"no decoder for {label}: video transfer syntaxes are not supported; export the "
+            "cine loop as uncompressed, JPEG or JPEG 2000 frames"
+        )
+        raise DecodeError(message)
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError as err:
+        message = (
+            f"no decoder for {label}: it is not supported by pydicom or usdcm; export the "
+            "images uncompressed (Explicit VR Little Endian), JPEG, JPEG-LS, JPEG 2000 or RLE"
+        )
+        raise DecodeError(message) from err
+    if not decoder.is_available:
+        missing = "; ".join(decoder.missing_dependencies) or "a decoding plugin"
+        message = f"no decoder for {label} is installed: install one of: {missing}"
+        raise DecodeError(message)
+    return decoder
+
+
+def _plugin_order(decoder: Decoder, plugin: str) -> list[str]:
+    """The plugins to try in turn; ``""`` lets pydicom try every installed one."""
+    available = tuple(decoder.available_plugins)
+    if plugin:
+        if plugin not in available:
+            message = (
+                f"decoding plugin {plugin!r} is not available for {syntax_label(decoder.UID)} "
+                f"(available: {', '.join(available) or 'none, pixels are not compressed'})"
+            )
+            raise DecodeError(message)
+        return [plugin]
+    if PREFERRED_PLUGIN in available and len(available) > 1:
+        return [PREFERRED_PLUGIN, ""]
+    return [""]
+
+
+def _check_pixel_data(dataset: Dataset, syntax: UID, module: _PixelModule) -> None:
+    """Check that the Pixel Data can hold what the header declares, before decoding."""
+    if "PixelData" not in dataset:
+        message = (
+            "the data set has no Pixel Data (float pixel data, or read with stop_before_pixels)"
+        )
+        raise DecodeError(message)
+    data = dataset.PixelData
+    if data is None or len(data) == 0:
+        raise DecodeError("the Pixel Data element is empty")
+    if syntax.is_encapsulated:
+        _check_first_frame(data, syntax, module)
+        return
+    if module.bits_allocated == 1:
+        expected = -(-module.rows * module.columns * module.frames * module.samples // 8)
+        per_frame = 0
+    else:
+        samples = 2 if module.photometric == "YBR_FULL_422" else module.samples
+        per_frame = module.rows * module.columns * samples * module.bits_allocated // 8
+        expected = per_frame * module.frames
+    if len(data) in (expected, expected + expected % 2):
+        return
+    found = "fewer" if len(data) < expected else "more"
+    message = (
+        f"the Pixel Data holds {len(data)} bytes, {found} than the {expected} the header "
+        f"declares ({module.geometry()}, {syntax_label(syntax)})"
+    )
+    if per_frame and len(data) % per_frame == 0:
+        message += f"; that is {len(data) // per_frame} whole frame(s)"
+    raise DecodeError(message)
+
+
+def _check_first_frame(data: bytes, syntax: UID, module: _PixelModule) -> None:
+    """Compare the first frame's codestream header with Rows, Columns and Samples per Pixel."""
+    try:
+        first = next(generate_frames(data, number_of_frames=module.frames), b"")
+    except Exception as err:  # malformed encapsulation: items, offsets, delimiters
+        message = f"the encapsulated Pixel Data is malformed ({type(err).__name__})"
+        raise DecodeError(message) from err
+    if syntax == RLELossless:
+        _check_rle(first, module)
+        return
+    shape: tuple[int, int, int] | None = None
+    if syntax in JPEGTransferSyntaxes or syntax in JPEGLSTransferSyntaxes:
+        shape = _jpeg_shape(first)
+    elif syntax in JPEG2000TransferSyntaxes:
+        shape = _j2k_shape(first)
+    if shape is None:
+        return  # unknown layout: the decoder and the shape check after it will judge
+    rows, columns, components = shape
+    if (rows in (0, module.rows)) and columns == module.columns and components == module.samples:
+        return
+    message = (
+        f"the {syntax_label(syntax)} codestream of frame 1 is {rows} rows x {columns} "
+        f"columns x {components} components, but the header declares Rows {module.rows}, "
+        f"Columns {module.columns}, Samples per Pixel {module.samples}"
+    )
+    raise DecodeError(message)
+
+
+def _check_rle(frame: bytes, module: _PixelModule) -> None:
+    if len(frame) < 64:
+        return
+    (segments,) = struct.unpack("<I", frame[:4])
+    expected = module.samples * max(module.bits_allocated // 8, 1)
+    if segments != expected:
+        message = (
+            f"the RLE frame 1 has {segments} segments, but Samples per Pixel {module.samples} "
+            f"and Bits Allocated {module.bits_allocated} need {expected}"
+        )
+        raise DecodeError(message)
+
+
+def _jpeg_shape(data: bytes) -> tuple[int, int, int] | None:
+    """(rows, columns, components) from a JPEG or JPEG-LS start-of-frame segment."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    position = 2
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker in _STANDALONE_MARKERS:
+            position += 2
+            continue
+        if marker in _SOF_MARKERS:
+            if position + 10 > len(data):
+                return None
+            rows, columns = struct.unpack(">HH", data[position + 5 : position + 9])
+            return int(rows), int(columns), data[position + 9]
+        (length,) = struct.unpack(">H", data[position + 2 : position + 4])
+        position += 2 + int(length)
+    return None
+
+
+def _j2k_shape(data: bytes) -> tuple[int, int, int] | None:
+    """(rows, columns, components) from a JPEG 2000 SIZ segment (codestream or JP2 file)."""
+    start = data.find(b"\xff\x4f\xff\x51", 0, 4096)
+    if start < 0 or start + 42 > len(data):
+        return None
+    siz = start + 2
+    width, height, x_offset, y_offset = struct.unpack(">IIII", data[siz + 6 : siz + 22])
+    (components,) = struct.unpack(">H", data[siz + 38 : siz + 40])
+    return int(height - y_offset), int(width - x_offset), int(components)

@@ -1,0 +1,104 @@
+"""Step 3 of ingest: decode one SOP instance, crop it to its tissue region, write a NIfTI.
+
+Runs in worker processes. Returns a JSON-ready record of the geometry, or an exclusion.
+The NIfTI voxel array is ``(width, height, frames)``: voxel ``[i, j, k]`` is column ``i``,
+row ``j``, frame ``k`` of the cropped image; pixdim carries the spacing in mm.
+"""
+
+from __future__ import annotations
+
+import gzip
+import warnings
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import nibabel as nib
+import numpy as np
+import pydicom
+
+from usdcm.atomic import atomic_write_bytes
+from usdcm.dicom.header import sniff_dicom
+from usdcm.dicom.pixels import crop_frames, decode_frames, frames_to_volume
+from usdcm.dicom.regions import read_regions, select_tissue_region
+from usdcm.errors import DecodeError, NotDicomError, UnsupportedDicomError
+from usdcm.ingest.scan import excluded
+
+NIFTI_COMPRESSLEVEL = 1
+
+
+def nifti_bytes(
+    volume: np.ndarray[Any, Any],
+    spacing_mm: tuple[float, float] | None,
+    frame_time_ms: float | None,
+) -> bytes:
+    """Serialise a ``(width, height, frames[, 3])`` volume as gzipped NIfTI-1 bytes.
+
+    Without a spacing the pixdim stays 1 with unknown units: the manifest then leaves the
+    spacing empty, and nothing pretends to know it. The gzip stream has no timestamp, so
+    the same input always gives the same bytes.
+    """
+    spacing_x, spacing_y = spacing_mm or (1.0, 1.0)
+    affine = np.diag([spacing_x, spacing_y, 1.0, 1.0])
+    image = nib.Nifti1Image(volume, affine)
+    header = image.header
+    header.set_zooms((spacing_x, spacing_y, 1.0, *([1.0] * (volume.ndim - 3))))
+    header.set_xyzt_units(xyz="mm" if spacing_mm else "unknown", t="unknown")
+    description = "usdcm"
+    if frame_time_ms is not None:
+        description += f" frame_time_ms={frame_time_ms:.3f}"
+    header["descrip"] = description.encode("ascii")
+    header.set_qform(affine, code=0 if spacing_mm is None else 2)
+    header.set_sform(affine, code=0 if spacing_mm is None else 2)
+    return gzip.compress(image.to_bytes(), compresslevel=NIFTI_COMPRESSLEVEL, mtime=0)
+
+
+def convert_file(
+    source: Path, image_path: Path, *, keep_color: bool, frame_time_ms: float | None
+) -> dict[str, Any]:
+    """Decode ``source``, crop to the largest 2D tissue region, and write ``image_path``."""
+    try:
+        part10 = sniff_dicom(source)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset = pydicom.dcmread(source, force=not part10)
+        frames = decode_frames(dataset, keep_color=keep_color)
+        rows, columns = int(frames.shape[1]), int(frames.shape[2])
+        region = select_tissue_region(read_regions(dataset), rows=rows, columns=columns)
+        cropped = crop_frames(frames, region)
+        volume = frames_to_volume(cropped)
+        spacing = region.spacing_mm if region is not None else None
+        atomic_write_bytes(image_path, nifti_bytes(volume, spacing, frame_time_ms))
+    except (DecodeError, UnsupportedDicomError, NotDicomError) as err:
+        return excluded("decode_error", str(err))
+    except MemoryError:
+        return excluded("decode_error", "out of memory while decoding")
+    except OSError as err:
+        return excluded("unreadable", f"cannot read or write ({type(err).__name__})")
+    except Exception as err:  # a damaged file may break pydicom or a codec in any way
+        return excluded("decode_error", f"pixel data could not be decoded ({type(err).__name__})")
+    return {
+        "status": "converted",
+        "frames": int(cropped.shape[0]),
+        "height": int(cropped.shape[1]),
+        "width": int(cropped.shape[2]),
+        "channels": int(cropped.shape[3]) if cropped.ndim == 4 else 1,
+        "spacing_x_mm": None if spacing is None else round(spacing[0], 6),
+        "spacing_y_mm": None if spacing is None else round(spacing[1], 6),
+        "crop": "" if region is None else region.as_crop(),
+    }
+
+
+class ConvertTask(NamedTuple):
+    """One file for a worker: where to read, where to write, and how."""
+
+    source: Path
+    image_path: Path
+    keep_color: bool
+    frame_time_ms: float | None
+
+
+def run_convert_task(task: ConvertTask) -> dict[str, Any]:
+    """Worker entry point for :func:`convert_file`."""
+    return convert_file(
+        task.source, task.image_path, keep_color=task.keep_color, frame_time_ms=task.frame_time_ms
+    )

@@ -1,0 +1,438 @@
+"""The ingest pipeline: scan -> select -> convert -> label -> write, incremental and crash-safe.
+
+Owns the output folder layout::
+
+    DIR/manifest.csv       one row per SOP instance (see manifests/README.md)
+    DIR/excluded.csv       every other file under SOURCE, with its reason
+    DIR/ingest.json        counts by reason, label join counts, timings, versions
+    DIR/images/*.nii.gz    one NIfTI per SOP instance
+    DIR/.usdcm/secret      the HMAC key behind every pseudonym (mode 0600, never printed)
+    DIR/.usdcm/journal.jsonl  finished work, so re-runs convert only new or changed files
+
+Every file under SOURCE ends up exactly once in ``manifest.csv`` or ``excluded.csv``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Protocol
+
+from usdcm import __version__
+from usdcm.atomic import atomic_write_text
+from usdcm.dicom.sop import sop_class_name
+from usdcm.errors import InvalidSourceError, UsdcmError
+from usdcm.ingest.convert import ConvertTask, run_convert_task
+from usdcm.ingest.journal import Journal, Record
+from usdcm.ingest.labels import LabelTable, read_labels
+from usdcm.ingest.parallel import map_files
+from usdcm.ingest.scan import excluded, init_worker, scan_file, walk_files
+from usdcm.ingest.select import DEFAULT_MAX_PIXEL_BYTES, selection_reason
+from usdcm.manifest import write_excluded, write_manifest
+from usdcm.privacy import PathRedactor, ProjectSecret
+
+STATE_DIR = ".usdcm"
+IMAGES_DIR = "images"
+CONVERT_VERSION = 1  # bump when the conversion changes, so re-runs redo the images
+
+
+class ProgressReporter(Protocol):
+    """What the pipeline tells a progress display; the CLI implements it with rich."""
+
+    def phase(self, name: str, total: int) -> None: ...
+
+    def advance(self, count: int = 1) -> None: ...
+
+
+class _NoProgress:
+    def phase(self, name: str, total: int) -> None:
+        return None
+
+    def advance(self, count: int = 1) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """How to ingest; every field has the default ``usdcm ingest`` uses."""
+
+    labels: Path | None = None
+    workers: int | None = None
+    modalities: frozenset[str] = frozenset({"US"})
+    keep_color: bool = False
+    max_pixel_bytes: int = DEFAULT_MAX_PIXEL_BYTES
+    secret_path: Path | None = None
+
+    def worker_count(self) -> int:
+        return self.workers if self.workers and self.workers > 0 else (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """Where the outputs are, and what happened."""
+
+    out: Path
+    n_files: int
+    n_images: int
+    n_excluded: int
+    n_converted: int
+    n_reused: int
+    excluded_by_code: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.out / "manifest.csv"
+
+    @property
+    def excluded_path(self) -> Path:
+        return self.out / "excluded.csv"
+
+
+@contextlib.contextmanager
+def _exclusive_lock(state: Path) -> Iterator[None]:
+    state.mkdir(parents=True, exist_ok=True)
+    with (state / "lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            message = f"Another `usdcm ingest` is writing to {state.parent}; wait for it to end."
+            raise UsdcmError(message) from err
+        yield
+
+
+def _display(relative: str) -> str:
+    """A path as it can be written to UTF-8 CSV, even if the file name is not UTF-8."""
+    return relative.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _versions() -> dict[str, str]:
+    versions = {"usdcm": __version__}
+    for package in ("pydicom", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "numpy"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[package] = metadata.version(package)
+    versions["nibabel"] = metadata.version("nibabel")
+    return versions
+
+
+def _check_source(source: Path) -> None:
+    if not source.exists():
+        message = f"SOURCE {source} does not exist; give the folder your PACS export is in."
+        raise InvalidSourceError(message)
+    if not source.is_dir():
+        message = f"SOURCE {source} is not a folder; give the folder that holds the export."
+        raise InvalidSourceError(message)
+
+
+@dataclass
+class _SourceFile:
+    """One file under SOURCE, as this run sees it."""
+
+    path: Path
+    relative: str
+    key: str
+    size: int = -1
+    mtime_ns: int = -1
+    scan: Record = field(default_factory=dict)
+    display: str = ""
+
+
+class _Run:
+    """The state of one ingest run: secret, journal, and the records to keep."""
+
+    def __init__(self, source: Path, out: Path, options: IngestOptions, secret: ProjectSecret):
+        self.source = source
+        self.out = out
+        self.options = options
+        self.secret = secret
+        self.journal = Journal(out / STATE_DIR / "journal.jsonl")
+        self.previous = self.journal.load()
+        self.keep: dict[tuple[str, str], Record] = {}
+        self.timings: dict[str, float] = {}
+        self.converted = 0
+        self.reused = 0
+
+    def record(self, kind: str, item: _SourceFile, value: Record, **extra: Any) -> None:
+        entry = {"t": kind, "k": item.key, "size": item.size, "mtime": item.mtime_ns, "v": value}
+        entry.update(extra)
+        self.journal.append(entry)
+        self.keep[(kind, item.key)] = entry
+
+    def reuse(self, kind: str, item: _SourceFile, **extra: Any) -> Record | None:
+        entry = self.previous.get((kind, item.key))
+        if entry is None or entry.get("size") != item.size or entry.get("mtime") != item.mtime_ns:
+            return None
+        if any(entry.get(name) != value for name, value in extra.items()):
+            return None
+        self.keep[(kind, item.key)] = entry
+        value: Record = entry["v"]
+        return value
+
+    def scan(self, files: list[_SourceFile], progress: ProgressReporter) -> None:
+        """Step 1: header of every file, reusing the journal for unchanged files."""
+        started = time.perf_counter()
+        todo: list[_SourceFile] = []
+        for item in files:
+            try:
+                stat = item.path.stat()
+            except OSError as err:
+                item.scan = excluded("unreadable", f"cannot stat file ({type(err).__name__})")
+                continue
+            item.size, item.mtime_ns = stat.st_size, stat.st_mtime_ns
+            reused = self.reuse("scan", item)
+            if reused is not None:
+                item.scan = reused
+            else:
+                todo.append(item)
+        progress.phase("scan headers", len(files))
+        progress.advance(len(files) - len(todo))
+        results = map_files(
+            _scan_worker,
+            [item.path for item in todo],
+            workers=self.options.worker_count(),
+            batch_size=32,
+            initializer=init_worker,
+            initargs=(self.secret.to_bytes(),),
+            on_crash=lambda _path: excluded("unreadable", "header reader crashed"),
+        )
+        by_path = {item.path: item for item in todo}
+        for path, record in results:
+            item = by_path[path]
+            item.scan = record
+            self.record("scan", item, record)
+            progress.advance()
+        self.journal.sync()
+        self.timings["scan_s"] = time.perf_counter() - started
+
+    def redactor(self, files: list[_SourceFile]) -> PathRedactor:
+        """A redactor for every identifier word seen in the headers of this export."""
+        redactor = PathRedactor(self.secret)
+        for item in files:
+            redactor.hashed.update(item.scan.get("phi", ()))
+        for item in files:
+            item.display = _display(redactor.redact(item.relative))
+        return redactor
+
+    def select(self, files: list[_SourceFile]) -> tuple[list[_SourceFile], list[Record]]:
+        """Step 2: the SOP instances to convert, and exclusions for the rest."""
+        selected: list[_SourceFile] = []
+        exclusions: list[Record] = []
+        seen: dict[str, _SourceFile] = {}
+        modalities = {m.upper() for m in self.options.modalities}
+        for item in files:
+            scan = item.scan
+            if scan.get("status") != "dicom":
+                exclusions.append(self._exclusion(item, scan["code"], scan["reason"]))
+                continue
+            why = selection_reason(
+                scan, modalities=modalities, max_pixel_bytes=self.options.max_pixel_bytes
+            )
+            if why is not None:
+                exclusions.append(self._exclusion(item, *why))
+                continue
+            first = seen.setdefault(str(scan["sop_uid"]), item)
+            if first is not item:
+                reason = f"duplicate SOP instance: same SOPInstanceUID as {first.display}"
+                exclusions.append(self._exclusion(item, "duplicate", reason))
+                continue
+            selected.append(item)
+        return selected, exclusions
+
+    def _exclusion(self, item: _SourceFile, code: str, reason: str) -> Record:
+        return {"path": item.display, "code": code, "reason": reason}
+
+    def convert(
+        self, selected: list[_SourceFile], progress: ProgressReporter
+    ) -> tuple[list[Record], list[Record]]:
+        """Step 3: decode, crop and write each selected instance; reuse unchanged ones."""
+        started = time.perf_counter()
+        options = (CONVERT_VERSION, self.options.keep_color)
+        fingerprint = f"v{options[0]}-color{int(options[1])}"
+        rows: list[Record] = []
+        exclusions: list[Record] = []
+        todo: dict[Path, _SourceFile] = {}
+        tasks: list[ConvertTask] = []
+        done: dict[str, Record] = {}
+        for item in selected:
+            image_path = self.image_path(item)
+            reused = self.reuse("convert", item, opts=fingerprint)
+            if reused is not None and (reused.get("status") != "converted" or image_path.exists()):
+                done[item.key] = reused
+                self.reused += 1
+                continue
+            frame_time = item.scan.get("frame_time_ms")
+            tasks.append(ConvertTask(item.path, image_path, self.options.keep_color, frame_time))
+            todo[item.path] = item
+        progress.phase("convert images", len(selected))
+        progress.advance(len(selected) - len(tasks))
+        results = map_files(
+            run_convert_task,
+            tasks,
+            workers=self.options.worker_count(),
+            batch_size=2,
+            on_crash=lambda _task: excluded("decode_error", "decoder crashed the worker"),
+        )
+        for task, record in results:
+            item = todo[task.source]
+            done[item.key] = record
+            self.record("convert", item, record, opts=fingerprint)
+            self.converted += 1
+            progress.advance()
+        self.journal.sync()
+        for item in selected:
+            record = done[item.key]
+            if record.get("status") == "converted":
+                rows.append(self._row(item, record))
+            else:
+                exclusions.append(self._exclusion(item, record["code"], record["reason"]))
+        self.timings["convert_s"] = time.perf_counter() - started
+        return rows, exclusions
+
+    def image_id(self, item: _SourceFile) -> str:
+        return self.secret.pseudonym(str(item.scan["sop_uid"]), namespace="image")
+
+    def image_path(self, item: _SourceFile) -> Path:
+        return self.out / IMAGES_DIR / f"{self.image_id(item)}.nii.gz"
+
+    def _row(self, item: _SourceFile, converted: Record) -> Record:
+        scan = item.scan
+        image_id = self.image_id(item)
+        return {
+            "image_id": image_id,
+            "image_path": f"{IMAGES_DIR}/{image_id}.nii.gz",
+            "patient_key": scan["patient_key"],
+            "study_uid": scan["study_uid"],
+            "series_uid": scan["series_uid"],
+            "sop_uid": scan["sop_uid"],
+            "label": "",
+            "frames": converted["frames"],
+            "height": converted["height"],
+            "width": converted["width"],
+            "channels": converted["channels"],
+            "spacing_x_mm": converted["spacing_x_mm"],
+            "spacing_y_mm": converted["spacing_y_mm"],
+            "crop": converted["crop"],
+            "manufacturer": scan["manufacturer"],
+            "model": scan["model"],
+            "modality": scan["modality"],
+            "sop_class": sop_class_name(str(scan["sop_class"])),
+            "photometric": scan["photometric"],
+            "transfer_syntax": scan["transfer_syntax"],
+            "frame_time_ms": scan["frame_time_ms"],
+            "source_path": item.display,
+            "source_size": item.size,
+            "_join": scan.get("join", {}),
+        }
+
+
+def _scan_worker(path: Path) -> Record:
+    return scan_file(path)
+
+
+def _label_rows(rows: list[Record], labels: LabelTable | None) -> int:
+    """Join labels onto rows in place; return how many rows stay unlabelled."""
+    unlabelled = 0
+    for row in rows:
+        join = row.pop("_join")
+        label = labels.lookup(join) if labels is not None else None
+        row["label"] = label or ""
+        unlabelled += label is None
+    return unlabelled
+
+
+def _prune_images(images: Path, keep: set[str]) -> int:
+    """Remove images (and temp files of killed runs) that no manifest row refers to."""
+    removed = 0
+    if not images.is_dir():
+        return removed
+    for path in images.iterdir():
+        if path.name not in keep:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def ingest(
+    source: Path,
+    out: Path,
+    options: IngestOptions | None = None,
+    progress: ProgressReporter | None = None,
+) -> IngestResult:
+    """Ingest the export under ``source`` into ``out``; see the module docstring.
+
+    Raises ``InvalidSourceError`` for a missing or empty ``source`` and ``LabelsError`` for
+    an unusable labels file, before any work. Bad files never raise: they are excluded.
+    """
+    options = options or IngestOptions()
+    progress = progress or _NoProgress()
+    source, out = source.resolve(), out.resolve()
+    _check_source(source)
+    with _exclusive_lock(out / STATE_DIR):
+        secret = ProjectSecret.load_or_create(options.secret_path or out / STATE_DIR / "secret")
+        labels = read_labels(options.labels, secret) if options.labels else None
+        started = time.perf_counter()
+        skip = out if out.is_relative_to(source) else None
+        files = [
+            _SourceFile(path, relative, secret.pseudonym(relative, namespace="path"))
+            for path in walk_files(source, skip=skip)
+            for relative in [path.relative_to(source).as_posix()]
+        ]
+        if not files:
+            message = f"SOURCE {source} holds no files; check the path of the export."
+            raise InvalidSourceError(message)
+        run = _Run(source, out, options, secret)
+        run.timings["walk_s"] = time.perf_counter() - started
+        try:
+            run.scan(files, progress)
+            run.redactor(files)
+            selected, exclusions = run.select(files)
+            rows, failed = run.convert(selected, progress)
+        finally:
+            run.journal.close()
+        exclusions.extend(failed)
+        unlabelled = _label_rows(rows, labels)
+        rows.sort(key=lambda row: str(row["source_path"]))
+        exclusions.sort(key=lambda row: str(row["path"]))
+
+        write_manifest(out / "manifest.csv", rows)
+        write_excluded(out / "excluded.csv", exclusions)
+        by_code = dict(sorted(Counter(str(e["code"]) for e in exclusions).items()))
+        run.timings["total_s"] = time.perf_counter() - started
+        summary = {
+            "usdcm_version": __version__,
+            "n_files": len(files),
+            "n_images": len(rows),
+            "n_excluded": len(exclusions),
+            "excluded_by_code": by_code,
+            "n_converted": run.converted,
+            "n_reused": run.reused,
+            "output_folder_skipped": skip is not None,
+            "labels": labels.summary(unlabelled) if labels else {"unlabelled_images": unlabelled},
+            "options": {
+                "workers": options.worker_count(),
+                "modalities": sorted(options.modalities),
+                "keep_color": options.keep_color,
+                "max_pixel_bytes": options.max_pixel_bytes,
+            },
+            "timings_s": {name: round(value, 3) for name, value in run.timings.items()},
+            "versions": _versions(),
+        }
+        atomic_write_text(out / "ingest.json", json.dumps(summary, indent=2) + "\n")
+        run.journal.rewrite(run.keep[key] for key in sorted(run.keep))
+        _prune_images(out / IMAGES_DIR, {Path(str(row["image_path"])).name for row in rows})
+    return IngestResult(
+        out=out,
+        n_files=len(files),
+        n_images=len(rows),
+        n_excluded=len(exclusions),
+        n_converted=run.converted,
+        n_reused=run.reused,
+        excluded_by_code=by_code,
+    )
