@@ -54,7 +54,7 @@ def test_bundled_ybr_cine_is_cropped_to_its_clipped_region(tmp_path: Path) -> No
     # the file's region 84,31..595,414 overruns the 320x240 image: clipped to 319,239
     assert record["crop"] == "84,31,319,239"
     assert (record["frames"], record["height"], record["width"]) == (30, 209, 236)
-    assert record["spacing_x_mm"] == round(0.05104970559477806 * 10, 6)
+    assert record["spacing_x_mm"] is None  # the box was written for a larger original
     volume, _ = load(tmp_path / "y.nii.gz")
     frames = decode_frames(pydicom.dcmread(source))
     expected = frames[:, 31:240, 84:320].transpose(2, 1, 0)

@@ -109,7 +109,8 @@ def frame_time_ms(dataset: Any) -> float | None:
     """The time between frames in ms, from FrameTime, FrameTimeVector or a frame rate."""
     frame_time = dataset.get("FrameTime")
     if frame_time not in (None, ""):
-        return float(frame_time)
+        # some scanners write FrameTime with several values: the first is the frame time
+        return float(frame_time[0] if isinstance(frame_time, list | tuple) else frame_time)
     vector = dataset.get("FrameTimeVector")
     if vector:
         values = [float(v) for v in vector][1:]  # the first entry is 0 by definition
@@ -173,6 +174,9 @@ def read_header(path: Path) -> SopInstance:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             dataset = pydicom.dcmread(path, stop_before_pixels=True, force=not part10)
+            if len(dataset) == 0:
+                message = "the data set is empty: the file may be truncated"
+                raise UnsupportedDicomError(message)
             instance = sop_instance_from_dataset(dataset)
     except InvalidDicomError as err:
         message = f"not DICOM: {type(err).__name__}"

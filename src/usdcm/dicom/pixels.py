@@ -49,7 +49,7 @@ from usdcm.errors import DecodeError
 ScalarT = TypeVar("ScalarT", bound=np.generic)
 UIntT = TypeVar("UIntT", bound=np.unsignedinteger[Any])
 
-#: The decoding plugin tried first when the caller names none (pydicom would try Pillow first).
+#: The decoding plugin tried first when the caller names none; the others follow if it fails.
 PREFERRED_PLUGIN = "pylibjpeg"
 
 #: Names of transfer syntaxes that pydicom 3.0 does not know by name.
@@ -70,11 +70,11 @@ _SUPPORTED_PHOTOMETRIC = (
     "YBR_RCT",
 )
 # JPEG start-of-frame markers (ITU T.81 B.1.1.3) and JPEG-LS SOF55 (ITU T.87).
-_SOF_MARKERS = frozenset({*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC)}) | {
-    *range(0xCD, 0xD0),
-    0xF7,
-}
-_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD9)})
+_SOF_MARKERS = frozenset(
+    (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7)
+)
+# Markers without a length field: TEM, RST0..RST7 and SOI.
+_STANDALONE_MARKERS = frozenset((0x01, 0xD0, 0xD1, 0xD2, 0xD3, 0xD4, 0xD5, 0xD6, 0xD7, 0xD8))
 _Y_WEIGHTS = (299, 587, 114)  # BT.601 luma weights, in thousandths
 
 
@@ -93,13 +93,16 @@ class _PixelModule:
 
     @property
     def out_dtype(self) -> np.dtype[Any]:
+        """``uint8`` up to 8 bits stored, ``uint16`` above."""
         return np.dtype(np.uint8) if self.bits_stored <= 8 else np.dtype(np.uint16)
 
     @property
     def max_value(self) -> int:
+        """The largest unsigned value Bits Stored can hold."""
         return (1 << self.bits_stored) - 1
 
     def geometry(self) -> str:
+        """The declared geometry, for error messages."""
         return (
             f"Rows {self.rows}, Columns {self.columns}, Number of Frames {self.frames}, "
             f"Samples per Pixel {self.samples}, Bits Allocated {self.bits_allocated}"
@@ -300,7 +303,10 @@ def decode_frames(
         module = _pixel_module(dataset)
         decoder = _decoder(syntax)
         _check_pixel_data(dataset, syntax, module)
-        palette = _palette(dataset, module) if module.photometric == "PALETTE COLOR" else None
+        palette = None
+        if module.photometric == "PALETTE COLOR":
+            palette = _palette(dataset, module)
+            palette = palette if keep_color else to_grayscale(palette)
         shape: tuple[int, ...] = (module.frames, module.rows, module.columns)
         out = np.empty((*shape, 3) if keep_color else shape, dtype=module.out_dtype)
         plugins = _plugin_order(decoder, plugin)
@@ -310,17 +316,13 @@ def decode_frames(
             except _PluginFailure as failure:
                 if attempt + 1 < len(plugins):
                     continue
-                raise DecodeError(failure.message) from failure.__cause__
+                raise DecodeError(str(failure)) from failure.__cause__
             break
     return out
 
 
 class _PluginFailure(Exception):
-    """A decoding plugin raised; another plugin may still succeed."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    """A decoding plugin raised; another plugin may still succeed. Carries the message."""
 
 
 def _decode_into(
@@ -342,7 +344,7 @@ def _decode_into(
         try:
             item = next(frames, None)
         except Exception as err:  # every plugin raises its own types
-            detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+            detail = " ".join(str(err).split())[:300]  # pixel-level facts only
             message = (
                 f"cannot decode frame {index + 1} of {module.frames} "
                 f"({syntax_label(syntax)}): {type(err).__name__}"
@@ -365,7 +367,8 @@ def _decode_into(
             )
             raise DecodeError(message)
         photometric = str(properties.get("photometric_interpretation", module.photometric))
-        _convert_frame(out[index], frame, photometric, module, palette)
+        values = _unsigned(frame, module, index)
+        _convert_frame(out[index], values, photometric, module, palette)
         index += 1
     if index != module.frames:
         message = (
@@ -377,17 +380,19 @@ def _decode_into(
 
 def _convert_frame(
     target: NDArray[np.unsignedinteger[Any]],
-    frame: NDArray[Any],
+    values: NDArray[np.unsignedinteger[Any]],
     photometric: str,
     module: _PixelModule,
     palette: NDArray[np.unsignedinteger[Any]] | None,
 ) -> None:
-    """Write one decoded frame into ``target`` as luminance (2-D) or RGB (3-D target)."""
+    """Write one frame of unsigned values into ``target``: luminance (2-D) or RGB (3-D).
+
+    ``palette`` is the lookup table already in the target's form: RGB rows for an RGB target,
+    luminance for a gray one.
+    """
     keep_color = target.ndim == 3
-    values = _unsigned(frame, module)
     if photometric == "PALETTE COLOR" and palette is not None:
-        table = palette if keep_color else to_grayscale(palette)
-        target[...] = np.take(table, values, axis=0, mode="clip")
+        target[...] = np.take(palette, values, axis=0, mode="clip")
     elif photometric in _GRAY:
         if photometric == "MONOCHROME1":
             values = np.subtract(module.max_value, values, dtype=values.dtype)
@@ -402,13 +407,27 @@ def _convert_frame(
         raise DecodeError(message)
 
 
-def _unsigned(frame: NDArray[Any], module: _PixelModule) -> NDArray[np.unsignedinteger[Any]]:
-    """Return ``frame`` in the output dtype, offsetting signed values into the unsigned range."""
+def _unsigned(
+    frame: NDArray[Any], module: _PixelModule, index: int
+) -> NDArray[np.unsignedinteger[Any]]:
+    """Return ``frame`` in the output dtype: signed values offset by ``2 ** (BitsStored - 1)``.
+
+    Raises ``DecodeError`` when a value does not fit in Bits Stored (a codestream whose
+    precision exceeds the header's), rather than letting the cast wrap it around.
+    """
+    values: NDArray[Any] = frame
     if frame.dtype.kind == "i":
-        shifted = frame.astype(np.int32) + np.int32(1 << (module.bits_stored - 1))
-        np.clip(shifted, 0, module.max_value, out=shifted)
-        return shifted.astype(module.out_dtype)
-    result: NDArray[np.unsignedinteger[Any]] = frame.astype(module.out_dtype, copy=False)
+        values = frame.astype(np.int32) + np.int32(1 << (module.bits_stored - 1))
+    if frame.dtype.kind == "i" or 8 * frame.dtype.itemsize > module.bits_stored:
+        low, high = int(values.min(initial=0)), int(values.max(initial=0))
+        if low < 0 or high > module.max_value:
+            message = (
+                f"frame {index + 1} holds values outside the 0..{module.max_value} range that "
+                f"Bits Stored {module.bits_stored} allows (the codestream is deeper than the "
+                "header says)"
+            )
+            raise DecodeError(message)
+    result: NDArray[np.unsignedinteger[Any]] = values.astype(module.out_dtype, copy=False)
     return result
 
 
@@ -424,7 +443,7 @@ def _palette(dataset: Dataset, module: _PixelModule) -> NDArray[np.unsignedinteg
     if module.signed:
         indices -= np.int32(entries // 2)
     try:
-        rgb = apply_color_lut(indices, dataset)[..., :3]
+        rgb = apply_color_lut(indices, _widened_palette(dataset))[..., :3]
         descriptor = [int(value) for value in dataset.RedPaletteColorLookupTableDescriptor]
         lut_bits = descriptor[2]
     except Exception as err:  # pydicom raises ValueError, AttributeError, struct.error...
@@ -442,6 +461,28 @@ def _palette(dataset: Dataset, module: _PixelModule) -> NDArray[np.unsignedinteg
         table *= np.uint32(257)
     result: NDArray[np.unsignedinteger[Any]] = table.astype(module.out_dtype)
     return result
+
+
+def _widened_palette(dataset: Dataset) -> Dataset:
+    """Work around pydicom 3.0 ``apply_color_lut`` wrapping indices above 255 to 8 bits when
+    a table has more than 256 entries of 8 bits: hand it those entries as 16-bit words.
+
+    Returns ``dataset`` itself when no workaround is needed.
+    """
+    descriptor = dataset.get("RedPaletteColorLookupTableDescriptor")
+    if descriptor is None or "RedPaletteColorLookupTableData" not in dataset:
+        return dataset
+    count = int(descriptor[0]) or 1 << 16
+    if count <= 256 or len(dataset.RedPaletteColorLookupTableData) != count:
+        return dataset
+    widened = Dataset()
+    for colour in ("Red", "Green", "Blue"):
+        widened[f"{colour}PaletteColorLookupTableDescriptor"] = dataset[
+            f"{colour}PaletteColorLookupTableDescriptor"
+        ]
+        data = np.frombuffer(dataset[f"{colour}PaletteColorLookupTableData"].value, np.uint8)
+        setattr(widened, f"{colour}PaletteColorLookupTableData", data.astype("<u2").tobytes())
+    return widened
 
 
 def _transfer_syntax(dataset: Dataset) -> UID:
@@ -475,6 +516,10 @@ def _header_int(dataset: Dataset, keyword: str, default: int | None = None) -> i
 
 def _pixel_module(dataset: Dataset) -> _PixelModule:
     """Read and check the Image Pixel module values that decoding relies on."""
+    if len(dataset) == 0:
+        # pydicom 3.0 returns an empty data set, with only a warning, for a file cut
+        # inside encapsulated Pixel Data.
+        raise DecodeError("the data set is empty: the file may be truncated")
     photometric = str(dataset.get("PhotometricInterpretation", "") or "").strip().upper()
     if not photometric:
         raise DecodeError("the header has no PhotometricInterpretation, which decoding needs")

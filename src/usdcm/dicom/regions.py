@@ -6,6 +6,7 @@ Owns choosing the crop box and the pixel spacing. Never decodes pixels.
 from __future__ import annotations
 
 from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -56,8 +57,8 @@ class UltrasoundRegion:
     x1: int
     y1: int
     spatial_format: int
-    units_x: int = PhysicalUnits.NONE
-    units_y: int = PhysicalUnits.NONE
+    units_x: int = 0
+    units_y: int = 0
     delta_x: float = 0.0
     delta_y: float = 0.0
     data_type: int = 0
@@ -170,6 +171,10 @@ def select_tissue_region(
 ) -> UltrasoundRegion | None:
     """Choose the crop: the largest 2D tissue region inside the image, first on ties.
 
+    A region whose box overruns the image is clipped to it. Such a box was usually written
+    for a larger original (the image was down-sampled later), so its physical deltas no
+    longer describe these pixels: the clipped region carries no spacing.
+
     Examples
     --------
     >>> small = UltrasoundRegion(x0=0, y0=0, x1=9, y1=9, spatial_format=1)
@@ -187,6 +192,8 @@ def select_tissue_region(
         inside = region.clipped(rows, columns)
         if inside is None:
             continue
+        if inside != region:
+            inside = dataclasses.replace(inside, units_x=0, units_y=0)
         if best is None or inside.area > best.area:
             best = inside
     return best
