@@ -5,8 +5,8 @@ Owns choosing the crop box and the pixel spacing. Never decodes pixels.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
