@@ -30,7 +30,9 @@ test-all: lint
 	$(BIN)/pytest
 
 demo: $(STAMP)
-	$(BIN)/usdcm demo --out $(DEMO_DIR)
+	rm -rf $(DEMO_DIR)/pacs
+	$(BIN)/usdcm synth $(DEMO_DIR)/pacs --patients 60 --seed 0
+	$(BIN)/usdcm ingest $(DEMO_DIR)/pacs --out $(DEMO_DIR)/data --labels $(DEMO_DIR)/pacs/labels.csv
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py

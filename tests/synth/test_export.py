@@ -1,0 +1,353 @@
+"""Tests for usdcm.synth.export: the written export, read back with pydicom as ingest will."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.encaps import generate_fragmented_frames
+from pydicom.fileset import FileSet
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    RLELossless,
+)
+
+from usdcm.dicom.regions import read_regions, select_tissue_region
+from usdcm.dicom.sop import US_IMAGE_STORAGE, US_MULTIFRAME_IMAGE_STORAGE
+from usdcm.synth import JUNK_KINDS, ExportSummary, ImageRecord, SynthOptionError, write_export
+from usdcm.synth.catalog import RECIPES, VENDORS
+
+LOSSY = {JPEGBaseline8Bit}
+
+
+def read(path: Path, *, pixels: bool = True) -> pydicom.Dataset:
+    """Read a file as ingest must: Part 10 or a bare Implicit VR Little Endian data set."""
+    ds = pydicom.dcmread(path, force=True, stop_before_pixels=not pixels)
+    if "TransferSyntaxUID" not in ds.file_meta:
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    return ds
+
+
+def gray_frames(path: Path) -> np.ndarray:
+    """Decoded frames as float grey levels: frames x rows x columns (palette indices as is)."""
+    ds = read(path)
+    array = ds.pixel_array.astype(np.float64)
+    if int(ds.get("NumberOfFrames", 1)) == 1:
+        array = array[np.newaxis]
+    if array.ndim == 4:
+        array = array.mean(axis=-1)
+    return array
+
+
+def digests(root: Path) -> dict[str, str]:
+    return {
+        path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_every_recipe_and_junk_kind_is_present(synth_mix: ExportSummary) -> None:
+    assert {record.recipe for record in synth_mix.images} == {r.name for r in RECIPES}
+    assert set(synth_mix.junk) == set(JUNK_KINDS)
+    assert len(synth_mix.image_paths) == len(set(synth_mix.image_paths)) == len(synth_mix.images)
+
+
+def test_n_files_counts_every_file_written(synth_mix: ExportSummary) -> None:
+    files = [path for path in synth_mix.root.rglob("*") if path.is_file()]
+    assert len(files) == synth_mix.n_files
+    assert synth_mix.n_files == len(synth_mix.image_paths) + len(JUNK_KINDS) + 1  # + labels.csv
+    assert not [path for path in files if path.name.startswith(".")]  # no temp files left
+
+
+def test_image_files_are_nested_without_extensions(synth_mix: ExportSummary) -> None:
+    for path in synth_mix.image_paths:
+        parts = path.relative_to(synth_mix.root).parts
+        assert len(parts) == 4 and path.suffix == ""
+        assert [part[:2] for part in parts] == ["PT", "ST", "SE", "IM"]
+        assert all(len(part) == 8 and part[2:].isdigit() for part in parts)
+
+
+def test_same_seed_gives_identical_bytes_and_another_seed_does_not(tmp_path: Path) -> None:
+    first = write_export(tmp_path / "a", patients=3, seed=11, frames=4)
+    again = write_export(tmp_path / "b", patients=3, seed=11, frames=4)
+    other = write_export(tmp_path / "c", patients=3, seed=12, frames=4)
+    assert digests(first.root) == digests(again.root)
+    assert first.phi == again.phi
+    changed = digests(other.root)
+    same = [name for name, digest in digests(first.root).items() if changed.get(name) == digest]
+    assert same == ["README"]
+
+
+def test_export_mixes_syntaxes_colours_and_sop_classes(synth_mix: ExportSummary) -> None:
+    syntaxes, photometrics, classes = set(), set(), set()
+    for record in synth_mix.images:
+        ds = read(record.path, pixels=False)
+        syntaxes.add(ds.file_meta.TransferSyntaxUID)
+        photometrics.add(ds.PhotometricInterpretation)
+        classes.add(ds.SOPClassUID)
+        assert ds.file_meta.TransferSyntaxUID == record.transfer_syntax_uid
+        assert ds.PhotometricInterpretation == record.photometric
+        assert ds.Modality == "US"
+    assert syntaxes == {
+        ExplicitVRLittleEndian,
+        ImplicitVRLittleEndian,
+        JPEGBaseline8Bit,
+        RLELossless,
+        JPEG2000Lossless,
+    }
+    assert photometrics == {"MONOCHROME2", "RGB", "YBR_FULL_422", "PALETTE COLOR"}
+    assert classes == {US_IMAGE_STORAGE, US_MULTIFRAME_IMAGE_STORAGE}
+
+
+def test_jpeg_images_include_fragmented_frames(synth_mix: ExportSummary) -> None:
+    fragments_per_frame = []
+    for record in synth_mix.images:
+        if record.transfer_syntax_uid != JPEGBaseline8Bit:
+            continue
+        ds = read(record.path)
+        frames = list(generate_fragmented_frames(ds.PixelData, number_of_frames=record.frames))
+        assert len(frames) == record.frames
+        fragments_per_frame.extend(len(frame) for frame in frames)
+    assert 1 in fragments_per_frame and max(fragments_per_frame) >= 2
+
+
+def test_part10_files_and_bare_data_sets_are_both_present(synth_mix: ExportSummary) -> None:
+    kinds = Counter()
+    for record in synth_mix.images:
+        head = record.path.read_bytes()[:132]
+        part10 = head[128:132] == b"DICM"
+        assert part10 == record.part10
+        if not part10:
+            assert head[:2] == b"\x08\x00"  # the data set starts at group 0008, implicit VR
+        kinds[part10] += 1
+    assert kinds[True] > 0 and kinds[False] > 0
+
+
+def test_every_image_decodes_to_its_declared_shape(synth_mix: ExportSummary) -> None:
+    for record in synth_mix.images:
+        ds = read(record.path)
+        array = ds.pixel_array
+        samples = 3 if record.photometric in ("RGB", "YBR_FULL_422") else 1
+        shape = (record.rows, record.columns) + ((samples,) if samples == 3 else ())
+        if record.frames > 1:
+            shape = (record.frames, *shape)
+        assert array.shape == shape, record.recipe
+        assert array.dtype == np.uint8
+        assert (int(ds.get("NumberOfFrames", 1)) > 1) == (record.sop_class_uid != US_IMAGE_STORAGE)
+
+
+def test_cines_carry_frame_time_and_vendors_vary(synth_mix: ExportSummary) -> None:
+    frame_times = {vendor.manufacturer: vendor.frame_time_ms for vendor in VENDORS}
+    for record in synth_mix.images:
+        ds = read(record.path, pixels=False)
+        assert ds.Manufacturer == record.manufacturer
+        if record.frames > 1:
+            assert float(ds.FrameTime) == pytest.approx(frame_times[ds.Manufacturer])
+            assert ds.FrameIncrementPointer == 0x00181063
+    assert len({record.manufacturer for record in synth_mix.images}) >= 2
+
+
+def test_tissue_region_is_the_sector_box_in_cm(synth_mix: ExportSummary) -> None:
+    for record in synth_mix.images:
+        ds = read(record.path, pixels=False)
+        item = ds.SequenceOfUltrasoundRegions[0]
+        assert item.RegionSpatialFormat == 1 and item.RegionDataType == 1
+        assert item.PhysicalUnitsXDirection == item.PhysicalUnitsYDirection == 3
+        assert 0.02 <= item.PhysicalDeltaX <= 0.05 and item.PhysicalDeltaY == item.PhysicalDeltaX
+        assert "RegionFlags" in item and "ReferencePixelX0" in item and "ReferencePixelY0" in item
+        box = (
+            item.RegionLocationMinX0,
+            item.RegionLocationMinY0,
+            item.RegionLocationMaxX1,
+            item.RegionLocationMaxY1,
+        )
+        assert box == record.sector.bounding_box(record.rows, record.columns)
+        assert 0 <= box[0] < box[2] < record.columns and 0 <= box[1] < box[3] < record.rows
+        assert read_regions(ds) == record.regions
+
+
+def test_second_regions_are_smaller_and_not_chosen(synth_mix: ExportSummary) -> None:
+    formats = Counter()
+    for record in synth_mix.images:
+        regions = read_regions(read(record.path, pixels=False))
+        for extra in regions[1:]:
+            formats[extra.spatial_format] += 1
+            assert extra.area < regions[0].area
+        assert select_tissue_region(regions, record.rows, record.columns) == regions[0]
+    assert formats[1] > 0 and formats[4] > 0  # a thumbnail 2D region and an ECG waveform strip
+
+
+def test_black_outside_the_sector_and_around_the_region(synth_mix: ExportSummary) -> None:
+    for record in synth_mix.images:
+        frames = gray_frames(record.path)
+        x0, y0, x1, y1 = record.sector.bounding_box(record.rows, record.columns)
+        in_box = np.zeros((record.rows, record.columns), dtype=bool)
+        in_box[y0 : y1 + 1, x0 : x1 + 1] = True
+        ring = np.zeros_like(in_box)
+        ring[max(y0 - 2, 0) : y1 + 3, max(x0 - 2, 0) : x1 + 3] = True
+        ring &= ~in_box
+        black = frames[:, (in_box & ~record.sector.mask(record.rows, record.columns)) | ring]
+        if record.transfer_syntax_uid in LOSSY:  # JPEG ringing near edges
+            assert black.mean() < 2.0 and black.max() < 40, record.recipe
+        else:
+            assert not black.any(), record.recipe
+        assert frames[:, y0 : y1 + 1, x0 : x1 + 1].mean() > 20  # and tissue inside
+
+
+def test_banner_text_is_burned_in_above_the_region(synth_mix: ExportSummary) -> None:
+    for record in synth_mix.images:
+        frames = gray_frames(record.path)
+        banner = frames[:, : record.regions[0].y0]
+        assert (banner[0] > 200).sum() > 100, record.recipe
+        assert np.array_equal(banner[0] > 128, banner[-1] > 128)  # the same text on every frame
+
+
+def test_phi_is_in_headers_and_distinctive(synth_mix: ExportSummary) -> None:
+    found: set[str] = set()
+    for record in synth_mix.images:
+        ds = read(record.path, pixels=False)
+        values = [
+            str(ds.PatientName),
+            ds.PatientID,
+            ds.PatientBirthDate,
+            ds.AccessionNumber,
+            ds.InstitutionName,
+            str(ds.ReferringPhysicianName),
+        ]
+        assert set(values) <= synth_mix.phi
+        assert str(ds.PatientName).startswith("ZZ") and ds.PatientID.startswith("SYN")
+        assert ds.AccessionNumber.startswith("ACC")
+        found.update(values)
+    assert found < synth_mix.phi  # plus name components and displayed forms
+    assert all(len(text) >= 6 for text in synth_mix.phi)
+
+
+def test_dicomdir_references_exactly_the_image_instances(synth_mix: ExportSummary) -> None:
+    dicomdir = synth_mix.junk["dicomdir"]
+    assert dicomdir == synth_mix.root / "DICOMDIR"
+    file_set = FileSet(dicomdir)
+    # FileSet keeps a private staging folder until garbage collection; remove it here
+    file_set._stage["t"].cleanup()
+    referenced = {Path(instance.path): instance.SOPInstanceUID for instance in file_set}
+    expected = {record.path: record.sop_instance_uid for record in synth_mix.images}
+    assert referenced == expected
+    for instance in file_set:
+        assert (
+            instance.ReferencedTransferSyntaxUIDInFile
+            == read(Path(instance.path)).file_meta["TransferSyntaxUID"].value
+        )
+
+
+def test_labels_csv_has_one_row_per_study(synth_mix: ExportSummary) -> None:
+    with synth_mix.labels_path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert synth_mix.labels_path == synth_mix.root / "labels.csv"
+    assert list(rows[0]) == ["AccessionNumber", "label"]
+    labels = {row["AccessionNumber"]: row["label"] for row in rows}
+    assert len(labels) == len(rows) == synth_mix.n_studies
+    assert set(labels.values()) == {"normal", "abnormal"}
+    assert sum(label == "abnormal" for label in labels.values()) == synth_mix.n_abnormal_studies
+    assert synth_mix.n_abnormal_studies == math.floor(0.5 * synth_mix.n_studies + 0.5)
+    studies: dict[str, set[str]] = {}
+    for record in synth_mix.images:
+        ds = read(record.path, pixels=False)
+        assert labels[ds.AccessionNumber] == record.label
+        studies.setdefault(ds.AccessionNumber, set()).add(ds.StudyInstanceUID)
+        assert (record.lesion is not None) == (record.label == "abnormal")
+    assert set(studies) == set(labels) and all(len(uids) == 1 for uids in studies.values())
+
+
+def lesion_ratio(record: ImageRecord) -> float:
+    """Mean grey level inside the lesion over that of a ring around it (first frame)."""
+    assert record.lesion is not None
+    lesion = record.lesion
+    frame = gray_frames(record.path)[0]
+    y, x = np.mgrid[0 : record.rows, 0 : record.columns].astype(np.float64)
+    cos, sin = math.cos(lesion.angle), math.sin(lesion.angle)
+    u = ((x - lesion.center_x) * cos + (y - lesion.center_y) * sin) / lesion.radius_x
+    v = (-(x - lesion.center_x) * sin + (y - lesion.center_y) * cos) / lesion.radius_y
+    distance = np.hypot(u, v)
+    inside = record.sector.mask(record.rows, record.columns)
+    core = frame[(distance < 0.6) & inside].mean()
+    ring = frame[(distance > 1.5) & (distance < 2.5) & inside].mean()
+    return float(core / ring)
+
+
+def test_abnormal_images_show_their_lesion(synth_mix: ExportSummary) -> None:
+    abnormal = [record for record in synth_mix.images if record.lesion is not None]
+    assert abnormal
+    for record in abnormal:
+        assert record.lesion is not None
+        ratio = lesion_ratio(record)
+        if record.lesion.contrast > 0:
+            assert ratio > 1.15, record.recipe
+        else:
+            assert ratio < 0.87, record.recipe
+
+
+def test_junk_files_are_what_they_claim(synth_mix: ExportSummary) -> None:
+    junk = synth_mix.junk
+    assert junk["text"].read_bytes().isascii()
+    assert b"DICM" not in junk["text"].read_bytes()
+    sr = read(junk["sr"], pixels=False)
+    assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.11" and "PixelData" not in read(junk["sr"])
+    ct = read(junk["non_us"])
+    assert ct.Modality == "CT" and ct.pixel_array.shape == (64, 64)
+    sc = read(junk["secondary_capture"])
+    assert sc.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and sc.Modality == "US"
+    assert sc.pixel_array.shape[-1] == 3
+    duplicate = junk["duplicate"].read_bytes()
+    originals = [path for path in synth_mix.image_paths if path.read_bytes() == duplicate]
+    assert len(originals) == 1 and originals[0] != junk["duplicate"]
+    truncated = junk["truncated"]
+    assert truncated.read_bytes()[128:132] == b"DICM"
+    with pytest.raises(Exception):  # noqa: B017 - pydicom raises several types on a cut file
+        read(truncated).pixel_array  # noqa: B018
+    assert not set(junk.values()) & set(synth_mix.image_paths)
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        ({"patients": 0}, "--patients must be between 1 and 100000, found 0"),
+        ({"abnormal_fraction": 1.5}, "--abnormal-fraction must be between 0 and 1"),
+        ({"abnormal_fraction": float("nan")}, "found nan"),
+        ({"difficulty": -0.1}, "--difficulty must be between 0"),
+        ({"frames": 1}, "--frames (cine length) must be between 2 and 64, found 1"),
+        ({"seed": -3}, "--seed must be 0 or a positive integer, found -3"),
+    ],
+)
+def test_bad_options_raise_before_writing(
+    tmp_path: Path, options: dict[str, float], needle: str
+) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(SynthOptionError) as caught:
+        write_export(out, **options)  # type: ignore[arg-type]
+    assert needle in str(caught.value)
+    assert not out.exists()
+
+
+def test_refuses_a_non_empty_folder_or_a_file(tmp_path: Path) -> None:
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(SynthOptionError, match="not empty"):
+        write_export(tmp_path, patients=1)
+    assert [path.name for path in tmp_path.iterdir()] == ["keep.txt"]
+    with pytest.raises(SynthOptionError, match="is a file"):
+        write_export(tmp_path / "keep.txt", patients=1)
+
+
+def test_a_single_patient_export_still_has_all_junk(tmp_path: Path) -> None:
+    summary = write_export(tmp_path / "one", patients=1, seed=3, abnormal_fraction=1.0)
+    assert summary.n_abnormal_studies == 1 and summary.n_studies == 1
+    assert set(summary.junk) == set(JUNK_KINDS)
+    assert all(path.exists() for path in summary.junk.values())
