@@ -5,7 +5,7 @@ scripts start from: ``dcmread`` -> ``pixel_array`` -> ``nibabel.save``, one file
 skipping what fails. A second reference is the pure decode time (``dcmread`` plus usdcm's
 own ``decode_frames``) of the files ingest keeps: ingest's overhead is measured against it.
 
-Run: ``python benchmarks/ingest.py [--patients 40] [--seed 0]`` (``make bench``).
+Run: ``python benchmarks/ingest.py [--patients 40] [--frames 8]`` (``make bench``).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def decode_only(files: list[Path]) -> float:
     for path in files:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            decode_frames(pydicom.dcmread(path))
+            decode_frames(pydicom.dcmread(path, force=True))
     return time.perf_counter() - started
 
 
@@ -59,12 +59,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--frames", type=int, default=8, help="typical cine length")
     parser.add_argument("--max-workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        export = write_export(root / "pacs", patients=args.patients, seed=args.seed)
+        export = write_export(
+            root / "pacs", patients=args.patients, seed=args.seed, frames=args.frames
+        )
         files = sorted(p for p in export.root.rglob("*") if p.is_file())
         megabytes = sum(p.stat().st_size for p in files) / 1e6
         print(
