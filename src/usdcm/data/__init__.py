@@ -1,0 +1,1 @@
+"""From manifest rows to tensors: splits, intensity normalization, MONAI transforms, datasets."""

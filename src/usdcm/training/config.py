@@ -1,0 +1,300 @@
+"""The training configuration: typed sections, loaded from YAML and validated at load time.
+
+Owns every key ``usdcm train`` understands, its type and its default; ``configs/default.yaml``
+documents them. An unknown key or a wrong type is a ``ConfigError`` naming the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from usdcm.errors import UsdcmError
+
+MODEL_NAMES = ("seed_cnn", "densenet121", "resnet18", "resnet34", "efficientnet-b0")
+
+
+class ConfigError(UsdcmError):
+    """A configuration file or override with an unknown key or a value of the wrong type."""
+
+
+@dataclass
+class SplitConfig:
+    """How the manifest is split when it has no ``split`` column."""
+
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    seed: int = 0
+
+
+@dataclass
+class NormalizationConfig:
+    """Intensity normalization; its statistics come from the training split and are stored."""
+
+    mode: Literal["percentile", "zscore"] = "percentile"
+    lower_percentile: float = 0.5
+    upper_percentile: float = 99.5
+    sample_images: int = 64
+
+
+@dataclass
+class DataConfig:
+    """Deterministic preprocessing, caching and loading."""
+
+    image_size: list[int] = field(default_factory=lambda: [128, 128])
+    clip_frames: int = 1
+    eval_frames: int = 8
+    cache_rate: float = 1.0
+    persistent_cache_dir: str = ""
+    num_workers: int = 0
+    loader: Literal["thread", "torch"] = "thread"
+    cache_on_device: bool = False
+    normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
+
+
+@dataclass
+class AugmentConfig:
+    """Random transforms, applied per access with seeded parameters."""
+
+    rotate_degrees: float = 10.0
+    scale: float = 0.1
+    flip_lr_prob: float = 0.5
+    contrast: float = 0.2
+    gamma: float = 0.2
+    speckle_std: float = 0.1
+    prob: float = 0.5
+
+
+@dataclass
+class ModelConfig:
+    """Which network, and its size."""
+
+    name: Literal["seed_cnn", "densenet121", "resnet18", "resnet34", "efficientnet-b0"] = "seed_cnn"
+    dropout: float = 0.0
+
+
+@dataclass
+class OptimConfig:
+    """AdamW, the schedule and the stopping rule."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: Literal["cosine", "onecycle", "none"] = "cosine"
+    patience: int = 5
+    class_weighting: Literal["loss", "sampler", "none"] = "loss"
+
+
+@dataclass
+class RuntimeConfig:
+    """Where and how it runs: device, precision, reproducibility."""
+
+    device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    compile: bool = False
+    seed: int = 0
+    deterministic: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``usdcm train`` needs besides the manifest."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    intended_use: str = ""
+
+    def validate(self) -> TrainConfig:
+        """Check value ranges that types alone cannot; return ``self``."""
+        checks: list[tuple[bool, str, object, str]] = [
+            (len(self.data.image_size) == 2, "data.image_size", self.data.image_size, "[H, W]"),
+            (
+                all(s >= 16 for s in self.data.image_size),
+                "data.image_size",
+                self.data.image_size,
+                "sides of at least 16",
+            ),
+            (self.data.clip_frames >= 1, "data.clip_frames", self.data.clip_frames, ">= 1"),
+            (self.data.eval_frames >= 1, "data.eval_frames", self.data.eval_frames, ">= 1"),
+            (0 < self.data.cache_rate <= 1, "data.cache_rate", self.data.cache_rate, "in (0, 1]"),
+            (self.data.num_workers >= 0, "data.num_workers", self.data.num_workers, ">= 0"),
+            (
+                0 <= self.split.val_fraction < 1,
+                "split.val_fraction",
+                self.split.val_fraction,
+                "in [0, 1)",
+            ),
+            (
+                0 <= self.split.test_fraction < 1,
+                "split.test_fraction",
+                self.split.test_fraction,
+                "in [0, 1)",
+            ),
+            (
+                self.split.val_fraction + self.split.test_fraction < 1,
+                "split.test_fraction",
+                self.split.test_fraction,
+                "val_fraction + test_fraction < 1",
+            ),
+            (self.optim.epochs >= 1, "optim.epochs", self.optim.epochs, ">= 1"),
+            (self.optim.batch_size >= 1, "optim.batch_size", self.optim.batch_size, ">= 1"),
+            (self.optim.lr > 0, "optim.lr", self.optim.lr, "> 0"),
+            (self.optim.patience >= 1, "optim.patience", self.optim.patience, ">= 1"),
+            (0 <= self.model.dropout < 1, "model.dropout", self.model.dropout, "in [0, 1)"),
+            (0 <= self.augment.prob <= 1, "augment.prob", self.augment.prob, "in [0, 1]"),
+        ]
+        for ok, key, value, expected in checks:
+            if not ok:
+                message = f"Config key {key} is {value!r}; expected {expected}."
+                raise ConfigError(message)
+        norm = self.data.normalization
+        if not 0 <= norm.lower_percentile < norm.upper_percentile <= 100:
+            message = (
+                "Config keys data.normalization.lower_percentile/upper_percentile are "
+                f"{norm.lower_percentile}/{norm.upper_percentile}; expected 0 <= lower < upper "
+                "<= 100."
+            )
+            raise ConfigError(message)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict, as written to ``RUN/config.yaml`` and the checkpoint."""
+        return dataclasses.asdict(self)
+
+
+def _type_name(annotation: Any) -> str:
+    if get_origin(annotation) is Literal:
+        return " | ".join(repr(a) for a in get_args(annotation))
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _coerce(key: str, annotation: Any, value: Any) -> Any:
+    """Check ``value`` against ``annotation``; ints are accepted where floats are expected."""
+    origin = get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            message = f"Config key {key} must be a mapping of keys, found {value!r}."
+            raise ConfigError(message)
+        return _build(annotation, value, prefix=f"{key}.")
+    if origin is Literal:
+        if value not in get_args(annotation):
+            message = f"Config key {key} is {value!r}; expected one of {_type_name(annotation)}."
+            raise ConfigError(message)
+        return value
+    if origin is list:
+        (item_type,) = get_args(annotation)
+        if not isinstance(value, list):
+            message = f"Config key {key} must be a list, found {value!r}."
+            raise ConfigError(message)
+        return [_coerce(f"{key}[{i}]", item_type, item) for i, item in enumerate(value)]
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float, str, bool):
+        if type(value) is not annotation:
+            message = (
+                f"Config key {key} must be {annotation.__name__}, "
+                f"found {value!r} ({type(value).__name__})."
+            )
+            raise ConfigError(message)
+        return value
+    if origin in (types.UnionType, typing.Union):  # not used today; refuse loudly
+        message = f"Config key {key} has an unsupported union type."
+        raise ConfigError(message)
+    return value
+
+
+def _build(cls: Any, values: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        message = (
+            f"Unknown config key {prefix}{unknown[0]}; known keys here: "
+            f"{', '.join(prefix + k for k in sorted(known))}."
+        )
+        raise ConfigError(message)
+    kwargs = {name: _coerce(prefix + name, hints[name], value) for name, value in values.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    """Build and validate a config from a nested dict (defaults fill what is missing).
+
+    >>> config_from_dict({"optim": {"epochs": 3}}).optim.epochs
+    3
+    >>> config_from_dict({"optim": {"epoch": 3}})
+    Traceback (most recent call last):
+    usdcm.training.config.ConfigError: Unknown config key optim.epoch; ...
+    """
+    config: TrainConfig = _build(TrainConfig, values)
+    return config.validate()
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Load a YAML config (a file may ``extends: other.yaml``), apply dotted ``overrides``.
+
+    ``overrides`` maps dotted keys to values, e.g. ``{"optim.epochs": 3}``; they win over
+    the file, as the CLI options do.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        values = _read_yaml(path)
+    for dotted, value in (overrides or {}).items():
+        node = values
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                message = f"Config key {dotted} cannot be set: {part} is not a section."
+                raise ConfigError(message)
+        node[leaf] = value
+    return config_from_dict(values)
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if path.resolve() in seen:
+        message = f"Config {path} extends itself in a loop."
+        raise ConfigError(message)
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as err:
+        message = f"No config file at {path}; see configs/ for the shipped ones."
+        raise ConfigError(message) from err
+    except (OSError, yaml.YAMLError) as err:
+        message = f"The config {path} is not valid YAML ({type(err).__name__})."
+        raise ConfigError(message) from err
+    if not isinstance(loaded, dict):
+        message = f"The config {path} must be a mapping of keys, found {type(loaded).__name__}."
+        raise ConfigError(message)
+    parent = loaded.pop("extends", None)
+    if parent is None:
+        return loaded
+    base = _read_yaml(path.parent / str(parent), (*seen, path.resolve()))
+    return _merge(base, loaded)
+
+
+def dump_config(config: TrainConfig) -> str:
+    """The resolved config as YAML, for ``RUN/config.yaml``."""
+    return str(yaml.safe_dump(config.to_dict(), sort_keys=False))
