@@ -9,8 +9,10 @@ import shutil
 from pathlib import Path
 
 import nibabel as nib
+import numpy as np
 import pytest
 
+from tests.ingest.conftest import ACCESSION, BIRTH_DATE, PATIENT_ID, write_us
 from usdcm.errors import InvalidSourceError
 from usdcm.ingest import IngestOptions, IngestResult, ingest
 from usdcm.manifest import MANIFEST_COLUMNS
@@ -137,3 +139,56 @@ def test_missing_or_empty_source_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(InvalidSourceError, match="holds no files"):
         ingest(tmp_path / "empty", tmp_path / "out")
+
+
+def test_options_select_modalities_size_and_colour(
+    synth_export: ExportSummary, tmp_path: Path
+) -> None:
+    ct = synth_export.junk["non_us"].relative_to(synth_export.root).as_posix()
+    options = IngestOptions(workers=1, modalities=frozenset({"US", "CT"}), keep_color=True)
+    ingest(synth_export.root, tmp_path / "colour", options)
+    manifest = read_csv(tmp_path / "colour" / "manifest.csv")
+    assert ct in {row["source_path"] for row in manifest}
+    us = [row for row in manifest if row["modality"] == "US"]
+    assert {row["channels"] for row in us} == {"3"}
+    image = nib.load(tmp_path / "colour" / us[0]["image_path"])
+    assert image.shape[3] == 3
+
+    small = IngestOptions(workers=1, max_pixel_bytes=60_000)
+    result = ingest(synth_export.root, tmp_path / "small", small)
+    excluded = read_csv(tmp_path / "small" / "excluded.csv")
+    too_large = [row for row in excluded if row["code"] == "too_large"]
+    assert too_large and result.excluded_by_code["too_large"] == len(too_large)
+    assert "raise --max-pixel-bytes" in too_large[0]["reason"]
+
+
+def test_a_shared_secret_gives_the_same_pseudonyms(
+    synth_export: ExportSummary, tmp_path: Path
+) -> None:
+    secret = tmp_path / "project.secret"
+    keys = []
+    for name in ("a", "b"):
+        ingest(synth_export.root, tmp_path / name, IngestOptions(workers=1, secret_path=secret))
+        keys.append([row["patient_key"] for row in read_csv(tmp_path / name / "manifest.csv")])
+    assert keys[0] == keys[1]
+    ingest(synth_export.root, tmp_path / "c", IngestOptions(workers=1))
+    other = [row["patient_key"] for row in read_csv(tmp_path / "c" / "manifest.csv")]
+    assert set(other).isdisjoint(keys[0])
+
+
+def test_folders_named_after_the_patient_are_redacted(
+    tmp_path: Path, marked_cine: np.ndarray
+) -> None:
+    source = tmp_path / "export"
+    write_us(source / "QQPHI_HIDDEN_19440704" / "cine", marked_cine, region=(1, 1, 10, 10))
+    (source / "QQPHI_HIDDEN_19440704" / "notes.txt").write_text("not dicom")
+    out = tmp_path / "out"
+    ingest(source, out, IngestOptions(workers=1))
+    (row,) = read_csv(out / "manifest.csv")
+    assert row["source_path"].startswith("redacted-") and row["source_path"].endswith("/cine")
+    (excluded,) = read_csv(out / "excluded.csv")
+    assert excluded["path"].startswith("redacted-")
+    for path in out.rglob("*"):
+        if path.is_file() and path.suffix != ".gz":
+            for text in ("QQPHI", "HIDDEN", PATIENT_ID, ACCESSION, BIRTH_DATE):
+                assert text.encode() not in path.read_bytes(), (text, path.name)
