@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from usdcm.training.config import (
+    MODEL_NAMES,
+    ConfigError,
+    TrainConfig,
+    dump_config,
+    load_config,
+)
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_default_yaml_documents_exactly_the_defaults() -> None:
+    documented = yaml.safe_load((CONFIGS / "default.yaml").read_text())
+    assert documented == TrainConfig().to_dict()
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path: Path) -> None:
+    config = load_config(path)
+    assert config.model.name in MODEL_NAMES
+
+
+def test_one_file_per_model() -> None:
+    for name in MODEL_NAMES:
+        assert load_config(CONFIGS / f"{name}.yaml").model.name == name
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("optim:\n  epoch: 3\n", "Unknown config key optim.epoch"),
+        ("optimizer: {}\n", "Unknown config key optimizer"),
+        ("optim:\n  epochs: three\n", "optim.epochs must be int, found 'three'"),
+        ("optim:\n  epochs: 2.5\n", "optim.epochs must be int"),
+        ("runtime:\n  amp: 1\n", "runtime.amp must be bool"),
+        ("model:\n  name: vgg16\n", "model.name is 'vgg16'; expected one of"),
+        ("data:\n  image_size: [64]\n", "data.image_size"),
+        ("data:\n  normalization: 3\n", "data.normalization must be a mapping"),
+        ("split:\n  val_fraction: 0.6\n  test_fraction: 0.5\n", "val_fraction + test_fraction"),
+        ("- a\n- b\n", "must be a mapping"),
+        ("optim: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_configs_name_the_key(tmp_path: Path, text: str, fragment: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert fragment in str(info.value)
+
+
+def test_overrides_win_and_floats_accept_ints(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"extends: {CONFIGS / 'demo.yaml'}\noptim:\n  lr: 1\n")
+    config = load_config(path, {"optim.epochs": 2, "runtime.seed": 5})
+    assert (config.optim.epochs, config.runtime.seed, config.optim.lr) == (2, 5, 1.0)
+    assert config.data.image_size == [64, 64]  # from demo.yaml
+    assert load_config(None, {"optim.epochs": 2}).optim.epochs == 2
+    again = tmp_path / "again.yaml"
+    again.write_text(dump_config(config))
+    assert load_config(again) == config
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="No config file"):
+        load_config(tmp_path / "nope.yaml")
