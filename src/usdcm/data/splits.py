@@ -1,0 +1,346 @@
+"""Train/val/test splits of manifest rows: grouped by patient, stratified by label, leak-checked.
+
+Owns which image goes to which split, the label-to-index map, the leakage check and
+``splits.csv``. Works on manifest rows (``dict[str, str]``) only: it never opens an image
+and never decides how images are transformed. Rows without a label take part in no split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from usdcm.errors import UsdcmError
+from usdcm.manifest import write_csv
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+"""The split names, in the order they are used."""
+
+SPLIT_COLUMNS: tuple[str, ...] = ("image_id", "patient_key", "study_uid", "label", "split")
+"""Columns of ``splits.csv``."""
+
+_MAX_SHOWN = 10
+
+Row = Mapping[str, str]
+
+
+class SplitError(UsdcmError):
+    """A manifest whose rows cannot be split: a bad ``split`` value, or a missing key."""
+
+
+class LeakageError(UsdcmError):
+    """A patient or a study whose images sit in more than one split."""
+
+
+def row_label(row: Row) -> str:
+    """The label of a manifest row, stripped; ``""`` when the row has none.
+
+    >>> row_label({"label": " abnormal "}), row_label({"label": ""}), row_label({})
+    ('abnormal', '', '')
+    """
+    return (row.get("label") or "").strip()
+
+
+def labelled_rows(rows: Iterable[Row]) -> list[Row]:
+    """The rows that have a label, in their order: the only rows that are split."""
+    return [row for row in rows if row_label(row)]
+
+
+def label_map(rows: Iterable[Row]) -> dict[str, int]:
+    """Map every label found in ``rows`` to a class index, labels sorted alphabetically.
+
+    Parameters
+    ----------
+    rows : iterable of mapping
+        Manifest rows; rows without a label are ignored.
+
+    Returns
+    -------
+    dict of str to int
+        ``{label: index}``, indices ``0 .. n_classes - 1``.
+
+    Examples
+    --------
+    >>> label_map([{"label": "normal"}, {"label": "abnormal"}, {"label": ""}])
+    {'abnormal': 0, 'normal': 1}
+    """
+    labels = sorted({row_label(row) for row in rows} - {""})
+    return {label: index for index, label in enumerate(labels)}
+
+
+def assign_splits(
+    rows: Sequence[Row], *, val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, str]:
+    """Assign every labelled image to ``train``, ``val`` or ``test``.
+
+    If every labelled row has a non-empty ``split`` column, that column is used as given
+    (case and surrounding spaces are ignored). If no labelled row has one, the split is
+    computed: images are grouped so that all images of a patient (``patient_key``), and all
+    images of a study (``study_uid``), land in the same split; groups are stratified by their
+    majority label (a tie goes to the alphabetically first label), each stratum is shuffled
+    with ``seed`` and cut by the fractions. A stratum of at least 3 groups gives val and test
+    at least one group each when their fraction is above 0, and train always keeps at least
+    one. The result depends on ``seed`` and the rows' content, never on their order.
+
+    Either way the result is checked with :func:`check_leakage`.
+
+    Parameters
+    ----------
+    rows : sequence of mapping
+        Manifest rows, as read by :func:`usdcm.manifest.read_manifest`.
+    val_fraction, test_fraction : float
+        Fractions of each stratum's groups for validation and test; ignored when the rows
+        carry their own split.
+    seed : int
+        Seed of the shuffle.
+
+    Returns
+    -------
+    dict of str to str
+        ``{image_id: split}`` for the labelled rows only: rows without a label are left out
+        of every split and do not appear.
+
+    Raises
+    ------
+    SplitError
+        A ``split`` value other than train/val/test, a ``split`` column filled for only some
+        rows, an empty ``image_id`` or ``patient_key``, or an ``image_id`` used twice.
+    LeakageError
+        A given ``split`` column that puts a patient or a study into two splits.
+
+    Examples
+    --------
+    >>> rows = [
+    ...     {"image_id": f"i{n}", "patient_key": f"p{n // 2}", "label": "a"} for n in range(12)
+    ... ]
+    >>> splits = assign_splits(rows, val_fraction=0.2, test_fraction=0.2, seed=0)
+    >>> sorted(Counter(splits.values()).items())
+    [('test', 2), ('train', 8), ('val', 2)]
+    """
+    for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0 <= fraction < 1:
+            message = f"{name} is {fraction!r}; expected a fraction in [0, 1)."
+            raise ValueError(message)
+    if val_fraction + test_fraction >= 1:
+        message = (
+            f"val_fraction + test_fraction is {val_fraction + test_fraction!r}; "
+            "it must stay below 1 so that something is left to train on."
+        )
+        raise ValueError(message)
+    labelled = labelled_rows(rows)
+    _check_keys(labelled)
+    given = [(row.get("split") or "").strip() for row in labelled]
+    if any(given):
+        splits = _given_splits(labelled, given)
+    else:
+        splits = _grouped_splits(
+            labelled, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
+        )
+    check_leakage(labelled, splits)
+    return splits
+
+
+def _check_keys(rows: Sequence[Row]) -> None:
+    seen: set[str] = set()
+    for index, row in enumerate(rows):
+        image_id = (row.get("image_id") or "").strip()
+        if not image_id:
+            message = (
+                f"Labelled manifest row {index + 1} has an empty image_id; "
+                "every row needs one (write the manifest with `usdcm ingest`)."
+            )
+            raise SplitError(message)
+        if image_id in seen:
+            message = f"The image_id {image_id} appears twice in the manifest; ids must be unique."
+            raise SplitError(message)
+        seen.add(image_id)
+        if not (row.get("patient_key") or "").strip():
+            message = (
+                f"Image {image_id} has an empty patient_key; splits are grouped by patient, "
+                "so every labelled row needs one."
+            )
+            raise SplitError(message)
+
+
+def _given_splits(rows: Sequence[Row], given: Sequence[str]) -> dict[str, str]:
+    splits: dict[str, str] = {}
+    for row, value in zip(rows, given, strict=True):
+        image_id = row["image_id"].strip()
+        if not value:
+            n_missing = sum(1 for v in given if not v)
+            message = (
+                f"The manifest's split column is empty for image {image_id} "
+                f"({n_missing} of {len(given)} labelled rows); fill it for every labelled row "
+                "or remove the column to let usdcm assign grouped splits."
+            )
+            raise SplitError(message)
+        split = value.lower()
+        if split not in SPLITS:
+            message = f"Image {image_id} has split {value!r}; expected one of {', '.join(SPLITS)}."
+            raise SplitError(message)
+        splits[image_id] = split
+    return splits
+
+
+def _grouped_splits(
+    rows: Sequence[Row], *, val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, str]:
+    groups = _groups(rows)
+    strata: dict[str, list[str]] = defaultdict(list)
+    for group_id, members in groups.items():
+        counts = Counter(row_label(row) for row in members)
+        majority = min(counts, key=lambda label: (-counts[label], label))
+        strata[majority].append(group_id)
+    group_split: dict[str, str] = {}
+    for label, group_ids in strata.items():
+        ordered = sorted(group_ids)
+        rng = np.random.default_rng([seed % 2**63, _stable_hash(label)])
+        shuffled = [ordered[i] for i in rng.permutation(len(ordered))]
+        n_val, n_test = _cut(len(shuffled), val_fraction, test_fraction)
+        for position, group_id in enumerate(shuffled):
+            if position < n_test:
+                group_split[group_id] = "test"
+            elif position < n_test + n_val:
+                group_split[group_id] = "val"
+            else:
+                group_split[group_id] = "train"
+    return {
+        row["image_id"].strip(): group_split[group_id]
+        for group_id, members in groups.items()
+        for row in members
+    }
+
+
+def _groups(rows: Sequence[Row]) -> dict[str, list[Row]]:
+    """Connected components of rows linked by a shared patient_key or study_uid.
+
+    A group is named by its smallest patient_key, so the names do not depend on row order.
+    """
+    parent: dict[str, str] = {}
+
+    def find(node: str) -> str:
+        root = node
+        while parent[root] != root:
+            root = parent[root]
+        while parent[node] != root:
+            parent[node], node = root, parent[node]
+        return root
+
+    def union(a: str, b: str) -> None:
+        root_a, root_b = find(a), find(b)
+        if root_a != root_b:
+            parent[max(root_a, root_b)] = min(root_a, root_b)
+
+    for row in rows:
+        patient = "p:" + row["patient_key"].strip()
+        parent.setdefault(patient, patient)
+        study = (row.get("study_uid") or "").strip()
+        if study:
+            node = "s:" + study
+            parent.setdefault(node, node)
+            union(patient, node)
+    components: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        components[find("p:" + row["patient_key"].strip())].append(row)
+    return dict(components)
+
+
+def _stable_hash(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
+
+
+def _round_half_up(value: float) -> int:
+    return math.floor(value + 0.5)
+
+
+def _cut(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """How many of ``n`` shuffled groups go to val and to test."""
+    n_val = _round_half_up(n * val_fraction)
+    n_test = _round_half_up(n * test_fraction)
+    if n >= 3:
+        n_val = max(n_val, 1) if val_fraction > 0 else 0
+        n_test = max(n_test, 1) if test_fraction > 0 else 0
+    while n_val + n_test > max(n - 1, 0):
+        if n_val >= n_test:
+            n_val -= 1
+        else:
+            n_test -= 1
+    return n_val, n_test
+
+
+def check_leakage(rows: Iterable[Row], splits: Mapping[str, str]) -> None:
+    """Refuse splits in which a patient or a study has images in two splits.
+
+    Parameters
+    ----------
+    rows : iterable of mapping
+        Manifest rows; those whose ``image_id`` is not in ``splits`` are ignored.
+    splits : mapping of str to str
+        ``{image_id: split}``, as from :func:`assign_splits`.
+
+    Raises
+    ------
+    LeakageError
+        Listing the offending patient keys and study UIDs (sorted, the first 10 of each
+        and a count). They are pseudonyms and UIDs, not patient identifiers.
+
+    Examples
+    --------
+    >>> rows = [{"image_id": "a", "patient_key": "p1"}, {"image_id": "b", "patient_key": "p1"}]
+    >>> check_leakage(rows, {"a": "train", "b": "train"})
+    >>> check_leakage(rows, {"a": "train", "b": "test"})
+    Traceback (most recent call last):
+    usdcm.data.splits.LeakageError: 1 patient_key in more than one split: p1 (test, train); ...
+    """
+    seen: dict[str, defaultdict[str, set[str]]] = {
+        "patient_key": defaultdict(set),
+        "study_uid": defaultdict(set),
+    }
+    for row in rows:
+        split = splits.get((row.get("image_id") or "").strip())
+        if split is None:
+            continue
+        for column, by_key in seen.items():
+            key = (row.get(column) or "").strip()
+            if key:
+                by_key[key].add(split)
+    problems: list[str] = []
+    for column, by_key in seen.items():
+        leaked = sorted(key for key, found in by_key.items() if len(found) > 1)
+        if not leaked:
+            continue
+        shown = ", ".join(
+            f"{key} ({', '.join(sorted(by_key[key]))})" for key in leaked[:_MAX_SHOWN]
+        )
+        more = f" and {len(leaked) - _MAX_SHOWN} more" if len(leaked) > _MAX_SHOWN else ""
+        problems.append(f"{len(leaked)} {column} in more than one split: {shown}{more}")
+    if problems:
+        message = (
+            "; ".join(problems) + "; put every image of a patient and of a study into one "
+            "split, or remove the split column to let usdcm assign grouped splits."
+        )
+        raise LeakageError(message)
+
+
+def write_splits(path: Path, rows: Iterable[Row], splits: Mapping[str, str]) -> int:
+    """Write ``splits.csv`` atomically: one row per image in ``splits``, in manifest order.
+
+    Columns are :data:`SPLIT_COLUMNS`. Returns the number of rows written.
+    """
+    records = (
+        {
+            "image_id": image_id,
+            "patient_key": row.get("patient_key", ""),
+            "study_uid": row.get("study_uid", ""),
+            "label": row_label(row),
+            "split": splits[image_id],
+        }
+        for row in rows
+        if (image_id := (row.get("image_id") or "").strip()) in splits
+    )
+    return write_csv(path, SPLIT_COLUMNS, records)

@@ -1,0 +1,459 @@
+"""MONAI transforms from a NIfTI path to the tensor a network sees: cached preprocessing, then
+seeded augmentation of one frame or clip.
+
+Owns the two pipelines and their tensor layouts. :func:`preprocess_transforms` is
+deterministic and cached: ``(C, W, H, F)`` float32, every frame kept, in order.
+:func:`train_transforms` runs per access on that cached volume and gives ``(C * clip, W, H)``.
+Spatial axes stay in NIfTI order, column (width) first, everywhere, and the only flip is
+left-right, along the column axis, because the probe sits at the top of the image (row 0).
+Random transforms only draw parameters (recorded on the transform) and then call a
+deterministic function. Never reads the manifest and never computes statistics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import zlib
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import monai
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import (
+    Compose,
+    EnsureTyped,
+    MapTransform,
+    RandAdjustContrastd,
+    RandFlipd,
+    Randomizable,
+    RandomizableTransform,
+    RandRotated,
+    RandScaleIntensityd,
+    RandZoomd,
+    Resized,
+    ToDeviced,
+)
+from monai.utils import MAX_SEED
+from nibabel.filebasedimages import ImageFileError
+
+from usdcm.data.normalization import IntensityStats, NormalizeIntensityStatsd
+from usdcm.errors import UsdcmError
+from usdcm.training.config import AugmentConfig, ConfigError
+
+IMAGE_KEY = "image"
+"""The key of the image in every data dictionary."""
+
+PREPROCESS_VERSION = 1
+"""Bump when the cached preprocessing changes, so on-disk caches are not reused."""
+
+KeysArg = Hashable | Sequence[Hashable]
+
+
+def _as_tensor(image: Any) -> torch.Tensor:
+    """A plain tensor (no MONAI metadata) holding ``image``, without a copy where possible."""
+    tensor: torch.Tensor = torch.as_tensor(image)
+    if isinstance(tensor, MetaTensor):
+        plain: torch.Tensor = tensor.as_tensor()
+        return plain
+    return tensor
+
+
+def spatial_size(image_size: Sequence[int]) -> tuple[int, int]:
+    """Turn the config's ``[H, W]`` into the tensors' spatial order ``(W, H)``.
+
+    >>> spatial_size([96, 128])
+    (128, 96)
+    """
+    if len(image_size) != 2 or not all(int(side) >= 1 for side in image_size):
+        message = f"image_size is {list(image_size)!r}; expected [H, W] of positive sides."
+        raise ValueError(message)
+    height, width = (int(side) for side in image_size)
+    return width, height
+
+
+class PreprocessError(UsdcmError):
+    """An image that cannot be read, or whose layout is not what the manifest says.
+
+    Inside a MONAI ``Compose`` it reaches the caller as the ``__cause__`` of a
+    ``RuntimeError``; :func:`usdcm_cause` finds it.
+    """
+
+
+def usdcm_cause(err: BaseException) -> UsdcmError | None:
+    """The first :class:`~usdcm.errors.UsdcmError` in ``err``'s chain of causes, if any.
+
+    MONAI wraps every exception raised inside a transform in ``RuntimeError("applying
+    transform ...")``; use this to show the user the message that explains it.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, UsdcmError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+class LoadVolumed(MapTransform):  # type: ignore[misc]  # MONAI is untyped here
+    """Read an ingested NIfTI image into a float32 tensor with channels first.
+
+    ``(W, H, F)`` becomes ``(1, W, H, F)`` and ``(W, H, F, 3)`` becomes ``(3, W, H, F)``;
+    voxel ``[c, i, j, k]`` is channel ``c`` of column ``i``, row ``j``, frame ``k``. Reads the
+    voxels with nibabel (scaling applied, no reorientation) and checks the layout against the
+    expected channels, so a wrong image fails here, with its path and shape. The result is a
+    plain tensor: nothing downstream needs the affine.
+
+    Parameters
+    ----------
+    keys : str or sequence of str
+        Keys holding image paths.
+    channels : int
+        1 for gray images, 3 for colour (``usdcm ingest --keep-color``).
+    """
+
+    def __init__(self, keys: KeysArg, channels: int, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if channels not in (1, 3):
+            message = f"channels is {channels}; expected 1 (gray) or 3 (colour)."
+            raise ValueError(message)
+        self.channels = channels
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        out = dict(data)
+        for key in self.key_iterator(out):
+            out[key] = self.load(str(out[key]))
+        return out
+
+    def load(self, path: str) -> torch.Tensor:
+        """Read one image: ``(C, W, H, F)`` float32."""
+        try:
+            voxels = np.asarray(nib.load(path).dataobj, dtype=np.float32)
+        except (ImageFileError, OSError, ValueError, EOFError, zlib.error) as err:
+            message = (
+                f"Cannot read the image {path} ({type(err).__name__}: {err}); "
+                "re-run `usdcm ingest` to rewrite it."
+            )
+            raise PreprocessError(message) from err
+        expected_ndim = 3 if self.channels == 1 else 4
+        if voxels.ndim != expected_ndim or (self.channels == 3 and voxels.shape[-1] != 3):
+            layout = "(width, height, frames)" if self.channels == 1 else "(W, H, F, 3)"
+            message = (
+                f"The image {path} has shape {voxels.shape}; with channels={self.channels} "
+                f"usdcm expects {layout}. Pass the manifest's channels value, or re-ingest."
+            )
+            raise PreprocessError(message)
+        volume = torch.from_numpy(np.ascontiguousarray(voxels))
+        return volume.unsqueeze(0) if self.channels == 1 else volume.movedim(-1, 0).contiguous()
+
+
+def preprocess_transforms(
+    image_size: Sequence[int],
+    stats: IntensityStats,
+    channels: int = 1,
+    *,
+    cache_device: torch.device | None = None,
+) -> Compose:
+    """The deterministic pipeline from a NIfTI path to the cached volume.
+
+    ``{"image": path}`` -> ``{"image": float32 tensor (C, W_out, H_out, F)}``: read with
+    channels first (:class:`LoadVolumed`), resize each frame to ``image_size`` (area
+    interpolation; every frame kept, in order), normalize with ``stats``. Other keys pass
+    through.
+
+    Parameters
+    ----------
+    image_size : sequence of int
+        ``[H, W]``, as in ``data.image_size`` of the config.
+    stats : IntensityStats
+        Training statistics (from :func:`~usdcm.data.normalization.compute_stats`, or from a
+        checkpoint at inference).
+    channels : int, optional
+        1 (default) for gray images, 3 for colour.
+    cache_device : torch.device, optional
+        With a CUDA device, the volume is moved there as the last step, so the cache lives
+        in GPU memory (``data.cache_on_device``); load it with ``num_workers=0`` and
+        ``pin_memory=False``. Any other device adds nothing.
+
+    Returns
+    -------
+    monai.transforms.Compose
+    """
+    width, height = spatial_size(image_size)
+    transforms: list[Any] = [
+        LoadVolumed(IMAGE_KEY, channels),
+        Resized(IMAGE_KEY, spatial_size=(width, height, -1), mode="area"),
+        NormalizeIntensityStatsd(IMAGE_KEY, stats),
+        EnsureTyped(IMAGE_KEY, dtype=torch.float32, track_meta=False),
+    ]
+    if cache_device is not None and cache_device.type == "cuda":
+        transforms.append(ToDeviced(IMAGE_KEY, device=cache_device))
+    return Compose(transforms)
+
+
+def preprocess_fingerprint(image_size: Sequence[int], stats: IntensityStats, channels: int) -> str:
+    """A short hash of everything the cached volume depends on besides the image file.
+
+    Pass it as ``cache_key`` to :func:`usdcm.data.datasets.build_cached_dataset`, so an
+    on-disk cache is never reused after the size, the statistics or the code changed.
+
+    >>> stats = IntensityStats("percentile", lower=0.0, upper=1.0, mean=0.5, std=0.1)
+    >>> len(preprocess_fingerprint([64, 64], stats, 1))
+    16
+    """
+    spec = {
+        "version": PREPROCESS_VERSION,
+        "monai": monai.__version__,
+        "image_size": [int(side) for side in image_size],
+        "channels": int(channels),
+        "stats": stats.to_dict(),
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
+def clip_indices(n_frames: int, start: int, clip_frames: int) -> list[int]:
+    """Frame indices of the clip of ``clip_frames`` starting at ``start``; past the end of a
+    short cine the last frame repeats.
+
+    >>> clip_indices(5, 3, 4)
+    [3, 4, 4, 4]
+    """
+    return [min(start + offset, n_frames - 1) for offset in range(clip_frames)]
+
+
+def take_clip(volume: torch.Tensor, start: int, clip_frames: int) -> torch.Tensor:
+    """Stack a clip's frames as channels: ``(C, W, H, F)`` -> ``(C * clip_frames, W, H)``.
+
+    Channels are frame-major: channel ``t * C + c`` is channel ``c`` of the clip's frame
+    ``t``. The result is a new tensor, never a view of ``volume`` (the cache).
+    """
+    if volume.ndim != 4:
+        message = f"Expected a cached volume (C, W, H, F), found shape {tuple(volume.shape)}."
+        raise ValueError(message)
+    channels, width, height, n_frames = volume.shape
+    if not 0 <= start < n_frames:
+        message = f"Clip start {start} is outside the {n_frames} frames of the volume."
+        raise ValueError(message)
+    index = torch.tensor(clip_indices(n_frames, start, clip_frames), device=volume.device)
+    frames = volume.index_select(-1, index)  # (C, W, H, clip), a copy
+    return frames.permute(3, 0, 1, 2).reshape(clip_frames * channels, width, height)
+
+
+def last_clip_start(n_frames: int, clip_frames: int) -> int:
+    """The last start at which a whole clip fits (0 for a cine shorter than a clip).
+
+    >>> last_clip_start(10, 3), last_clip_start(2, 3)
+    (7, 0)
+    """
+    return max(n_frames - clip_frames, 0)
+
+
+class RandFramed(Randomizable, MapTransform):  # type: ignore[misc]  # MONAI is untyped here
+    """Pick a random frame, or clip of consecutive frames, from a cached ``(C, W, H, F)`` volume.
+
+    Draws a start uniformly among the starts where a whole clip fits, records it as
+    :attr:`start`, and returns :func:`take_clip`: ``(C * clip_frames, W, H)``. A cine shorter
+    than the clip starts at 0 and repeats its last frame. Every key gets the same frames.
+
+    Parameters
+    ----------
+    keys : str or sequence of str
+        Keys of the volumes.
+    clip_frames : int
+        Consecutive frames per sample, at least 1.
+    """
+
+    def __init__(self, keys: KeysArg, clip_frames: int, allow_missing_keys: bool = False) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        if clip_frames < 1:
+            message = f"clip_frames is {clip_frames}; expected at least 1."
+            raise ValueError(message)
+        self.clip_frames = clip_frames
+        self.start = 0
+        """The start frame drawn for the last call."""
+
+    def randomize(self, data: int) -> None:
+        """Draw the start frame for a volume of ``data`` frames."""
+        self.start = int(self.R.randint(0, last_clip_start(data, self.clip_frames) + 1))
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        out = dict(data)
+        keys = list(self.key_iterator(out))
+        if not keys:
+            return out
+        self.randomize(int(out[keys[0]].shape[-1]))
+        for key in keys:
+            out[key] = take_clip(_as_tensor(out[key]), self.start, self.clip_frames)
+        return out
+
+
+def speckle_noise(image: torch.Tensor, std: float, seed: int) -> torch.Tensor:
+    """Multiplicative noise ``image * (1 + N(0, std))``, the noise drawn from ``seed``.
+
+    The same image, std and seed always give the same result on a given device.
+    """
+    generator = torch.Generator(device=image.device)
+    generator.manual_seed(seed)
+    noise = torch.randn(image.shape, generator=generator, device=image.device, dtype=image.dtype)
+    return image * (1 + std * noise)
+
+
+class RandSpeckleNoised(RandomizableTransform, MapTransform):  # type: ignore[misc]  # untyped
+    """With probability ``prob``, apply :func:`speckle_noise` with a drawn seed.
+
+    Records :attr:`noise_seed` and whether it applied (``_do_transform``); the same noise
+    multiplies every key.
+
+    Parameters
+    ----------
+    keys : str or sequence of str
+        Keys of the images.
+    prob : float
+        Probability of applying the noise.
+    std : float
+        Standard deviation of the multiplicative noise, at least 0.
+    """
+
+    def __init__(
+        self, keys: KeysArg, prob: float, std: float, allow_missing_keys: bool = False
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        if std < 0:
+            message = f"Speckle std is {std}; expected at least 0."
+            raise ValueError(message)
+        self.std = std
+        self.noise_seed = 0
+        """The noise seed drawn for the last call (meaningful when it applied)."""
+
+    def randomize(self, data: Any = None) -> None:
+        """Draw whether to apply, then the noise seed (always, so the stream stays aligned)."""
+        super().randomize(None)
+        self.noise_seed = int(self.R.randint(MAX_SEED, dtype=np.uint32))
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        out = dict(data)
+        self.randomize()
+        if not self._do_transform:
+            return out
+        for key in self.key_iterator(out):
+            out[key] = speckle_noise(_as_tensor(out[key]), self.std, self.noise_seed)
+        return out
+
+
+def _check_augment(augment: AugmentConfig) -> None:
+    checks: list[tuple[bool, str, float, str]] = [
+        (augment.rotate_degrees >= 0, "rotate_degrees", augment.rotate_degrees, ">= 0"),
+        (0 <= augment.scale < 1, "scale", augment.scale, "in [0, 1)"),
+        (0 <= augment.flip_lr_prob <= 1, "flip_lr_prob", augment.flip_lr_prob, "in [0, 1]"),
+        (0 <= augment.contrast < 1, "contrast", augment.contrast, "in [0, 1)"),
+        (0 <= augment.gamma < 1, "gamma", augment.gamma, "in [0, 1)"),
+        (augment.speckle_std >= 0, "speckle_std", augment.speckle_std, ">= 0"),
+        (0 <= augment.prob <= 1, "prob", augment.prob, "in [0, 1]"),
+    ]
+    for ok, key, value, expected in checks:
+        if not ok:
+            message = f"Config key augment.{key} is {value!r}; expected {expected}."
+            raise ConfigError(message)
+
+
+def train_transforms(augment: AugmentConfig, clip_frames: int) -> Compose:
+    """The random pipeline applied per access to a cached ``(C, W, H, F)`` volume.
+
+    ``{"image": (C, W, H, F)}`` -> ``{"image": float32 tensor (C * clip_frames, W, H)}``, in
+    this order: :class:`RandFramed`; rotation by up to ``rotate_degrees`` either way; zoom by
+    a factor in ``[1 - scale, 1 + scale]`` (size kept); left-right flip (column axis only)
+    with probability ``flip_lr_prob``; intensity scaling by ``1 + f``, ``f`` in
+    ``[-contrast, contrast]``; gamma in ``[1 - gamma, 1 + gamma]``; speckle noise of
+    ``speckle_std``. Each of these but the flip fires with probability ``augment.prob``;
+    one whose strength is 0 is left out. Rotation and zoom fill with 0.
+
+    Seed it with ``set_random_state`` (or through
+    :func:`usdcm.data.datasets.seed_epoch`): the same seed gives the same stream of draws.
+
+    Parameters
+    ----------
+    augment : AugmentConfig
+        Strengths and probabilities.
+    clip_frames : int
+        Consecutive frames per sample (``data.clip_frames``).
+
+    Returns
+    -------
+    monai.transforms.Compose
+
+    Raises
+    ------
+    ConfigError
+        If an augmentation strength is out of range.
+    """
+    _check_augment(augment)
+    prob = augment.prob
+    transforms: list[Any] = [RandFramed(IMAGE_KEY, clip_frames)]
+    if augment.rotate_degrees > 0:
+        radians = math.radians(augment.rotate_degrees)
+        transforms.append(
+            RandRotated(IMAGE_KEY, range_x=radians, prob=prob, keep_size=True, padding_mode="zeros")
+        )
+    if augment.scale > 0:
+        transforms.append(
+            RandZoomd(
+                IMAGE_KEY,
+                prob=prob,
+                min_zoom=1 - augment.scale,
+                max_zoom=1 + augment.scale,
+                mode="bilinear",
+                padding_mode="constant",
+                keep_size=True,
+            )
+        )
+    if augment.flip_lr_prob > 0:
+        transforms.append(RandFlipd(IMAGE_KEY, prob=augment.flip_lr_prob, spatial_axis=0))
+    if augment.contrast > 0:
+        transforms.append(RandScaleIntensityd(IMAGE_KEY, factors=augment.contrast, prob=prob))
+    if augment.gamma > 0:
+        gamma = (1 - augment.gamma, 1 + augment.gamma)
+        transforms.append(RandAdjustContrastd(IMAGE_KEY, prob=prob, gamma=gamma))
+    if augment.speckle_std > 0:
+        transforms.append(RandSpeckleNoised(IMAGE_KEY, prob=prob, std=augment.speckle_std))
+    transforms.append(EnsureTyped(IMAGE_KEY, dtype=torch.float32, track_meta=False))
+    return Compose(transforms)
+
+
+def evaluation_starts(n_frames: int, n: int, clip_frames: int) -> list[int]:
+    """Start frames of the evaluation clips: ``n`` evenly spaced starts where a clip fits.
+
+    There are ``min(n, last_clip_start + 1)`` distinct starts from ``numpy.linspace`` over
+    ``[0, last_clip_start]``, rounded half to even; with ``clip_frames == 1`` that is
+    ``min(n, n_frames)`` frames from the first to the last.
+
+    >>> evaluation_starts(10, 4, 1), evaluation_starts(3, 8, 1), evaluation_starts(10, 3, 4)
+    ([0, 3, 6, 9], [0, 1, 2], [0, 3, 6])
+    """
+    if n < 1 or clip_frames < 1 or n_frames < 1:
+        message = (
+            f"evaluation_starts needs n, clip_frames and n_frames >= 1, found {n}, "
+            f"{clip_frames}, {n_frames}."
+        )
+        raise ValueError(message)
+    last = last_clip_start(n_frames, clip_frames)
+    count = min(n, last + 1)
+    return [int(v) for v in np.round(np.linspace(0, last, count))]
+
+
+def evaluation_frames(volume: torch.Tensor, n: int, clip_frames: int) -> torch.Tensor:
+    """The evaluation clips of a cached volume: ``(C, W, H, F)`` -> ``(n', C * clip_frames, W, H)``.
+
+    One clip per start of :func:`evaluation_starts` (``n' = min(n, max(F - clip_frames + 1,
+    1))``), laid out as :func:`take_clip`. A clip's prediction is the mean over its ``n'``.
+    """
+    if volume.ndim != 4:
+        message = f"Expected a cached volume (C, W, H, F), found shape {tuple(volume.shape)}."
+        raise ValueError(message)
+    starts = evaluation_starts(int(volume.shape[-1]), n, clip_frames)
+    return torch.stack([take_clip(volume, start, clip_frames) for start in starts])

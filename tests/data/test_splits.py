@@ -1,0 +1,214 @@
+"""Splits: grouped by patient and study, stratified by label, deterministic, leak-checked."""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+from usdcm.data.splits import (
+    SPLIT_COLUMNS,
+    SPLITS,
+    LeakageError,
+    SplitError,
+    assign_splits,
+    check_leakage,
+    label_map,
+    write_splits,
+)
+
+
+def make_rows(n_patients: int = 60, seed: int = 1) -> list[dict[str, str]]:
+    """Rows of ``n_patients`` patients, 30% abnormal, 1-2 studies of 1-3 images each."""
+    rng = random.Random(seed)
+    rows: list[dict[str, str]] = []
+    for p in range(n_patients):
+        label = "abnormal" if p % 10 < 3 else "normal"
+        for s in range(rng.randint(1, 2)):
+            for i in range(rng.randint(1, 3)):
+                rows.append(
+                    {
+                        "image_id": f"img-{p:03d}-{s}-{i}",
+                        "patient_key": f"pat-{p:03d}",
+                        "study_uid": f"1.2.3.{p}.{s}",
+                        "label": label,
+                    }
+                )
+    return rows
+
+
+def split_of_patients(rows: list[dict[str, str]], splits: dict[str, str]) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        found[row["patient_key"]].add(splits[row["image_id"]])
+    return found
+
+
+def test_every_patient_lands_in_exactly_one_split() -> None:
+    rows = make_rows()
+    splits = assign_splits(rows, val_fraction=0.2, test_fraction=0.2, seed=0)
+    assert set(splits) == {row["image_id"] for row in rows}
+    assert set(splits.values()) == set(SPLITS)
+    assert all(len(found) == 1 for found in split_of_patients(rows, splits).values())
+    check_leakage(rows, splits)
+
+
+def test_split_is_stratified_by_label_and_follows_the_fractions() -> None:
+    rows = make_rows()
+    splits = assign_splits(rows, val_fraction=0.2, test_fraction=0.2, seed=3)
+    patients = {row["patient_key"]: row["label"] for row in rows}
+    by_split: dict[str, list[str]] = defaultdict(list)
+    for patient, found in split_of_patients(rows, splits).items():
+        by_split[found.pop()].append(patients[patient])
+    assert {split: len(labels) for split, labels in by_split.items()} == {
+        "train": 36,
+        "val": 12,
+        "test": 12,
+    }
+    for labels in by_split.values():
+        prevalence = labels.count("abnormal") / len(labels)
+        assert prevalence == pytest.approx(0.3, abs=0.05)
+
+
+def test_same_seed_same_split_whatever_the_row_order() -> None:
+    rows = make_rows()
+    first = assign_splits(rows, val_fraction=0.2, test_fraction=0.2, seed=5)
+    shuffled = rows[:]
+    random.Random(0).shuffle(shuffled)
+    assert assign_splits(shuffled, val_fraction=0.2, test_fraction=0.2, seed=5) == first
+    other = assign_splits(rows, val_fraction=0.2, test_fraction=0.2, seed=6)
+    assert other != first
+
+
+def test_small_strata_still_give_val_and_test_a_patient() -> None:
+    rows = [
+        {"image_id": f"i{p}", "patient_key": f"p{p}", "label": "abnormal" if p < 3 else "normal"}
+        for p in range(10)
+    ]
+    splits = assign_splits(rows, val_fraction=0.1, test_fraction=0.1, seed=0)
+    abnormal = Counter(splits[f"i{p}"] for p in range(3))
+    assert abnormal == {"train": 1, "val": 1, "test": 1}
+
+
+def test_a_study_shared_by_two_patients_keeps_them_together() -> None:
+    rows = make_rows(20)
+    # an image of patient 0 filed under a study of patient 1
+    bridge = {"patient_key": "pat-000", "study_uid": "1.2.3.1.0", "label": "abnormal"}
+    rows.append({"image_id": "bridge", **bridge})
+    splits = assign_splits(rows, val_fraction=0.3, test_fraction=0.3, seed=0)
+    together = {splits[r["image_id"]] for r in rows if r["patient_key"] in ("pat-000", "pat-001")}
+    assert len(together) == 1
+    check_leakage(rows, splits)
+
+
+def test_unlabelled_rows_are_in_no_split() -> None:
+    rows = make_rows(10)
+    rows[0]["label"] = ""
+    rows[1]["label"] = "  "
+    splits = assign_splits(rows, val_fraction=0.2, test_fraction=0.2, seed=0)
+    assert rows[0]["image_id"] not in splits
+    assert rows[1]["image_id"] not in splits
+    assert len(splits) == len(rows) - 2
+
+
+def test_given_split_column_is_honoured() -> None:
+    rows = make_rows(10)
+    wanted = {}
+    for row in rows:
+        number = int(row["patient_key"][-3:])
+        wanted[row["image_id"]] = SPLITS[number % 3]
+        row["split"] = " " + wanted[row["image_id"]].upper()
+    assert assign_splits(rows, val_fraction=0.2, test_fraction=0.2, seed=0) == wanted
+
+
+def test_bad_split_value_names_the_value_and_the_image() -> None:
+    rows = make_rows(4)
+    for row in rows:
+        row["split"] = "train"
+    rows[2]["split"] = "validation"
+    with pytest.raises(SplitError, match=rf"{rows[2]['image_id']} has split 'validation'"):
+        assign_splits(rows, val_fraction=0.2, test_fraction=0.2, seed=0)
+
+
+def test_partly_filled_split_column_is_refused() -> None:
+    rows = make_rows(4)
+    rows[0]["split"] = "train"
+    with pytest.raises(SplitError, match="split column is empty for image"):
+        assign_splits(rows, val_fraction=0.2, test_fraction=0.2, seed=0)
+
+
+def test_missing_patient_key_is_refused() -> None:
+    rows = make_rows(4)
+    rows[1]["patient_key"] = ""
+    with pytest.raises(SplitError, match=f"Image {rows[1]['image_id']} has an empty patient_key"):
+        assign_splits(rows, val_fraction=0.2, test_fraction=0.2, seed=0)
+
+
+def test_leakage_through_a_shared_study_is_refused_with_its_uid() -> None:
+    columns = ("image_id", "patient_key", "study_uid", "label", "split")
+    rows = [
+        dict(zip(columns, values, strict=True))
+        for values in [
+            ("a", "pA", "9.9.1", "x", "train"),
+            ("b", "pB", "9.9.1", "x", "test"),  # another patient, same study, other split
+            ("c", "pC", "9.9.2", "y", "val"),
+        ]
+    ]
+    with pytest.raises(LeakageError, match=r"1 study_uid in more than one split: 9\.9\.1 \(test"):
+        assign_splits(rows, val_fraction=0.2, test_fraction=0.2, seed=0)
+
+
+def test_leakage_message_lists_sorted_keys_and_counts_the_rest() -> None:
+    rows = []
+    splits = {}
+    for p in range(12):
+        for split in ("train", "val"):
+            image_id = f"{p}-{split}"
+            rows.append({"image_id": image_id, "patient_key": f"k{p:02d}"})
+            splits[image_id] = split
+    with pytest.raises(LeakageError) as caught:
+        check_leakage(rows, splits)
+    message = str(caught.value)
+    assert message.startswith("12 patient_key in more than one split: k00 (train, val), k01")
+    assert "k09 (train, val) and 2 more" in message
+    assert "k10" not in message
+
+
+def test_label_map_is_sorted_and_skips_unlabelled_rows() -> None:
+    rows = [{"label": "normal"}, {"label": ""}, {"label": "abnormal"}, {"label": "normal"}]
+    assert label_map(rows) == {"abnormal": 0, "normal": 1}
+
+
+def test_majority_label_ties_are_broken_the_same_way_every_time() -> None:
+    rows = [
+        {"image_id": "a", "patient_key": "p", "label": "zeta"},
+        {"image_id": "b", "patient_key": "p", "label": "alpha"},
+    ]
+    results = {
+        tuple(sorted(assign_splits(order, val_fraction=0.3, test_fraction=0.3, seed=0).items()))
+        for order in (rows, rows[::-1])
+    }
+    assert len(results) == 1
+
+
+def test_write_splits_writes_one_row_per_split_image(tmp_path: Path) -> None:
+    rows = make_rows(6)
+    rows[0]["label"] = ""
+    splits = assign_splits(rows, val_fraction=0.2, test_fraction=0.2, seed=0)
+    path = tmp_path / "run" / "splits.csv"
+    assert write_splits(path, rows, splits) == len(rows) - 1
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames or ()) == SPLIT_COLUMNS
+        written = list(reader)
+    assert {row["image_id"]: row["split"] for row in written} == splits
+    assert written[0]["patient_key"] == rows[1]["patient_key"]
+
+
+@pytest.mark.parametrize(("val", "test"), [(-0.1, 0.2), (0.6, 0.5)])
+def test_fractions_out_of_range_are_refused(val: float, test: float) -> None:
+    with pytest.raises(ValueError, match="fraction"):
+        assign_splits(make_rows(4), val_fraction=val, test_fraction=test, seed=0)

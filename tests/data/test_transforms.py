@@ -1,0 +1,229 @@
+"""Preprocessing keeps every frame in order and in (C, W, H, F); augmentation is seeded and
+flips only left-right; evaluation clips are evenly spaced."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.transforms import ToDeviced
+from tests.data.conftest import NiftiWriter
+
+from usdcm.data.normalization import IntensityStats
+from usdcm.data.transforms import (
+    LoadVolumed,
+    PreprocessError,
+    RandFramed,
+    RandSpeckleNoised,
+    evaluation_frames,
+    evaluation_starts,
+    preprocess_fingerprint,
+    preprocess_transforms,
+    speckle_noise,
+    take_clip,
+    train_transforms,
+    usdcm_cause,
+)
+from usdcm.training.config import AugmentConfig, ConfigError
+
+STATS = IntensityStats("percentile", lower=0.0, upper=100.0, mean=50.0, std=20.0)
+NO_AUGMENT = AugmentConfig(
+    rotate_degrees=0.0, scale=0.0, flip_lr_prob=0.0, contrast=0.0, gamma=0.0, speckle_std=0.0
+)
+
+
+def frame_volume(width: int, height: int, frames: int) -> np.ndarray:
+    """A ``(W, H, F)`` uint8 volume whose frame ``k`` is the constant ``10 * k``."""
+    volume = np.empty((width, height, frames), dtype=np.uint8)
+    for k in range(frames):
+        volume[..., k] = 10 * k
+    return volume
+
+
+def cached_volume(channels: int, width: int, height: int, frames: int) -> torch.Tensor:
+    """A ``(C, W, H, F)`` tensor whose value is ``frame + 100 * channel``."""
+    frame = torch.arange(frames, dtype=torch.float32)
+    channel = 100 * torch.arange(channels, dtype=torch.float32)
+    return (channel[:, None, None, None] + frame).expand(channels, width, height, frames).clone()
+
+
+def test_preprocess_resizes_every_frame_and_keeps_their_order(
+    tmp_path: Path, write_nifti: NiftiWriter
+) -> None:
+    path = write_nifti(tmp_path / "cine.nii.gz", frame_volume(width=40, height=24, frames=6))
+    out = preprocess_transforms([12, 20], STATS)({"image": str(path), "image_id": "x"})
+    image = out["image"]
+    assert type(image) is torch.Tensor
+    assert image.dtype == torch.float32
+    assert image.shape == (1, 20, 12, 6)  # (C, W, H, F) from image_size [H, W]
+    for k in range(6):
+        assert torch.allclose(image[..., k], torch.full((1, 20, 12), 10 * k / 100))
+    assert out["image_id"] == "x"
+
+
+def test_preprocess_keeps_columns_and_rows_in_place(
+    tmp_path: Path, write_nifti: NiftiWriter
+) -> None:
+    volume = np.zeros((16, 10, 2), dtype=np.uint8)
+    volume[13, 2, 1] = 100  # column 13, row 2, frame 1
+    path = write_nifti(tmp_path / "mark.nii.gz", volume)
+    image = preprocess_transforms([10, 16], STATS)({"image": str(path)})["image"]
+    assert image.shape == (1, 16, 10, 2)
+    assert torch.nonzero(image).tolist() == [[0, 13, 2, 1]]
+
+
+def test_preprocess_puts_colour_channels_first(tmp_path: Path, write_nifti: NiftiWriter) -> None:
+    volume = np.zeros((8, 6, 3, 3), dtype=np.uint8)
+    volume[..., 0], volume[..., 1], volume[..., 2] = 10, 20, 30
+    path = write_nifti(tmp_path / "rgb.nii.gz", volume)
+    image = preprocess_transforms([6, 8], STATS, channels=3)({"image": str(path)})["image"]
+    assert image.shape == (3, 8, 6, 3)
+    assert image[:, 0, 0, 0].tolist() == pytest.approx([0.1, 0.2, 0.3])
+
+
+def test_preprocess_refuses_an_image_with_other_channels(
+    tmp_path: Path, write_nifti: NiftiWriter
+) -> None:
+    path = write_nifti(tmp_path / "gray.nii.gz", frame_volume(8, 6, 2))
+    with pytest.raises(RuntimeError) as caught:  # MONAI's Compose wraps every error
+        preprocess_transforms([6, 8], STATS, channels=3)({"image": str(path)})
+    cause = usdcm_cause(caught.value)
+    assert isinstance(cause, PreprocessError)
+    assert "gray.nii.gz has shape (8, 6, 2); with channels=3" in str(cause)
+
+
+def test_unreadable_image_is_named_with_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "broken.nii.gz"
+    path.write_bytes(b"\x1f\x8b truncated")
+    with pytest.raises(PreprocessError, match=r"broken\.nii\.gz .*re-run `usdcm ingest`"):
+        LoadVolumed("image", channels=1)({"image": str(path)})
+
+
+def test_no_device_transform_on_cpu() -> None:
+    transforms = preprocess_transforms([16, 16], STATS, cache_device=torch.device("cpu"))
+    assert not any(isinstance(t, ToDeviced) for t in transforms.transforms)
+
+
+def test_fingerprint_changes_with_what_the_cache_depends_on() -> None:
+    base = preprocess_fingerprint([64, 64], STATS, 1)
+    assert base == preprocess_fingerprint([64, 64], STATS, 1)
+    other_stats = IntensityStats("percentile", lower=0.0, upper=99.0, mean=50.0, std=20.0)
+    assert len({base, preprocess_fingerprint([64, 32], STATS, 1)}) == 2
+    assert len({base, preprocess_fingerprint([64, 64], other_stats, 1)}) == 2
+    assert len({base, preprocess_fingerprint([64, 64], STATS, 3)}) == 2
+
+
+def test_rand_framed_picks_one_whole_frame() -> None:
+    volume = cached_volume(1, 5, 4, 7)
+    transform = RandFramed("image", clip_frames=1)
+    transform.set_random_state(0)
+    seen = set()
+    for _ in range(60):
+        out = transform({"image": volume})["image"]
+        assert out.shape == (1, 5, 4)
+        assert torch.all(out == transform.start)
+        seen.add(transform.start)
+    assert seen == set(range(7))
+
+
+def test_rand_framed_stacks_consecutive_frames_frame_major() -> None:
+    volume = cached_volume(3, 5, 4, 6)
+    transform = RandFramed("image", clip_frames=2)
+    transform.set_random_state(1)
+    starts = set()
+    for _ in range(40):
+        out = transform({"image": volume})["image"]
+        start = transform.start
+        starts.add(start)
+        expected = [start, start + 100, start + 200, start + 1, start + 101, start + 201]
+        assert out[:, 0, 0].tolist() == expected
+    assert starts == set(range(5))
+
+
+def test_rand_framed_repeats_the_last_frame_of_a_short_cine() -> None:
+    out = RandFramed("image", clip_frames=4)({"image": cached_volume(1, 3, 3, 2)})["image"]
+    assert out[:, 0, 0].tolist() == [0, 1, 1, 1]
+
+
+def test_take_clip_never_returns_a_view_of_the_cache() -> None:
+    volume = cached_volume(1, 3, 3, 4)
+    clip = take_clip(volume, 0, 1)
+    clip += 1000
+    assert volume.max().item() == 3
+
+
+def test_flip_moves_columns_and_never_rows() -> None:
+    width, height = 9, 6
+    volume = torch.zeros(1, width, height, 1)
+    volume[0, 2, 1, 0] = 1.0  # column 2, row 1
+    augment = AugmentConfig(**{**NO_AUGMENT.__dict__, "flip_lr_prob": 1.0})
+    out = train_transforms(augment, clip_frames=1)({"image": volume})["image"]
+    assert torch.nonzero(out).tolist() == [[0, width - 1 - 2, 1]]
+
+
+def test_without_augmentation_the_frame_passes_unchanged() -> None:
+    volume = torch.rand(2, 6, 5, 3, generator=torch.Generator().manual_seed(0))
+    transform = train_transforms(NO_AUGMENT, clip_frames=3)
+    assert [type(t).__name__ for t in transform.transforms] == ["RandFramed", "EnsureTyped"]
+    out = transform({"image": volume})["image"]
+    assert type(out) is torch.Tensor
+    assert torch.equal(out, take_clip(volume, 0, 3))
+
+
+def augmented(seed: int, n: int = 4) -> list[torch.Tensor]:
+    volume = torch.rand(1, 24, 20, 5, generator=torch.Generator().manual_seed(0))
+    transform = train_transforms(AugmentConfig(prob=1.0), clip_frames=2)
+    transform.set_random_state(seed)
+    return [transform({"image": volume})["image"] for _ in range(n)]
+
+
+def test_same_seed_same_augmentations_other_seed_others() -> None:
+    first, again, other = augmented(7), augmented(7), augmented(8)
+    assert all(a.shape == (2, 24, 20) for a in first)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not any(torch.equal(a, b) for a, b in zip(first, other, strict=True))
+    assert not torch.equal(first[0], first[1])
+
+
+def test_speckle_noise_is_multiplicative_and_seeded() -> None:
+    image = torch.full((1, 64, 64), 2.0)
+    noisy = speckle_noise(image, 0.1, seed=3)
+    assert torch.equal(noisy, speckle_noise(image, 0.1, seed=3))
+    assert (noisy / image - 1).std().item() == pytest.approx(0.1, rel=0.05)
+    assert torch.equal(speckle_noise(torch.zeros(1, 4, 4), 0.5, seed=3), torch.zeros(1, 4, 4))
+    transform = RandSpeckleNoised("image", prob=1.0, std=0.1)
+    transform.set_random_state(0)
+    out = transform({"image": image})["image"]
+    assert torch.equal(out, speckle_noise(image, 0.1, transform.noise_seed))
+
+
+def test_bad_augmentation_strength_names_the_config_key() -> None:
+    with pytest.raises(ConfigError, match="augment.gamma is 1.5"):
+        train_transforms(AugmentConfig(gamma=1.5), clip_frames=1)
+
+
+def test_evaluation_frames_are_evenly_spaced() -> None:
+    volume = cached_volume(1, 4, 3, 10)
+    frames = evaluation_frames(volume, n=4, clip_frames=1)
+    assert frames.shape == (4, 1, 4, 3)
+    assert frames[:, 0, 0, 0].tolist() == [0, 3, 6, 9]
+    assert evaluation_starts(10, 5, 1) == [0, 2, 4, 7, 9]  # 2.25 -> 2, 6.75 -> 7
+
+
+def test_evaluation_frames_of_a_short_cine_take_every_frame() -> None:
+    frames = evaluation_frames(cached_volume(1, 4, 3, 3), n=8, clip_frames=1)
+    assert frames[:, 0, 0, 0].tolist() == [0, 1, 2]
+    single = evaluation_frames(cached_volume(1, 4, 3, 1), n=8, clip_frames=2)
+    assert single.shape == (1, 2, 4, 3)
+
+
+def test_evaluation_clips_fit_inside_the_cine() -> None:
+    frames = evaluation_frames(cached_volume(2, 4, 3, 10), n=3, clip_frames=4)
+    assert frames.shape == (3, 8, 4, 3)
+    assert frames[:, :, 0, 0].tolist() == [
+        [0, 100, 1, 101, 2, 102, 3, 103],
+        [3, 103, 4, 104, 5, 105, 6, 106],
+        [6, 106, 7, 107, 8, 108, 9, 109],
+    ]
