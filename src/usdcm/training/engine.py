@@ -98,33 +98,40 @@ def train_one_epoch(
 @torch.no_grad()
 def predict_clips(
     model: nn.Module,
-    clips: Iterable[Mapping[str, Any]],
+    batches: Iterable[Mapping[str, Any]],
     *,
     device: torch.device,
     autocast: Callable[[], contextlib.AbstractContextManager[Any]],
     channels_last: bool = False,
-    on_clip: ProgressHook | None = None,
+    on_batch: ProgressHook | None = None,
 ) -> ClipPredictions:
-    """Mean softmax probability over each clip's frames.
+    """Mean softmax probability over each cine's evenly spaced frames (or clips).
 
-    Each clip is a mapping with ``image`` (n_frames, C, W, H), ``label`` and ``image_id``.
+    Each batch is what :func:`usdcm.data.datasets.collate_frames` makes: ``image``
+    ``(N, C, W, H)`` holding the frames of ``B`` cines, ``clip_index`` ``(N,)`` naming each
+    frame's cine, ``label`` ``(B,)`` and ``image_id`` (``B`` str).
     """
+    from usdcm.data.datasets import mean_per_clip
+
     model.eval()
     ids: list[str] = []
     labels: list[int] = []
     probs: list[np.ndarray[Any, Any]] = []
-    for clip in clips:
-        frames = clip["image"].to(device, non_blocking=device.type == "cuda")
+    non_blocking = device.type == "cuda"
+    for batch in batches:
+        frames = batch["image"].to(device, non_blocking=non_blocking)
         if channels_last:
             frames = frames.contiguous(memory_format=torch.channels_last)
         with autocast():
             logits = model(frames)
-        probability = torch.softmax(logits.float(), dim=1).mean(dim=0)
-        ids.append(str(clip["image_id"]))
-        labels.append(int(clip["label"]))
-        probs.append(probability.cpu().numpy().astype(np.float64))
-        if on_clip is not None:
-            on_clip(1)
+        per_frame = torch.softmax(logits.float(), dim=1)
+        n_clips = len(batch["image_id"])
+        per_clip = mean_per_clip(per_frame, batch["clip_index"], n_clips)
+        ids.extend(str(i) for i in batch["image_id"])
+        labels.extend(int(label) for label in batch["label"])
+        probs.extend(per_clip.cpu().numpy().astype(np.float64))
+        if on_batch is not None:
+            on_batch(n_clips)
     n_classes = probs[0].shape[0] if probs else 0
     return ClipPredictions(
         image_ids=ids,

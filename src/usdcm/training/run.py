@@ -1,0 +1,520 @@
+"""A training run: manifest in, run folder out, reproducible and resumable.
+
+Owns the run folder::
+
+    RUN/config.yaml     the resolved config
+    RUN/splits.csv      image -> train/val/test (the test split is never used here)
+    RUN/metrics.jsonl   one line per epoch: train loss, validation loss, AUC, balanced accuracy
+    RUN/best.pt         the checkpoint with the best validation AUC
+    RUN/last.pt         the checkpoint after the last finished epoch (for --resume)
+    RUN/train.log       what happened, without patient identifiers
+
+Only rank 0 writes. Every epoch re-seeds every random stream from (seed, epoch), so a run
+resumed from ``last.pt`` ends exactly where an uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from usdcm.atomic import atomic_write_text
+from usdcm.errors import UsdcmError
+from usdcm.manifest import read_manifest
+from usdcm.training.config import TrainConfig, dump_config
+
+LOGGER_NAME = "usdcm.train"
+
+
+class TrainingError(UsdcmError):
+    """A run that cannot start or go on (too few labels, a bad resume, ...)."""
+
+
+@dataclass
+class EpochRecord:
+    """One line of ``metrics.jsonl``."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_auc: float
+    val_balanced_accuracy: float
+    lr: float
+    seconds: float
+    best: bool = False
+
+    def to_json(self) -> str:
+        values = {
+            key: (None if isinstance(value, float) and math.isnan(value) else value)
+            for key, value in self.__dict__.items()
+        }
+        return json.dumps(values, sort_keys=False)
+
+
+@dataclass
+class TrainResult:
+    """What a run produced."""
+
+    run_dir: Path
+    epochs: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int = -1
+    best_auc: float = float("nan")
+    stopped_early: bool = False
+    n_images: dict[str, int] = field(default_factory=dict)
+    cache_bytes: int = 0
+    device: str = ""
+    seconds: float = 0.0
+    is_main: bool = True
+
+
+def _open_log(run_dir: Path, is_main: bool) -> logging.Logger:
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    if is_main:
+        handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+    else:
+        logger.addHandler(logging.NullHandler())
+    return logger
+
+
+def _read_metrics(path: Path, before_epoch: int) -> list[EpochRecord]:
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        values = json.loads(line)
+        values = {k: (float("nan") if v is None else v) for k, v in values.items()}
+        record = EpochRecord(**values)
+        if record.epoch < before_epoch:
+            records.append(record)
+    return records
+
+
+def _scheduler(
+    optimizer: Any, config: TrainConfig, steps_per_epoch: int
+) -> tuple[Any | None, bool]:
+    """The learning-rate schedule and whether it steps per batch (True) or per epoch."""
+    import torch
+
+    schedule = config.optim.schedule
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=config.optim.epochs
+        ), False
+    if schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=config.optim.lr,
+            epochs=config.optim.epochs,
+            steps_per_epoch=max(steps_per_epoch, 1),
+        ), True
+    return None, False
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """Seed of torch's global generator (dropout) for one epoch."""
+    import numpy as np
+
+    sequence = np.random.SeedSequence([seed % 2**63, epoch, 7])
+    return int(sequence.generate_state(1, dtype=np.uint32)[0])
+
+
+def train(
+    manifest_path: Path,
+    config: TrainConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Train on ``manifest_path`` with ``config`` into ``run_dir``; see the module docstring.
+
+    Works the same in one process and under ``torchrun`` (DDP): the distributed context
+    comes from the environment torchrun sets. A single process uses the same sampler as
+    rank 0 of a one-process group, so that N processes see, step by step, the same global
+    batches as one process does.
+
+    Raises
+    ------
+    TrainingError
+        Too few classes or images, or ``resume`` without a usable ``last.pt``.
+    """
+    import torch
+    from torch import nn
+
+    from usdcm.data.datasets import (
+        EvalFramesDataset,
+        TrainFramesDataset,
+        build_cached_dataset,
+        cache_nbytes,
+        class_weights,
+        dataset_items,
+        make_loader,
+        seed_epoch,
+        weighted_sampler,
+    )
+    from usdcm.data.normalization import compute_stats
+    from usdcm.data.splits import assign_splits, label_map, labelled_rows, write_splits
+    from usdcm.data.transforms import (
+        preprocess_fingerprint,
+        preprocess_transforms,
+        train_transforms,
+    )
+    from usdcm.models.factory import build_model
+    from usdcm.training.checkpoint import (
+        load_checkpoint,
+        package_versions,
+        save_checkpoint,
+        sha256_file,
+        unwrap_model,
+    )
+    from usdcm.training.device import (
+        amp_policy,
+        autocast,
+        configure_backends,
+        describe_device,
+        make_grad_scaler,
+        maybe_compile,
+        select_device,
+        to_channels_last,
+    )
+    from usdcm.training.distributed import (
+        all_gather_objects,
+        all_reduce_mean,
+        barrier,
+        cleanup,
+        context_from_env,
+        init_distributed,
+    )
+    from usdcm.training.engine import classification_metrics, predict_clips, train_one_epoch
+
+    started = time.perf_counter()
+    manifest_path = manifest_path.resolve()
+    if not manifest_path.is_file():
+        message = f"No manifest at {manifest_path}; run `usdcm ingest SOURCE --out DIR` first."
+        raise TrainingError(message)
+    all_rows = read_manifest(manifest_path)
+    rows = labelled_rows(all_rows)
+    labels = label_map(rows)
+    if len(labels) < 2:
+        message = (
+            f"The manifest {manifest_path} has {len(rows)} labelled images in "
+            f"{len(labels)} class(es); training needs at least two classes. "
+            "Pass --labels to `usdcm ingest`, or fill the label column."
+        )
+        raise TrainingError(message)
+    last_path = run_dir / "last.pt"
+    if resume and not last_path.is_file():
+        message = f"--resume needs {last_path}, which does not exist; drop --resume to start anew."
+        raise TrainingError(message)
+
+    env = context_from_env()
+    device = select_device(config.runtime.device, local_rank=env.local_rank)
+    context = init_distributed(device.type)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        logger = _open_log(run_dir, context.is_main)
+        seed = config.runtime.seed
+        configure_backends(device, deterministic=config.runtime.deterministic, seed=seed)
+        policy = amp_policy(device, requested=config.runtime.amp)
+        logger.info(
+            "device %s, world size %d, amp %s",
+            describe_device(device),
+            context.world_size,
+            policy,
+        )
+
+        splits = assign_splits(
+            rows,
+            val_fraction=config.split.val_fraction,
+            test_fraction=config.split.test_fraction,
+            seed=config.split.seed,
+        )
+        items = dataset_items(rows, splits, root=manifest_path.parent, labels=labels)
+        train_items, val_items = items.get("train", []), items.get("val", [])
+        if not train_items or not val_items:
+            message = (
+                f"The split has {len(train_items)} training and {len(val_items)} validation "
+                "images; both need at least one. Add data or change split.val_fraction."
+            )
+            raise TrainingError(message)
+        if context.is_main:
+            write_splits(run_dir / "splits.csv", rows, splits)
+            atomic_write_text(run_dir / "config.yaml", dump_config(config))
+        n_images = {name: len(values) for name, values in sorted(items.items())}
+        logger.info("classes %s", labels)
+        logger.info("images per split %s (the test split is never read here)", n_images)
+
+        channels = int(rows[0].get("channels") or 1)
+        norm = config.data.normalization
+        stats = compute_stats(
+            [item["image"] for item in train_items],
+            mode=norm.mode,
+            lower_percentile=norm.lower_percentile,
+            upper_percentile=norm.upper_percentile,
+            sample_images=norm.sample_images,
+            seed=seed,
+        )
+        logger.info("intensity normalization %s (from the training split)", stats.to_dict())
+        on_gpu_cache = config.data.cache_on_device and device.type == "cuda"
+        preprocess = preprocess_transforms(
+            config.data.image_size,
+            stats,
+            channels,
+            cache_device=device if on_gpu_cache else None,
+        )
+        cache_options: dict[str, Any] = {
+            "cache_rate": config.data.cache_rate,
+            "persistent_cache_dir": config.data.persistent_cache_dir or None,
+            "num_workers": config.data.num_workers,
+            "cache_key": preprocess_fingerprint(config.data.image_size, stats, channels),
+        }
+        train_cache = build_cached_dataset(train_items, preprocess, **cache_options)
+        val_cache = build_cached_dataset(val_items, preprocess, **cache_options)
+        cache_bytes = cache_nbytes(train_cache) + cache_nbytes(val_cache)
+        logger.info(
+            "cache holds %.1f MB (%s, cache_rate %.2f)",
+            cache_bytes / 1e6,
+            "GPU" if on_gpu_cache else "RAM",
+            config.data.cache_rate,
+        )
+
+        clip_frames = config.data.clip_frames
+        train_set = TrainFramesDataset(train_cache, train_transforms(config.augment, clip_frames))
+        val_set = EvalFramesDataset(
+            val_cache, n_frames=config.data.eval_frames, clip_frames=clip_frames
+        )
+        shard = (context.rank, context.world_size)
+        per_rank_batch = max(config.optim.batch_size // context.world_size, 1)
+        n_classes = len(labels)
+        train_labels = train_set.labels
+        loader_options: dict[str, Any] = {
+            "seed": seed,
+            "num_workers": 0 if on_gpu_cache else config.data.num_workers,
+            "loader": config.data.loader,
+            "device": device,
+            "distributed": shard,
+            "pin_memory": False if on_gpu_cache else None,
+        }
+        sampler = None
+        if config.optim.class_weighting == "sampler":
+            sampler = weighted_sampler(train_labels, seed, n_classes=n_classes, distributed=shard)
+        train_loader = make_loader(
+            train_set, batch_size=per_rank_batch, shuffle=True, sampler=sampler, **loader_options
+        )
+        val_loader = make_loader(
+            val_set, batch_size=max(per_rank_batch // 4, 1), shuffle=False, **loader_options
+        )
+
+        model: nn.Module = build_model(
+            config.model.name,
+            in_channels=channels * clip_frames,
+            num_classes=n_classes,
+            image_size=config.data.image_size,
+            dropout=config.model.dropout,
+        ).to(device)
+        model = to_channels_last(model, config.runtime.channels_last)
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
+        )
+        scheduler, per_step = _scheduler(optimizer, config, len(train_loader))
+        scaler = make_grad_scaler(policy, device)
+        weight = None
+        if config.optim.class_weighting == "loss":
+            weight = class_weights(train_labels, n_classes).to(device)
+        loss_fn = nn.CrossEntropyLoss(weight=weight)
+
+        manifest_sha = sha256_file(manifest_path)
+        start_epoch, best_auc, best_epoch, stale = 0, float("nan"), -1, 0
+        if resume:
+            state = load_checkpoint(last_path, map_location=device)
+            if state.get("manifest_sha256") != manifest_sha:
+                message = (
+                    f"{last_path} was trained on another manifest (sha256 differs); resume "
+                    "with the same manifest, or start a new run folder."
+                )
+                raise TrainingError(message)
+            model.load_state_dict(state["model_state"])
+            optimizer.load_state_dict(state["optimizer_state"])
+            if scheduler is not None and state.get("scheduler_state"):
+                scheduler.load_state_dict(state["scheduler_state"])
+            if state.get("scaler_state"):
+                scaler.load_state_dict(state["scaler_state"])
+            start_epoch = int(state["epoch"]) + 1
+            best_auc = float(state["best_auc"])
+            best_epoch = int(state["best_epoch"])
+            stale = int(state["stale_epochs"])
+            logger.info("resumed from %s after epoch %d", last_path, start_epoch - 1)
+
+        network = maybe_compile(model, config.runtime.compile)
+        if context.is_distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = [device.index] if device.type == "cuda" else None
+            network = DistributedDataParallel(network, device_ids=device_ids)
+
+        def run_autocast() -> Any:
+            return autocast(policy, device)
+
+        payload_base: dict[str, Any] = {
+            "config": config.to_dict(),
+            "label_map": dict(labels),
+            "normalization": stats.to_dict(),
+            "input_size": list(config.data.image_size),
+            "in_channels": channels,
+            "manifest_sha256": manifest_sha,
+            "versions": package_versions(),
+        }
+        metrics_path = run_dir / "metrics.jsonl"
+        result = TrainResult(
+            run_dir=run_dir,
+            n_images=n_images,
+            cache_bytes=cache_bytes,
+            device=describe_device(device),
+            is_main=context.is_main,
+        )
+        result.epochs = _read_metrics(metrics_path, start_epoch) if resume else []
+        result.best_epoch, result.best_auc = best_epoch, best_auc
+        bar = _EpochBar(enabled=progress and context.is_main)
+        with bar:
+            for epoch in range(start_epoch, config.optim.epochs):
+                if stale >= config.optim.patience:
+                    result.stopped_early = True
+                    break
+                epoch_started = time.perf_counter()
+                torch.manual_seed(_epoch_seed(seed, epoch))
+                seed_epoch(train_loader, seed=seed, epoch=epoch)
+                bar.start(epoch, len(train_loader) + len(val_loader))
+                train_loss = train_one_epoch(
+                    network,
+                    train_loader,
+                    loss_fn=loss_fn,
+                    optimizer=optimizer,
+                    device=device,
+                    autocast=run_autocast,
+                    scaler=scaler,
+                    step_scheduler=scheduler.step if per_step and scheduler else None,
+                    channels_last=config.runtime.channels_last,
+                    on_batch=lambda _n: bar.advance(),
+                )
+                lr = float(optimizer.param_groups[0]["lr"])
+                if scheduler is not None and not per_step:
+                    scheduler.step()
+                train_loss = all_reduce_mean(context, train_loss)
+                local = predict_clips(
+                    network,
+                    val_loader,
+                    device=device,
+                    autocast=run_autocast,
+                    channels_last=config.runtime.channels_last,
+                    on_batch=lambda _n: bar.advance(),
+                )
+                gathered = all_gather_objects(context, local)
+                predictions = gathered[0].merged(gathered[1:])
+                metrics = classification_metrics(predictions, n_classes)
+                auc = metrics["auc"]
+                improved = best_epoch < 0 or (
+                    not math.isnan(auc) and (math.isnan(best_auc) or auc > best_auc)
+                )
+                if improved:
+                    best_auc, best_epoch, stale = auc, epoch, 0
+                else:
+                    stale += 1
+                record = EpochRecord(
+                    epoch=epoch,
+                    train_loss=train_loss,
+                    val_loss=metrics["loss"],
+                    val_auc=auc,
+                    val_balanced_accuracy=metrics["balanced_accuracy"],
+                    lr=lr,
+                    seconds=time.perf_counter() - epoch_started,
+                    best=improved,
+                )
+                if context.is_main:
+                    payload = {
+                        **payload_base,
+                        "model_state": unwrap_model(network).state_dict(),
+                        "epoch": epoch,
+                        "val_auc": auc,
+                        "val_balanced_accuracy": metrics["balanced_accuracy"],
+                    }
+                    if improved:
+                        save_checkpoint(run_dir / "best.pt", payload)
+                    save_checkpoint(
+                        last_path,
+                        {
+                            **payload,
+                            "optimizer_state": optimizer.state_dict(),
+                            "scheduler_state": scheduler.state_dict() if scheduler else {},
+                            "scaler_state": scaler.state_dict(),
+                            "best_auc": best_auc,
+                            "best_epoch": best_epoch,
+                            "stale_epochs": stale,
+                        },
+                    )
+                    _append_metrics(metrics_path, record, epoch)
+                logger.info("epoch %s", record.to_json())
+                barrier(context)
+                result.epochs.append(record)
+                if on_epoch is not None:
+                    on_epoch(record)
+        result.best_epoch, result.best_auc = best_epoch, best_auc
+        result.seconds = time.perf_counter() - started
+        logger.info(
+            "best epoch %d, validation AUC %.4f, %.1f s", best_epoch, best_auc, result.seconds
+        )
+        return result
+    finally:
+        cleanup()
+
+
+def _append_metrics(path: Path, record: EpochRecord, epoch: int) -> None:
+    """Rewrite ``metrics.jsonl`` atomically with the lines of earlier epochs plus ``record``.
+
+    Lines of epoch ``>= epoch`` (left by a run killed after writing them but before its
+    checkpoint) are dropped, so a resumed run never holds an epoch twice.
+    """
+    kept = [r.to_json() for r in _read_metrics(path, epoch)]
+    atomic_write_text(path, "\n".join([*kept, record.to_json()]) + "\n")
+
+
+class _EpochBar:
+    """A rich progress bar per epoch on stderr; does nothing when disabled."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self._enabled = enabled
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _EpochBar:
+        if self._enabled:
+            from usdcm.cli._progress import RichProgress
+
+            self._progress = RichProgress()
+            self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(None, None, None)
+
+    def start(self, epoch: int, total: int) -> None:
+        if self._progress is not None:
+            self._progress.phase(f"epoch {epoch + 1}", total)
+
+    def advance(self) -> None:
+        if self._progress is not None:
+            self._progress.advance(1)
