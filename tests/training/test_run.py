@@ -1,0 +1,159 @@
+"""The training run end to end on tiny data: run folder, reproducibility, resume, DDP, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.training.conftest import TinyManifest, tiny_config
+from usdcm.training.checkpoint import REQUIRED_KEYS, load_checkpoint
+from usdcm.training.run import EpochRecord, TrainingError, train
+
+_VOLATILE = ("seconds",)
+
+
+def _metrics(run_dir: Path) -> list[dict[str, object]]:
+    lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
+    return [{k: v for k, v in r.items() if k not in _VOLATILE} for r in records]
+
+
+def test_a_run_writes_its_folder(tiny_manifest: TinyManifest, tmp_path: Path) -> None:
+    manifest = tiny_manifest()
+    run_dir = tmp_path / "run"
+    result = train(manifest, tiny_config(), run_dir)
+
+    assert {p.name for p in run_dir.iterdir()} >= {
+        "config.yaml",
+        "splits.csv",
+        "metrics.jsonl",
+        "best.pt",
+        "last.pt",
+        "train.log",
+    }
+    assert [r["epoch"] for r in _metrics(run_dir)] == [0, 1, 2]
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["optim"]["epochs"] == 3
+    splits = (run_dir / "splits.csv").read_text().splitlines()
+    assert len(splits) == 1 + 28  # every labelled image, test included, is recorded
+    assert result.n_images == {"test": 4, "train": 16, "val": 8}
+
+    best = load_checkpoint(run_dir / "best.pt")
+    assert set(REQUIRED_KEYS) <= set(best)
+    assert best["label_map"] == {"abnormal": 0, "normal": 1}
+    assert best["input_size"] == [24, 24]
+    assert best["epoch"] == result.best_epoch
+    assert best["normalization"]["mode"] == "percentile"
+    assert "optimizer_state" in load_checkpoint(run_dir / "last.pt")
+    assert "optimizer_state" not in best
+
+
+def test_it_learns_a_visible_signal(tiny_manifest: TinyManifest, tmp_path: Path) -> None:
+    manifest = tiny_manifest(counts={"train": 48, "val": 16})
+    config = tiny_config(optim={"epochs": 8, "lr": 0.003})
+    result = train(manifest, config, tmp_path / "run")
+    assert result.best_auc >= 0.9
+
+
+def test_the_same_seed_gives_identical_metrics(tiny_manifest: TinyManifest, tmp_path: Path) -> None:
+    manifest = tiny_manifest()
+    config = tiny_config(augment={"prob": 0.5, "flip_lr_prob": 0.5})
+    train(manifest, config, tmp_path / "a")
+    train(manifest, config, tmp_path / "b")
+    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
+    other = tiny_config(augment={"prob": 0.5, "flip_lr_prob": 0.5}, runtime={"seed": 1})
+    train(manifest, other, tmp_path / "c")
+    assert _metrics(tmp_path / "a") != _metrics(tmp_path / "c")
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(
+    tiny_manifest: TinyManifest, tmp_path: Path
+) -> None:
+    manifest = tiny_manifest()
+    config = tiny_config(
+        augment={"prob": 0.5, "flip_lr_prob": 0.5}, optim={"epochs": 4, "schedule": "onecycle"}
+    )
+    train(manifest, config, tmp_path / "whole")
+
+    def kill_after_second(record: EpochRecord) -> None:
+        if record.epoch == 1:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train(manifest, config, tmp_path / "cut", on_epoch=kill_after_second)
+    assert len(_metrics(tmp_path / "cut")) == 2
+    train(manifest, config, tmp_path / "cut", resume=True)
+
+    assert _metrics(tmp_path / "cut") == _metrics(tmp_path / "whole")
+    whole = load_checkpoint(tmp_path / "whole" / "last.pt")["model_state"]
+    cut = load_checkpoint(tmp_path / "cut" / "last.pt")["model_state"]
+    for key, value in whole.items():
+        assert torch.equal(value, cut[key]), key
+
+
+def test_resume_without_last_checkpoint_is_an_error(
+    tiny_manifest: TinyManifest, tmp_path: Path
+) -> None:
+    with pytest.raises(TrainingError, match="last.pt"):
+        train(tiny_manifest(), tiny_config(), tmp_path / "run", resume=True)
+
+
+def test_a_single_class_is_refused(tiny_manifest: TinyManifest, tmp_path: Path) -> None:
+    manifest = tiny_manifest()
+    text = manifest.read_text().replace("abnormal", "normal")
+    manifest.write_text(text)
+    with pytest.raises(TrainingError, match="at least two classes"):
+        train(manifest, tiny_config(), tmp_path / "run")
+
+
+def test_sampler_weighting_and_cosine_run(tiny_manifest: TinyManifest, tmp_path: Path) -> None:
+    config = tiny_config(optim={"epochs": 2, "class_weighting": "sampler", "schedule": "none"})
+    result = train(tiny_manifest(), config, tmp_path / "run")
+    assert len(result.epochs) == 2
+    assert result.epochs[0].lr == result.epochs[1].lr
+
+
+def test_two_gloo_processes_match_one(tiny_manifest: TinyManifest, tmp_path: Path) -> None:
+    """torchrun with 2 CPU processes sees the same global batches as 1 process."""
+    manifest = tiny_manifest()
+    config_path = tmp_path / "ddp.yaml"
+    config = tiny_config(optim={"class_weighting": "none"}).to_dict()
+    config_path.write_text(yaml.safe_dump(config))
+    single = tmp_path / "single"
+    train(manifest, tiny_config(optim={"class_weighting": "none"}), single)
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "usdcm",
+        "train",
+        str(manifest),
+        "--config",
+        str(config_path),
+        "--out",
+        str(tmp_path / "ddp"),
+        "--quiet",
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    ddp_metrics, single_metrics = _metrics(tmp_path / "ddp"), _metrics(single)
+    assert len(ddp_metrics) == len(single_metrics) == 3
+    for d, s in zip(ddp_metrics, single_metrics, strict=True):
+        for key in ("train_loss", "val_loss", "val_auc", "val_balanced_accuracy"):
+            assert d[key] == pytest.approx(s[key], rel=1e-3, abs=1e-4), key
