@@ -33,6 +33,7 @@ demo: $(STAMP)
 	rm -rf $(DEMO_DIR)/pacs
 	$(BIN)/usdcm synth $(DEMO_DIR)/pacs --patients 60 --seed 0
 	$(BIN)/usdcm ingest $(DEMO_DIR)/pacs --out $(DEMO_DIR)/data --labels $(DEMO_DIR)/pacs/labels.csv
+	$(BIN)/usdcm train $(DEMO_DIR)/data/manifest.csv --config configs/demo.yaml --out $(DEMO_DIR)/run
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from tests.training.conftest import TinyManifest, tiny_config
+
 from usdcm.training.checkpoint import REQUIRED_KEYS, load_checkpoint
 from usdcm.training.run import EpochRecord, TrainingError, train
 

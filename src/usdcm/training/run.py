@@ -203,9 +203,6 @@ def train(
 
     started = time.perf_counter()
     manifest_path = manifest_path.resolve()
-    if not manifest_path.is_file():
-        message = f"No manifest at {manifest_path}; run `usdcm ingest SOURCE --out DIR` first."
-        raise TrainingError(message)
     all_rows = read_manifest(manifest_path)
     rows = labelled_rows(all_rows)
     labels = label_map(rows)
