@@ -127,7 +127,11 @@ class LoadVolumed(MapTransform):  # type: ignore[misc]  # MONAI is untyped here
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         out = dict(data)
         for key in self.key_iterator(out):
-            out[key] = self.load(str(out[key]))
+            value = out[key]
+            if isinstance(value, np.ndarray):
+                out[key] = self.from_array(value, "an in-memory image")
+            else:
+                out[key] = self.load(str(value))
         return out
 
     def load(self, path: str) -> torch.Tensor:
@@ -140,11 +144,16 @@ class LoadVolumed(MapTransform):  # type: ignore[misc]  # MONAI is untyped here
                 "re-run `usdcm ingest` to rewrite it."
             )
             raise PreprocessError(message) from err
+        return self.from_array(voxels, f"The image {path}")
+
+    def from_array(self, voxels: np.ndarray[Any, Any], what: str) -> torch.Tensor:
+        """Check and convert a ``(W, H, F[, 3])`` volume already in memory (``usdcm predict``)."""
+        voxels = np.asarray(voxels, dtype=np.float32)
         expected_ndim = 3 if self.channels == 1 else 4
         if voxels.ndim != expected_ndim or (self.channels == 3 and voxels.shape[-1] != 3):
             layout = "(width, height, frames)" if self.channels == 1 else "(W, H, F, 3)"
             message = (
-                f"The image {path} has shape {voxels.shape}; with channels={self.channels} "
+                f"{what} has shape {voxels.shape}; with channels={self.channels} "
                 f"usdcm expects {layout}. Pass the manifest's channels value, or re-ingest."
             )
             raise PreprocessError(message)

@@ -52,39 +52,79 @@ def nifti_bytes(
     return gzip.compress(image.to_bytes(), compresslevel=NIFTI_COMPRESSLEVEL, mtime=0)
 
 
+class DecodedVolume(NamedTuple):
+    """One SOP instance decoded, cropped and laid out as the NIfTI voxel array."""
+
+    volume: np.ndarray[Any, Any]  # (width, height, frames[, 3])
+    frames: int
+    height: int
+    width: int
+    channels: int
+    spacing_mm: tuple[float, float] | None
+    crop: str
+
+
+def decode_volume(source: Path, *, keep_color: bool) -> DecodedVolume:
+    """Decode ``source`` in memory and crop it to its largest 2D tissue region.
+
+    The one decoding path of ``usdcm ingest`` (which then writes the volume) and
+    ``usdcm predict`` (which classifies it without writing anything).
+
+    Raises
+    ------
+    DecodeError, UnsupportedDicomError, NotDicomError, OSError, MemoryError
+        And whatever a damaged file makes pydicom or a codec raise; see
+        :func:`exclusion_for`.
+    """
+    part10 = sniff_dicom(source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dataset = pydicom.dcmread(source, force=not part10)
+    frames = decode_frames(dataset, keep_color=keep_color)
+    rows, columns = int(frames.shape[1]), int(frames.shape[2])
+    region = select_tissue_region(read_regions(dataset), rows=rows, columns=columns)
+    cropped = crop_frames(frames, region)
+    return DecodedVolume(
+        volume=frames_to_volume(cropped),
+        frames=int(cropped.shape[0]),
+        height=int(cropped.shape[1]),
+        width=int(cropped.shape[2]),
+        channels=int(cropped.shape[3]) if cropped.ndim == 4 else 1,
+        spacing_mm=region.spacing_mm if region is not None else None,
+        crop="" if region is None else region.as_crop(),
+    )
+
+
+def exclusion_for(err: BaseException) -> dict[str, Any]:
+    """The exclusion record for an error raised while decoding or writing one file."""
+    if isinstance(err, DecodeError | UnsupportedDicomError | NotDicomError):
+        return excluded("decode_error", str(err))
+    if isinstance(err, MemoryError):
+        return excluded("decode_error", "out of memory while decoding")
+    if isinstance(err, OSError):
+        return excluded("unreadable", f"cannot read or write ({type(err).__name__})")
+    return excluded("decode_error", f"pixel data could not be decoded ({type(err).__name__})")
+
+
 def convert_file(
     source: Path, image_path: Path, *, keep_color: bool, frame_time_ms: float | None
 ) -> dict[str, Any]:
     """Decode ``source``, crop to the largest 2D tissue region, and write ``image_path``."""
     try:
-        part10 = sniff_dicom(source)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            dataset = pydicom.dcmread(source, force=not part10)
-        frames = decode_frames(dataset, keep_color=keep_color)
-        rows, columns = int(frames.shape[1]), int(frames.shape[2])
-        region = select_tissue_region(read_regions(dataset), rows=rows, columns=columns)
-        cropped = crop_frames(frames, region)
-        volume = frames_to_volume(cropped)
-        spacing = region.spacing_mm if region is not None else None
-        atomic_write_bytes(image_path, nifti_bytes(volume, spacing, frame_time_ms))
-    except (DecodeError, UnsupportedDicomError, NotDicomError) as err:
-        return excluded("decode_error", str(err))
-    except MemoryError:
-        return excluded("decode_error", "out of memory while decoding")
-    except OSError as err:
-        return excluded("unreadable", f"cannot read or write ({type(err).__name__})")
+        decoded = decode_volume(source, keep_color=keep_color)
+        spacing = decoded.spacing_mm
+        atomic_write_bytes(image_path, nifti_bytes(decoded.volume, spacing, frame_time_ms))
     except Exception as err:  # a damaged file may break pydicom or a codec in any way
-        return excluded("decode_error", f"pixel data could not be decoded ({type(err).__name__})")
+        return exclusion_for(err)
     return {
         "status": "converted",
-        "frames": int(cropped.shape[0]),
-        "height": int(cropped.shape[1]),
-        "width": int(cropped.shape[2]),
-        "channels": int(cropped.shape[3]) if cropped.ndim == 4 else 1,
+        "frames": decoded.frames,
+        "height": decoded.height,
+        "width": decoded.width,
+        "channels": decoded.channels,
         "spacing_x_mm": None if spacing is None else round(spacing[0], 6),
         "spacing_y_mm": None if spacing is None else round(spacing[1], 6),
-        "crop": "" if region is None else region.as_crop(),
+        "crop": decoded.crop,
     }
 
 
