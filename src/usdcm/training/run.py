@@ -373,6 +373,7 @@ def train(
             "input_size": list(config.data.image_size),
             "in_channels": channels,
             "manifest_sha256": manifest_sha,
+            "manifest_path": str(manifest_path),
             "versions": package_versions(),
         }
         metrics_path = run_dir / "metrics.jsonl"

@@ -1,0 +1,1 @@
+"""From a trained run to probabilities: the checkpoint's model and preprocessing, applied."""
