@@ -3,35 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-
-from usdcm.ingest import IngestOptions, ingest
-from usdcm.manifest import read_manifest
-from usdcm.synth import write_export
-
-
-@dataclass(frozen=True)
-class Ingested:
-    """An ingested export: the manifest's folder and its rows (read-only)."""
-
-    root: Path
-    rows: list[dict[str, str]]
-
-
-@pytest.fixture(scope="session")
-def ingested_export(tmp_path_factory: pytest.TempPathFactory) -> Ingested:
-    """A 6-patient synthetic export (seed 0), ingested once with its normal/abnormal labels."""
-    base = tmp_path_factory.mktemp("data-export")
-    summary = write_export(base / "pacs", patients=6, seed=0)
-    out = base / "out"
-    ingest(summary.root, out, IngestOptions(labels=summary.labels_path, workers=1))
-    return Ingested(root=out, rows=read_manifest(out / "manifest.csv"))
-
 
 NiftiWriter = Callable[[Path, np.ndarray], Path]
 

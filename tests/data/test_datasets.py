@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from tests.data.conftest import Ingested
+from tests.conftest import Ingested
 from torch.utils.data import WeightedRandomSampler
 
 from usdcm.data.datasets import (
