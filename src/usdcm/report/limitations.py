@@ -1,0 +1,220 @@
+"""Limitations the report flags by itself, from the metrics and the context.
+
+Owns the rules and their thresholds (small n, wide CI, single site, prevalence shift,
+exploratory threshold, too-small subgroups, unchecked leakage, undefined AUC); never renders
+text for a format and never changes a metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from usdcm.report._format import as_float, as_int, ci_bounds, fmt_num, get
+from usdcm.report.context import ReportContext
+
+MIN_N = 100
+"""Fewer cases than this at the reported level is a small sample."""
+
+MIN_POSITIVES = 30
+"""Fewer positive cases than this is a small sample."""
+
+MAX_AUC_CI_WIDTH = 0.2
+"""An AUC confidence interval wider than this is flagged."""
+
+MAX_PREVALENCE_SHIFT = 0.1
+"""A prevalence difference between two splits larger than this is flagged."""
+
+_EPS = 1e-9  # a value exactly at a threshold (up to float rounding) is not flagged
+
+
+@dataclass(frozen=True)
+class Limitation:
+    """One automatically flagged limitation.
+
+    Parameters
+    ----------
+    code : str
+        Stable identifier, e.g. ``"small_n"``; tests and tools match on it.
+    message : str
+        One or two plain sentences for the reader, with the numbers that triggered it.
+    """
+
+    code: str
+    message: str
+
+
+def flag_limitations(
+    metrics: Mapping[str, Any], context: ReportContext | None = None
+) -> list[Limitation]:
+    """Flag the limitations that ``metrics`` and ``context`` show, in a fixed order.
+
+    Codes, in order: ``small_n`` (n < :data:`MIN_N` or positives < :data:`MIN_POSITIVES`),
+    ``auc_undefined`` (no AUC), ``wide_ci`` (AUC CI wider than :data:`MAX_AUC_CI_WIDTH`),
+    ``single_site`` (one manufacturer or one model, from ``context.data`` or else from the
+    ``manufacturer``/``model`` subgroups), ``prevalence_shift`` (two splits whose prevalences
+    differ by more than :data:`MAX_PREVALENCE_SHIFT`), ``exploratory_threshold``,
+    ``small_subgroups`` (a subgroup marked ``too_small``) and ``leakage_not_checked``
+    (``context.split["leakage_check"]`` given and not ``"passed"``). A rule whose inputs are
+    missing does not fire.
+
+    Parameters
+    ----------
+    metrics : mapping
+        The dict of :func:`usdcm.metrics.summarize`.
+    context : ReportContext, optional
+        Supplies the manufacturers, prevalence by split and leakage check.
+
+    Returns
+    -------
+    list of Limitation
+        Empty when nothing is flagged.
+
+    Examples
+    --------
+    >>> metrics = {"n": 40, "n_positive": 12, "auc": {"value": 0.8, "ci95": [0.6, 0.95]}}
+    >>> [item.code for item in flag_limitations(metrics)]
+    ['small_n', 'wide_ci']
+    """
+    context = context or ReportContext()
+    flags = [
+        _small_n(metrics),
+        _auc_undefined(metrics),
+        _wide_ci(metrics),
+        _single_site(metrics, context),
+        _prevalence_shift(context),
+        _exploratory_threshold(metrics),
+        _small_subgroups(metrics),
+        _leakage_not_checked(context),
+    ]
+    return [flag for flag in flags if flag is not None]
+
+
+def _small_n(metrics: Mapping[str, Any]) -> Limitation | None:
+    n, positives = as_int(metrics.get("n")), as_int(metrics.get("n_positive"))
+    reasons = []
+    if n is not None and n < MIN_N:
+        reasons.append(f"n = {n} (fewer than {MIN_N})")
+    if positives is not None and positives < MIN_POSITIVES:
+        reasons.append(f"{positives} positives (fewer than {MIN_POSITIVES})")
+    if not reasons:
+        return None
+    level = f" at the {metrics['level']} level" if metrics.get("level") else ""
+    return Limitation(
+        "small_n",
+        f"Small test set{level}: {' and '.join(reasons)}. Estimates are imprecise and may "
+        "not generalise.",
+    )
+
+
+def _auc_undefined(metrics: Mapping[str, Any]) -> Limitation | None:
+    if "auc" not in metrics or as_float(get(metrics, "auc", "value")) is not None:
+        return None
+    return Limitation(
+        "auc_undefined",
+        "The AUC could not be computed (for example, the test set holds only one class).",
+    )
+
+
+def _wide_ci(metrics: Mapping[str, Any]) -> Limitation | None:
+    bounds = ci_bounds(get(metrics, "auc", "ci95"))
+    if bounds is None or bounds[1] - bounds[0] <= MAX_AUC_CI_WIDTH + _EPS:
+        return None
+    return Limitation(
+        "wide_ci",
+        f"Wide confidence interval: the AUC 95% CI {fmt_num(bounds[0])}–{fmt_num(bounds[1])} "
+        f"spans {bounds[1] - bounds[0]:.3f} (more than {MAX_AUC_CI_WIDTH}).",
+    )
+
+
+def _names(value: object) -> list[str] | None:
+    if isinstance(value, Mapping):
+        return [str(name) for name in value]
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        names = []
+        for item in value:
+            group = get(item, "group") if isinstance(item, Mapping) else item
+            names.append(str(group))
+        return names
+    return None
+
+
+def _single_site(metrics: Mapping[str, Any], context: ReportContext) -> Limitation | None:
+    found = []
+    for key in ("manufacturers", "models"):
+        attribute = key[:-1]
+        names = _names(context.data.get(key))
+        if names is None:
+            names = _names(get(metrics, "subgroups", attribute))
+        if names is not None and len(set(names)) == 1:
+            found.append(f"one {attribute} ({names[0]})")
+    if not found:
+        return None
+    return Limitation(
+        "single_site",
+        f"Single site or vendor: all images come from {' and '.join(found)}. Performance on "
+        "other scanners and sites is unknown.",
+    )
+
+
+def _prevalence_shift(context: ReportContext) -> Limitation | None:
+    known = {
+        str(split): value
+        for split, raw in context.prevalence_by_split.items()
+        if (value := as_float(raw)) is not None
+    }
+    if len(known) < 2:
+        return None
+    low = min(known, key=lambda split: known[split])
+    high = max(known, key=lambda split: known[split])
+    if known[high] - known[low] <= MAX_PREVALENCE_SHIFT + _EPS:
+        return None
+    shown = ", ".join(f"{split} {fmt_num(value)}" for split, value in known.items())
+    return Limitation(
+        "prevalence_shift",
+        f"Prevalence shift between splits ({shown}): {high} and {low} differ by "
+        f"{known[high] - known[low]:.3f} (more than {MAX_PREVALENCE_SHIFT}). PPV and NPV do "
+        "not transfer between them.",
+    )
+
+
+def _exploratory_threshold(metrics: Mapping[str, Any]) -> Limitation | None:
+    if get(metrics, "threshold", "exploratory") is not True:
+        return None
+    chosen_on = get(metrics, "threshold", "chosen_on") or "the test set"
+    return Limitation(
+        "exploratory_threshold",
+        f"Exploratory threshold: it was chosen on {chosen_on}, so sensitivity, specificity, "
+        "PPV and NPV at it are optimistic and need confirmation on independent data.",
+    )
+
+
+def _small_subgroups(metrics: Mapping[str, Any]) -> Limitation | None:
+    subgroups = metrics.get("subgroups")
+    if not isinstance(subgroups, Mapping):
+        return None
+    small = [
+        f"{attribute}={get(row, 'group')} (n={get(row, 'n')})"
+        for attribute, rows in subgroups.items()
+        if isinstance(rows, Sequence)
+        for row in rows
+        if get(row, "too_small") is True
+    ]
+    if not small:
+        return None
+    return Limitation(
+        "small_subgroups",
+        f"Subgroups too small to estimate reliably: {', '.join(small)}.",
+    )
+
+
+def _leakage_not_checked(context: ReportContext) -> Limitation | None:
+    status = context.split.get("leakage_check")
+    if status is None or str(status).strip().lower() == "passed":
+        return None
+    return Limitation(
+        "leakage_not_checked",
+        f"Patient-level leakage check: {status}. Test results may be optimistic if a "
+        "patient's images sit in more than one split.",
+    )

@@ -1,0 +1,182 @@
+"""report.html: one offline file, every section, valid embedded PNGs, escaped strings."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from pathlib import Path
+
+from PIL import Image
+
+from tests.report.conftest import (
+    FALSE_POSITIVE_ID,
+    MetricsFactory,
+    Written,
+    build_context,
+    tiny_png,
+)
+from usdcm.report import FIGURE_NAMES, SECTIONS, ReportContext, write_report
+from usdcm.report.document import PRIVACY_STATEMENT
+from usdcm.report.figures import FIGURE_PIXELS
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+DATA_URI = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]*)"')
+
+
+def _h2(html: str) -> list[str]:
+    return re.findall(r"<h2>(.*?)</h2>", html)
+
+
+def test_html_references_nothing_outside_itself(written: Written) -> None:
+    html = written.html
+    assert "http://" not in html and "https://" not in html
+    assert "<script" not in html.lower()
+    assert "<link" not in html.lower()
+    assert "@import" not in html and "url(" not in html
+    for attribute in re.findall(r'\b(?:src|href)="([^"]*)"', html):
+        assert attribute.startswith(("data:image/png;base64,", "#")), attribute[:60]
+    assert "Content-Security-Policy" in html
+
+
+def test_report_dir_holds_only_the_report_files(written: Written) -> None:
+    out = written.files.html.parent
+    assert written.files.html == out / "report.html"
+    assert {path.name for path in out.iterdir()} == {"report.html", "report.md", "figures"}
+    assert not list(out.rglob("*.tmp")), "atomic writes leave no temp file"
+    assert not (out / "metrics.json").exists()
+
+
+def test_every_section_in_order_with_its_checklist_items(written: Written) -> None:
+    assert _h2(written.html) == [spec.title for spec in SECTIONS]
+    for spec in SECTIONS:
+        assert f'<section id="{spec.key}"' in written.html
+        assert f'<p class="checklist">{spec.checklist}</p>' in written.html
+    assert "TRIPOD+AI" in written.html and "CLAIM 38" in written.html
+
+
+def test_figures_are_embedded_valid_pngs(written: Written) -> None:
+    payloads = DATA_URI.findall(written.html)
+    assert len(payloads) == len(FIGURE_NAMES) + 1  # plus one failure thumbnail
+    sizes = []
+    for payload in payloads:
+        png = base64.b64decode(payload, validate=True)
+        assert png.startswith(PNG_SIGNATURE)
+        with Image.open(io.BytesIO(png)) as image:
+            image.verify()
+        with Image.open(io.BytesIO(png)) as image:
+            sizes.append(image.size)
+    assert sizes.count(FIGURE_PIXELS) == len(FIGURE_NAMES)
+    assert (16, 16) in sizes
+
+
+def test_summary_states_auc_sensitivity_specificity_n_prevalence(written: Written) -> None:
+    summary = written.html.split('<section id="summary"', 1)[1].split("</section>", 1)[0]
+    for text in ("AUC", "Sensitivity", "Specificity", "95% CI", "240 (80 positive)", "33.3%"):
+        assert text in summary
+    assert "study" in summary and "youden" in summary
+    assert 'class="banner"' not in written.html
+    assert PRIVACY_STATEMENT in written.html
+
+
+def test_results_show_threshold_confusion_matrix_and_curves(written: Written) -> None:
+    results = written.html.split('<section id="results"', 1)[1].split("</section>", 1)[0]
+    assert "Threshold 0.500" in results and "chosen on val" in results
+    assert "Confusion matrix (counts)" in results
+    assert "Confusion matrix (row-normalised)" in results
+    assert results.count("data:image/png;base64,") == 3  # confusion, ROC, PR
+    assert "AP " in results and "PPV" in results and "NPV" in results
+
+
+def test_failure_cases_list_ids_and_thumbnail(written: Written) -> None:
+    failures = written.html.split('<section id="failures"', 1)[1].split("</section>", 1)[0]
+    assert FALSE_POSITIVE_ID in failures
+    assert "(+1 more)" in failures  # four image ids, three shown
+    assert failures.count('class="thumb"') == 1
+
+
+def test_exploratory_threshold_shows_banner(tmp_path: Path, make_metrics: MetricsFactory) -> None:
+    threshold = {"value": 0.42, "rule": "youden", "chosen_on": "test", "exploratory": True}
+    files = write_report(tmp_path, make_metrics(threshold=threshold), build_context())
+    html = files.html.read_text(encoding="utf-8")
+    summary = html.split('<section id="summary"', 1)[1].split("</section>", 1)[0]
+    assert '<p class="banner">EXPLORATORY' in summary
+    assert "[exploratory_threshold]" in html
+
+
+def test_untrusted_strings_are_escaped(tmp_path: Path, make_metrics: MetricsFactory) -> None:
+    attack = "<script>alert('x')</script>"
+    metrics = make_metrics(
+        failures={
+            "false_positives": [
+                {"id": attack, "prob": 0.9, "label": "<b>normal</b>", "image_ids": [attack]}
+            ],
+            "false_negatives": [],
+        },
+        provenance={"note": attack},
+    )
+    context = build_context(
+        title=f"Report {attack}",
+        intended_use=attack,
+        data={"sources": [attack], "manufacturers": {attack: 3}},
+        model={"architecture": '"><img src=x onerror=alert(1)>', "versions": {attack: "1"}},
+        commands=[f"echo '{attack}'"],
+        failure_thumbnails={attack: tiny_png()},
+    )
+    html = write_report(tmp_path, metrics, context).html.read_text(encoding="utf-8")
+    assert "<script" not in html.lower()
+    assert "<b>normal" not in html
+    assert "onerror=alert(1)>" not in html
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
+
+
+def test_missing_and_none_values_read_na(tmp_path: Path) -> None:
+    metrics = {
+        "level": "image",
+        "n": 10,
+        "n_positive": 0,
+        "prevalence": 0.0,
+        "auc": {"value": None, "ci95": [None, None], "method": "delong", "bootstrap_ci95": None},
+        "sensitivity": {"value": None, "ci95": None, "k": 0, "n": 0},
+        "roc": {"fpr": [], "tpr": []},
+        "pr": None,
+        "reliability": {"bin_edges": None, "mean_predicted": [None], "observed": [None]},
+        "confusion_matrix": None,
+        "brier": float("nan"),
+        "subgroups": {},
+        "failures": None,
+        "multiclass": None,
+    }
+    files = write_report(tmp_path, metrics, ReportContext())
+    html = files.html.read_text(encoding="utf-8")
+    assert _h2(html) == [spec.title for spec in SECTIONS]
+    text = DATA_URI.sub("", html)
+    assert "n/a" in text and not re.search(r"\bnan\b", text, flags=re.IGNORECASE)
+    assert len(DATA_URI.findall(html)) == len(FIGURE_NAMES)
+    assert "[auc_undefined]" in html
+
+
+def test_multiclass_auc_table(tmp_path: Path, make_metrics: MetricsFactory) -> None:
+    multiclass = {
+        "per_class": {"cyst": {"value": 0.91, "ci95": [0.85, 0.95]}, "solid": {"value": None}},
+        "macro": {"value": 0.88, "ci95": [0.82, 0.93]},
+        "method": "one-vs-rest",
+    }
+    html = write_report(tmp_path, make_metrics(multiclass=multiclass), build_context())
+    text = html.html.read_text(encoding="utf-8")
+    assert "One-vs-rest AUC per class (one-vs-rest)" in text
+    assert "macro average" in text and "0.910" in text
+
+
+def test_print_css_breaks_pages_and_keeps_figures_whole(written: Written) -> None:
+    assert "@media print" in written.html and "@page" in written.html
+    assert "break-before: page" in written.html
+    assert "break-inside: avoid" in written.html
+
+
+def test_rewriting_gives_identical_files(tmp_path: Path, written: Written) -> None:
+    context = build_context(failure_thumbnails={FALSE_POSITIVE_ID: tiny_png()})
+    from tests.report.conftest import build_metrics
+
+    again = write_report(tmp_path, build_metrics(), context)
+    assert again.html.read_text(encoding="utf-8") == written.html
