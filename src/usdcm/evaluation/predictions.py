@@ -64,3 +64,37 @@ def read_predictions(path: Path) -> tuple[list[dict[str, str]], list[str]]:
         )
         raise PredictionsError(message)
     return rows, classes
+
+
+SOURCE_COLUMNS = (
+    "image_id",
+    "patient_key",
+    "study_uid",
+    "series_uid",
+    "sop_uid",
+    "manufacturer",
+    "model",
+    "frames",
+)
+
+
+def write_source_predictions(
+    path: Path,
+    rows: Sequence[Mapping[str, Any]],
+    excluded: Sequence[Mapping[str, str]],
+    classes: Sequence[str],
+) -> Path:
+    """Write ``usdcm predict``'s CSV and, beside it, ``<name>.excluded.csv``; both atomic.
+
+    Returns the path of the exclusion list.
+    """
+    from usdcm.manifest import write_excluded
+
+    columns = [*SOURCE_COLUMNS, *(f"{PROB_PREFIX}{name}" for name in classes), "predicted"]
+    formatted = [
+        {k: (f"{v:.8f}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows
+    ]
+    write_csv(path, columns, formatted)
+    excluded_path = path.with_name(f"{path.stem}.excluded.csv")
+    write_excluded(excluded_path, excluded)
+    return excluded_path

@@ -1,0 +1,46 @@
+"""Options shared by ``usdcm evaluate`` and ``usdcm report``, declared once."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+class Level(StrEnum):
+    """The unit a metric counts: probabilities are averaged up to it."""
+
+    image = "image"
+    series = "series"
+    study = "study"
+    patient = "patient"
+
+
+LevelOption = Annotated[
+    Level | None,
+    typer.Option(help="Unit of analysis; default: the level the labels were given at."),
+]
+ThresholdOption = Annotated[
+    str,
+    typer.Option(
+        help="youden (default), sens:0.9 (highest threshold reaching that sensitivity) or a "
+        "number; youden/sens are chosen on the validation split."
+    ),
+]
+PositiveOption = Annotated[
+    str | None, typer.Option(help="The positive class; default: the one not named normal.")
+]
+SubgroupOption = Annotated[
+    list[str] | None,
+    typer.Option(help="Column to report subgroups of; repeat. Default: manufacturer, model."),
+]
+BootstrapOption = Annotated[
+    int, typer.Option(min=1, help="Resamples of the patient-clustered bootstrap.")
+]
+SeedOption = Annotated[int, typer.Option(help="Seed of the bootstrap.")]
+PdfOption = Annotated[
+    bool, typer.Option("--pdf", help="Also write report.pdf (needs chromium on PATH).")
+]
+OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]

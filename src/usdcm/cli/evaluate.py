@@ -1,0 +1,76 @@
+"""``usdcm evaluate``: a run + a split (or external manifest) -> predictions and the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from usdcm.cli._errors import user_errors
+from usdcm.cli._progress import RichProgress
+from usdcm.cli._report_options import (
+    BootstrapOption,
+    LevelOption,
+    OutOption,
+    PdfOption,
+    PositiveOption,
+    SeedOption,
+    SubgroupOption,
+    ThresholdOption,
+)
+from usdcm.cli.train import DeviceChoice
+
+
+def evaluate_command(
+    run: Annotated[Path, typer.Argument(help="Run folder written by `usdcm train`.")],
+    out: OutOption,
+    manifest: Annotated[
+        Path | None,
+        typer.Option(help="Evaluate on every labelled image of this manifest (external)."),
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split of the run to evaluate.")] = "test",
+    level: LevelOption = None,
+    threshold: ThresholdOption = "youden",
+    positive_class: PositiveOption = None,
+    subgroup: SubgroupOption = None,
+    bootstrap: BootstrapOption = 2000,
+    seed: SeedOption = 0,
+    device: Annotated[DeviceChoice, typer.Option(help="Where to run the model.")] = (
+        DeviceChoice.auto
+    ),
+    pdf: PdfOption = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Run the best checkpoint on the test split (or --manifest), then write the report.
+
+    The threshold is chosen on the validation split and frozen before the evaluated split
+    is looked at. Writes predictions.csv, metrics.json, report.html and report.md.
+
+    Example: usdcm evaluate runs/r18 --out runs/r18/eval
+    """
+    with user_errors():
+        from usdcm.evaluation.evaluate import evaluate_run
+        from usdcm.evaluation.reporting import ReportOptions, build_report, print_summary
+
+        with RichProgress(disable=quiet) as progress:
+            predictions, _ = evaluate_run(
+                run,
+                out,
+                manifest=manifest,
+                split=split,
+                device=device.value,
+                on_start=lambda total: progress.phase("predict", total),
+                on_image=progress.advance,
+            )
+        options = ReportOptions(
+            level=level.value if level else None,
+            threshold=threshold,
+            positive_class=positive_class,
+            subgroups=tuple(subgroup) if subgroup else ("manufacturer", "model"),
+            n_bootstrap=bootstrap,
+            seed=seed,
+            pdf=pdf,
+        )
+        report = build_report(predictions, out, options)
+        print_summary(report)

@@ -1,0 +1,60 @@
+"""``usdcm report``: predictions.csv -> metrics.json, report.html and report.md, no model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from usdcm.cli._errors import user_errors
+from usdcm.cli._report_options import (
+    BootstrapOption,
+    LevelOption,
+    OutOption,
+    PdfOption,
+    PositiveOption,
+    SeedOption,
+    SubgroupOption,
+    ThresholdOption,
+)
+
+
+def report_command(
+    predictions: Annotated[
+        Path, typer.Argument(help="predictions.csv written by `usdcm evaluate`.")
+    ],
+    out: OutOption,
+    split: Annotated[
+        str | None,
+        typer.Option(help="Rows to evaluate; default test, else external, else all."),
+    ] = None,
+    level: LevelOption = None,
+    threshold: ThresholdOption = "youden",
+    positive_class: PositiveOption = None,
+    subgroup: SubgroupOption = None,
+    bootstrap: BootstrapOption = 2000,
+    seed: SeedOption = 0,
+    pdf: PdfOption = False,
+) -> None:
+    """Recompute every metric and the report from a predictions file alone.
+
+    With youden or sens:X, the threshold is chosen on the file's val rows; without them it
+    is chosen on the evaluated rows themselves and the report is labelled exploratory.
+
+    Example: usdcm report runs/r18/eval/predictions.csv --out audit/ --level patient
+    """
+    with user_errors():
+        from usdcm.evaluation.reporting import ReportOptions, build_report, print_summary
+
+        options = ReportOptions(
+            level=level.value if level else None,
+            threshold=threshold,
+            positive_class=positive_class,
+            subgroups=tuple(subgroup) if subgroup else ("manufacturer", "model"),
+            n_bootstrap=bootstrap,
+            seed=seed,
+            pdf=pdf,
+            split=split,
+        )
+        print_summary(build_report(predictions, out, options))

@@ -1,0 +1,297 @@
+"""``usdcm report``: everything recomputed from ``predictions.csv``, then rendered.
+
+Owns the decisions between predictions and numbers: which rows are evaluated, at which
+level, which class is positive, and where the threshold is chosen (the val rows, before the
+evaluated rows are looked at; on the evaluated rows only as an exploratory report). Writes
+``metrics.json`` and hands the rendering to :mod:`usdcm.report`. The statistics themselves
+live in :mod:`usdcm.metrics`. ``evaluation.json`` beside the predictions, when present,
+only adds descriptions (data, split, model) and thumbnails; never a number.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import shlex
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from usdcm import __version__
+from usdcm.atomic import atomic_write_text
+from usdcm.errors import UsdcmError
+from usdcm.evaluation.evaluate import EVALUATION_JSON
+from usdcm.evaluation.predictions import read_predictions
+
+NEGATIVE_NAMES = ("normal", "negative", "benign", "healthy", "control", "absent", "no", "0")
+THUMBNAIL_SIDE = 160
+
+
+class ReportError(UsdcmError):
+    """A report that cannot be computed from the predictions given (bad class, split...)."""
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """How to compute the report; ``None`` means "decide from the data"."""
+
+    level: str | None = None
+    threshold: str = "youden"
+    positive_class: str | None = None
+    subgroups: tuple[str, ...] = ("manufacturer", "model")
+    n_bootstrap: int = 2000
+    seed: int = 0
+    pdf: bool = False
+    split: str | None = None
+
+
+@dataclass
+class BuiltReport:
+    """What was written."""
+
+    out: Path
+    metrics: dict[str, Any]
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def default_positive_class(classes: Sequence[str]) -> str:
+    """The positive class of a binary problem: the one not named like a negative.
+
+    >>> default_positive_class(["abnormal", "normal"])
+    'abnormal'
+    >>> default_positive_class(["benign", "malignant"])
+    'malignant'
+    """
+    negatives = [c for c in classes if c.strip().lower() in NEGATIVE_NAMES]
+    others = [c for c in classes if c not in negatives]
+    if len(classes) == 2 and len(negatives) == 1:
+        return others[0]
+    message = (
+        f"Cannot tell the positive class among {list(classes)}; pass --positive-class with "
+        "one of them."
+    )
+    raise ReportError(message)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _evaluated_split(rows: Sequence[dict[str, str]], requested: str | None) -> str | None:
+    present = {row.get("split", "") for row in rows}
+    if requested is not None:
+        if requested not in present:
+            message = (
+                f"The predictions hold no rows of split {requested!r}; they hold {sorted(present)}."
+            )
+            raise ReportError(message)
+        return requested
+    for name in ("test", "external"):
+        if name in present:
+            return name
+    return None
+
+
+def _scores(
+    rows: Sequence[dict[str, str]], level: str, classes: list[str], positive: str
+) -> tuple[list[int], list[float]]:
+    from usdcm.metrics import aggregate
+
+    cases = aggregate(rows, level, classes)
+    return [int(c.label == positive) for c in cases], [float(c.probs[positive]) for c in cases]
+
+
+def build_report(predictions: Path, out: Path, options: ReportOptions) -> BuiltReport:
+    """Compute ``metrics.json`` from ``predictions`` and write the report into ``out``."""
+    from usdcm.metrics import choose_threshold, parse_threshold_rule, summarize
+
+    rows, classes = read_predictions(predictions)
+    context = _read_context(predictions.parent / EVALUATION_JSON)
+    split = _evaluated_split(rows, options.split or None)
+    evaluated = [row for row in rows if split is None or row.get("split") == split]
+    level = options.level or str(context.get("default_level") or "image")
+    positive = options.positive_class or default_positive_class(classes)
+    if positive not in classes:
+        message = f"--positive-class {positive!r} is not among the classes {classes}."
+        raise ReportError(message)
+
+    rule = parse_threshold_rule(options.threshold)
+    val_rows = [row for row in rows if row.get("split") == "val"]
+    exploratory = False
+    if rule.kind.value == "fixed":
+        threshold, chosen_on = float(rule.value), "fixed in advance"
+    elif val_rows and split not in (None, "val"):
+        labels, scores = _scores(val_rows, level, classes, positive)
+        threshold, chosen_on = choose_threshold(labels, scores, rule), "val"
+    else:
+        labels, scores = _scores(evaluated, level, classes, positive)
+        threshold, chosen_on = choose_threshold(labels, scores, rule), split or "all rows"
+        exploratory = True
+
+    metrics = summarize(
+        evaluated,
+        level=level,
+        classes=classes,
+        positive_class=positive,
+        threshold=threshold,
+        threshold_rule=str(rule),
+        threshold_chosen_on=chosen_on,
+        subgroup_columns=options.subgroups,
+        n_bootstrap=options.n_bootstrap,
+        seed=options.seed,
+        exploratory=exploratory,
+    )
+    metrics["provenance"] = {
+        "predictions": str(predictions),
+        "predictions_sha256": _sha256(predictions),
+        "evaluated_split": split or "all rows",
+        "usdcm_version": __version__,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": shlex.join(["usdcm", *sys.argv[1:]]),
+        "run_dir": context.get("run_dir", ""),
+        "checkpoint_sha256": context.get("model", {}).get("checkpoint_sha256", ""),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"metrics": out / "metrics.json"}
+    atomic_write_text(files["metrics"], json.dumps(metrics, indent=1, allow_nan=False) + "\n")
+    files.update(_render(out, metrics, context, rows, positive, split, options))
+    return BuiltReport(out=out, metrics=metrics, files=files)
+
+
+def _read_context(path: Path) -> dict[str, Any]:
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _prevalence_by_split(rows: Sequence[dict[str, str]], positive: str) -> dict[str, float]:
+    totals: dict[str, list[int]] = {}
+    for row in rows:
+        counts = totals.setdefault(row.get("split") or "all", [0, 0])
+        counts[0] += 1
+        counts[1] += int(row["label"] == positive)
+    return {name: k / n for name, (n, k) in sorted(totals.items()) if n}
+
+
+def _thumbnail(path: Path) -> bytes | None:
+    """A PNG of the middle frame of an ingested image (already cropped to its region)."""
+    import io
+
+    import nibabel as nib
+    import numpy as np
+    from PIL import Image
+
+    try:
+        volume = np.asarray(nib.load(str(path)).dataobj, dtype=np.float32)
+    except Exception:  # a thumbnail is a courtesy: no image, no thumbnail
+        return None
+    frame = volume[:, :, volume.shape[2] // 2]
+    if frame.ndim == 3:
+        frame = frame.mean(axis=-1)
+    low, high = np.percentile(frame, [1, 99])
+    scaled = np.clip((frame - low) / max(high - low, 1e-6) * 255, 0, 255).astype(np.uint8)
+    image = Image.fromarray(scaled.T)  # (W, H) voxels -> rows first
+    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _failure_thumbnails(
+    metrics: dict[str, Any], context: dict[str, Any], split: str | None
+) -> dict[str, bytes]:
+    root = context.get("image_roots", {}).get(split or "", "")
+    if not root:
+        return {}
+    thumbnails: dict[str, bytes] = {}
+    failures = metrics.get("failures") or {}
+    for case in [*failures.get("false_positives", []), *failures.get("false_negatives", [])]:
+        image_ids = case.get("image_ids") or []
+        if image_ids:
+            png = _thumbnail(Path(root) / "images" / f"{image_ids[0]}.nii.gz")
+            if png is not None:
+                thumbnails[str(case["id"])] = png
+    return thumbnails
+
+
+def _render(
+    out: Path,
+    metrics: dict[str, Any],
+    context: dict[str, Any],
+    rows: Sequence[dict[str, str]],
+    positive: str,
+    split: str | None,
+    options: ReportOptions,
+) -> dict[str, Path]:
+    from usdcm.report import ReportContext, write_report
+
+    data = dict(context.get("data", {}))
+    model = dict(context.get("model", {}))
+    commands = []
+    if context.get("run_dir"):
+        commands.append(f"usdcm evaluate {context['run_dir']} --out {out}")
+    commands.append(str(metrics["provenance"]["command"]))
+    report_context = ReportContext(
+        intended_use=str(context.get("intended_use") or ""),
+        data=data,
+        split=dict(context.get("split_info", {})),
+        model=model,
+        commands=commands,
+        failure_thumbnails=_failure_thumbnails(metrics, context, split),
+        prevalence_by_split=_prevalence_by_split(rows, positive),
+    )
+    files = write_report(out, metrics, report_context, pdf=options.pdf)
+    if options.pdf and files.pdf is None:
+        message = "--pdf needs chromium on PATH (Debian: apt-get install chromium)."
+        raise ReportError(message)
+    written = {"html": files.html, "markdown": files.markdown}
+    if files.pdf is not None:
+        written["pdf"] = files.pdf
+    return written
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{float(value):.3f}"
+
+
+def _ci(block: dict[str, Any]) -> str:
+    low, high = block.get("ci95") or (None, None)
+    return f"{_fmt(block.get('value'))} ({_fmt(low)}-{_fmt(high)})"
+
+
+def print_summary(report: BuiltReport, console: Console | None = None) -> None:
+    """The headline numbers and where the report is."""
+    console = console or Console()
+    metrics = report.metrics
+    threshold = metrics["threshold"]
+    title = (
+        f"{metrics['level']}-level, positive class {metrics['positive_class']}, "
+        f"n={metrics['n']} ({metrics['n_positive']} positive)"
+    )
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value (95% CI)", justify="right")
+    table.add_row("AUC (DeLong)", _ci(metrics["auc"]))
+    for name in ("sensitivity", "specificity", "ppv", "npv", "accuracy", "balanced_accuracy"):
+        table.add_row(name.replace("_", " "), _ci(metrics[name]))
+    table.add_row(
+        "threshold",
+        f"{threshold['value']:.4f} ({threshold['rule']}, chosen on {threshold['chosen_on']})",
+    )
+    console.print(table)
+    if threshold.get("exploratory"):
+        console.print("[bold yellow]exploratory: the threshold was chosen on these same rows")
+    html = report.files.get("html")
+    console.print(f"report: {html if html else report.out}")
