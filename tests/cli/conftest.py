@@ -1,5 +1,6 @@
-"""Share the synthetic export fixture of the ingest tests with the CLI tests."""
+"""Share fixtures of the ingest and evaluation tests with the CLI tests."""
 
+from tests.evaluation.conftest import evaluated_run
 from tests.ingest.conftest import synth_export
 
-__all__ = ["synth_export"]
+__all__ = ["evaluated_run", "synth_export"]

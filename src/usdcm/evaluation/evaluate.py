@@ -175,9 +175,9 @@ def _context(
     ingest = ingest_summary(manifest)
     payload = trained.payload
     prevalence = {name: dict(Counter(r["label"] for r in rows)) for name, rows in by_split.items()}
-    scanners = Counter(
-        f"{r.get('manufacturer') or '(unknown)'} / {r.get('model') or '(unknown)'}"
-        for r in evaluated
+    manufacturers = Counter(r.get("manufacturer") or "(unknown)" for r in evaluated)
+    models = Counter(
+        f"{r.get('manufacturer') or '(unknown)'} {r.get('model') or '(unknown)'}" for r in evaluated
     )
     return {
         "run_dir": str(run_dir),
@@ -187,17 +187,24 @@ def _context(
         "image_roots": {name: str(path) for name, path in roots.items()},
         "intended_use": trained.config.intended_use,
         "data": {
-            "manifest": str(manifest),
-            "scanners": dict(scanners.most_common()),
-            "label_counts_by_split": prevalence,
-            "ingest_exclusions": ingest.get("excluded_by_code", {}),
-            "ingest_files": ingest.get("n_files"),
+            "sources": [str(manifest)],
+            "manufacturers": dict(manufacturers.most_common()),
+            "models": dict(models.most_common()),
+            "labels": dict(Counter(r["label"] for r in evaluated)),
+            "exclusions": ingest.get("excluded_by_code", {}),
+            "files_in_export": ingest.get("n_files"),
             "label_key": ingest.get("labels", {}).get("key", ""),
+            "label_counts_by_split": prevalence,
         },
         "split_info": {
             "counts": {name: len(rows) for name, rows in sorted(by_split.items())},
-            "source": "the run's splits.csv" if split != "external" else "external manifest",
-            "leakage_check": "passed at training time (no patient_key or study_uid in two splits)",
+            "split_source": (
+                "external manifest (every labelled image)"
+                if split == "external"
+                else "the run's splits.csv (manifest split column, or grouped by patient_key "
+                "and study_uid, stratified by label)"
+            ),
+            "leakage_check": "passed",
         },
         "model": {
             "architecture": trained.config.model.name,

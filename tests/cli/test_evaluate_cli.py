@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from tests.evaluation.conftest import Evaluated
+from typer.testing import CliRunner
+
+from usdcm.cli.app import app
+
+runner = CliRunner()
+
+
+def test_evaluate_prints_the_table_and_the_report_path(
+    evaluated_run: Evaluated, tmp_path: Path
+) -> None:
+    out = tmp_path / "eval"
+    args = ["evaluate", str(evaluated_run.run), "--out", str(out), "--bootstrap", "100", "-q"]
+    result = runner.invoke(app, [*args, "--device", "cpu", "--level", "image"])
+    assert result.exit_code == 0, result.output
+    assert "AUC (DeLong)" in result.output
+    assert f"report: {out / 'report.html'}" in result.output.replace("\n", "")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["level"] == "image"
+    assert metrics["bootstrap"]["resamples"] == 100
+    for phi in evaluated_run.ingested.export.phi:
+        assert phi not in result.output
+        for path in out.rglob("*"):
+            if path.is_file() and path.suffix in (".csv", ".json", ".md", ".html"):
+                assert phi not in path.read_text(encoding="utf-8"), path
+
+
+def test_report_recomputes_from_predictions(evaluated_run: Evaluated, tmp_path: Path) -> None:
+    out = tmp_path / "audit"
+    args = ["report", str(evaluated_run.predictions), "--out", str(out), "--bootstrap", "50"]
+    result = runner.invoke(app, [*args, "--threshold", "sens:0.9", "--subgroup", "manufacturer"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["threshold"]["rule"] == "sens:0.9"
+    assert metrics["threshold"]["chosen_on"] == "val"
+    assert list(metrics["subgroups"]) == ["manufacturer"]
+    assert (out / "report.html").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--threshold", "sens:2"], "sens"),
+        (["--positive-class", "nope"], "nope"),
+        (["--split", "train"], "train"),
+    ],
+)
+def test_report_errors_are_one_line(
+    evaluated_run: Evaluated, tmp_path: Path, extra: list[str], expected: str
+) -> None:
+    args = ["report", str(evaluated_run.predictions), "--out", str(tmp_path), *extra]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ")
+    assert expected in result.output
+    assert "Traceback" not in result.output
+
+
+def test_evaluate_without_a_run_is_one_line(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["evaluate", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "No checkpoint" in result.output
+
+
+def test_predict_writes_rows_and_exclusions(evaluated_run: Evaluated, tmp_path: Path) -> None:
+    export = evaluated_run.ingested.export
+    out = tmp_path / "preds.csv"
+    args = ["predict", str(evaluated_run.run), str(export.root), "--out", str(out), "-q"]
+    result = runner.invoke(app, [*args, "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    with out.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    with (tmp_path / "preds.excluded.csv").open(encoding="utf-8") as handle:
+        excluded = list(csv.DictReader(handle))
+    n_files = sum(1 for p in export.root.rglob("*") if p.is_file())
+    assert len(rows) + len(excluded) == n_files
+    assert {r["predicted"] for r in rows} <= {"abnormal", "normal"}
+    text = out.read_text() + (tmp_path / "preds.excluded.csv").read_text() + result.output
+    for phi in export.phi:
+        assert phi not in text
+
+
+def test_predict_on_a_missing_source_is_one_line(evaluated_run: Evaluated, tmp_path: Path) -> None:
+    args = ["predict", str(evaluated_run.run), str(tmp_path / "nope"), "--out", "p.csv"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
