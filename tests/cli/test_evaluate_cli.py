@@ -35,9 +35,20 @@ def test_evaluate_prints_the_table_and_the_report_path(
 def test_report_recomputes_from_predictions(evaluated_run: Evaluated, tmp_path: Path) -> None:
     out = tmp_path / "audit"
     args = ["report", str(evaluated_run.predictions), "--out", str(out), "--bootstrap", "50"]
-    result = runner.invoke(app, [*args, "--threshold", "sens:0.9", "--subgroup", "manufacturer"])
+    extra = [
+        "--threshold",
+        "sens:0.9",
+        "--subgroup",
+        "manufacturer",
+        "--intended-use",
+        "Triage <x>",
+    ]
+    result = runner.invoke(app, [*args, *extra])
     assert result.exit_code == 0, result.output
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "Triage &lt;x&gt;" in html
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["provenance"]["command"].startswith("usdcm ")
     assert metrics["threshold"]["rule"] == "sens:0.9"
     assert metrics["threshold"]["chosen_on"] == "val"
     assert list(metrics["subgroups"]) == ["manufacturer"]

@@ -44,3 +44,7 @@ PdfOption = Annotated[
     bool, typer.Option("--pdf", help="Also write report.pdf (needs chromium on PATH).")
 ]
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
+IntendedUseOption = Annotated[
+    str | None,
+    typer.Option(help="Intended use stated in the report; default: the config's intended_use."),
+]

@@ -11,6 +11,7 @@ from usdcm.cli._errors import user_errors
 from usdcm.cli._progress import RichProgress
 from usdcm.cli._report_options import (
     BootstrapOption,
+    IntendedUseOption,
     LevelOption,
     OutOption,
     PdfOption,
@@ -40,6 +41,7 @@ def evaluate_command(
         DeviceChoice.auto
     ),
     pdf: PdfOption = False,
+    intended_use: IntendedUseOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Run the best checkpoint on the test split (or --manifest), then write the report.
@@ -71,6 +73,7 @@ def evaluate_command(
             n_bootstrap=bootstrap,
             seed=seed,
             pdf=pdf,
+            intended_use=intended_use,
         )
         report = build_report(predictions, out, options)
         print_summary(report)

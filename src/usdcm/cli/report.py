@@ -10,6 +10,7 @@ import typer
 from usdcm.cli._errors import user_errors
 from usdcm.cli._report_options import (
     BootstrapOption,
+    IntendedUseOption,
     LevelOption,
     OutOption,
     PdfOption,
@@ -36,6 +37,7 @@ def report_command(
     bootstrap: BootstrapOption = 2000,
     seed: SeedOption = 0,
     pdf: PdfOption = False,
+    intended_use: IntendedUseOption = None,
 ) -> None:
     """Recompute every metric and the report from a predictions file alone.
 
@@ -55,6 +57,7 @@ def report_command(
             n_bootstrap=bootstrap,
             seed=seed,
             pdf=pdf,
+            intended_use=intended_use,
             split=split,
         )
         print_summary(build_report(predictions, out, options))

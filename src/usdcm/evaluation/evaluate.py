@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
+import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -186,6 +188,14 @@ def _context(
         "default_level": default_level(manifest),
         "image_roots": {name: str(path) for name, path in roots.items()},
         "intended_use": trained.config.intended_use,
+        "commands": [
+            command
+            for command in (
+                str(payload.get("command") or ""),
+                shlex.join(["usdcm", *sys.argv[1:]]),
+            )
+            if command
+        ],
         "data": {
             "sources": [str(manifest)],
             "manufacturers": dict(manufacturers.most_common()),

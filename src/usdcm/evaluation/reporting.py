@@ -49,6 +49,7 @@ class ReportOptions:
     seed: int = 0
     pdf: bool = False
     split: str | None = None
+    intended_use: str | None = None
 
 
 @dataclass
@@ -239,12 +240,11 @@ def _render(
 
     data = dict(context.get("data", {}))
     model = dict(context.get("model", {}))
-    commands = []
-    if context.get("run_dir"):
-        commands.append(f"usdcm evaluate {context['run_dir']} --out {out}")
-    commands.append(str(metrics["provenance"]["command"]))
+    commands = [str(c) for c in context.get("commands", [])]
+    if metrics["provenance"]["command"] not in commands:
+        commands.append(str(metrics["provenance"]["command"]))
     report_context = ReportContext(
-        intended_use=str(context.get("intended_use") or ""),
+        intended_use=options.intended_use or str(context.get("intended_use") or ""),
         data=data,
         split=dict(context.get("split_info", {})),
         model=model,

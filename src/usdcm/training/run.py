@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shlex
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -374,6 +376,7 @@ def train(
             "in_channels": channels,
             "manifest_sha256": manifest_sha,
             "manifest_path": str(manifest_path),
+            "command": shlex.join(["usdcm", *sys.argv[1:]]),
             "versions": package_versions(),
         }
         metrics_path = run_dir / "metrics.jsonl"
