@@ -30,11 +30,7 @@ test-all: lint
 	$(BIN)/pytest
 
 demo: $(STAMP)
-	rm -rf $(DEMO_DIR)/pacs
-	$(BIN)/usdcm synth $(DEMO_DIR)/pacs --patients 60 --seed 0
-	$(BIN)/usdcm ingest $(DEMO_DIR)/pacs --out $(DEMO_DIR)/data --labels $(DEMO_DIR)/pacs/labels.csv
-	$(BIN)/usdcm train $(DEMO_DIR)/data/manifest.csv --config configs/demo.yaml --out $(DEMO_DIR)/run
-	$(BIN)/usdcm evaluate $(DEMO_DIR)/run --out $(DEMO_DIR)/run/eval
+	$(BIN)/usdcm demo $(DEMO_DIR)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py

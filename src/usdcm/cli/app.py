@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from usdcm import __version__
-from usdcm.cli import evaluate, ingest, predict, report, synth, train
+from usdcm.cli import demo, evaluate, ingest, predict, report, synth, train
 
 app = typer.Typer(
     name="usdcm",
@@ -41,6 +41,7 @@ app.command("train")(train.train_command)
 app.command("evaluate")(evaluate.evaluate_command)
 app.command("report")(report.report_command)
 app.command("predict")(predict.predict_command)
+app.command("demo")(demo.demo_command)
 
 
 def main() -> None:

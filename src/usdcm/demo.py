@@ -1,0 +1,116 @@
+"""``usdcm demo``: the whole job on built-in synthetic data, in one call.
+
+Owns the order of the steps (synth, ingest, train, evaluate), the demo's training config
+(:data:`DEMO_CONFIG`, which ``configs/demo.yaml`` mirrors for reading) and the timing of each
+step. Every step is the same function its own command runs; nothing here computes, decodes
+or trains by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from usdcm.atomic import atomic_write_text
+from usdcm.errors import UsdcmError
+
+DEMO_CONFIG: dict[str, Any] = {
+    "intended_use": "Demonstration on synthetic data only; not for clinical use.",
+    "model": {"name": "seed_cnn"},
+    "data": {"image_size": [64, 64], "eval_frames": 4},
+    "optim": {"epochs": 12, "batch_size": 32, "lr": 0.002, "patience": 6},
+}
+"""The training config of the demo: small and fast on 2 CPU cores (see configs/demo.yaml)."""
+
+DEMO_JSON = "demo.json"
+
+
+class DemoError(UsdcmError):
+    """A demo folder that holds another demo's export."""
+
+
+@dataclass
+class DemoResult:
+    """Where everything went, and how long each step took."""
+
+    out: Path
+    seconds: dict[str, float] = field(default_factory=dict)
+    report_html: Path | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    train_result: Any = None
+
+
+Step = Callable[[str], None]
+
+
+def run_demo(
+    out: Path,
+    *,
+    patients: int = 60,
+    seed: int = 0,
+    progress: Any = None,
+    on_step: Step | None = None,
+    epochs: int | None = None,
+) -> DemoResult:
+    """Write ``out/pacs``, ingest it into ``out/data``, train ``out/run``, evaluate it.
+
+    An existing ``out/pacs`` written by an earlier demo with the same ``patients`` and
+    ``seed`` is reused (the export is deterministic); ingest then converts nothing new.
+    """
+    from usdcm.evaluation.evaluate import evaluate_run
+    from usdcm.evaluation.reporting import ReportOptions, build_report
+    from usdcm.ingest import IngestOptions, ingest
+    from usdcm.synth import write_export
+    from usdcm.training.config import config_from_dict
+    from usdcm.training.run import train
+
+    result = DemoResult(out=out)
+    say = on_step or (lambda _text: None)
+    out.mkdir(parents=True, exist_ok=True)
+    pacs, data, run = out / "pacs", out / "data", out / "run"
+    settings = {"patients": patients, "seed": seed}
+    marker = out / DEMO_JSON
+
+    started = time.perf_counter()
+    if pacs.exists() and any(pacs.iterdir()):
+        previous = json.loads(marker.read_text()) if marker.is_file() else None
+        if previous != settings:
+            message = (
+                f"{pacs} exists and was not written by `usdcm demo` with --patients "
+                f"{patients} --seed {seed}; pass another folder, or delete it."
+            )
+            raise DemoError(message)
+        say(f"1/4 synth: reusing {pacs}")
+    else:
+        say(f"1/4 synth: {patients} patients into {pacs}")
+        write_export(pacs, patients=patients, seed=seed)
+        atomic_write_text(marker, json.dumps(settings))
+    result.seconds["synth"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    say(f"2/4 ingest: {pacs} -> {data}")
+    ingest(pacs, data, IngestOptions(labels=pacs / "labels.csv"), progress)
+    result.seconds["ingest"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    values = json.loads(json.dumps(DEMO_CONFIG))
+    if epochs is not None:
+        values["optim"]["epochs"] = epochs
+    say(f"3/4 train: {values['model']['name']} on {data / 'manifest.csv'} -> {run}")
+    result.train_result = train(
+        data / "manifest.csv", config_from_dict(values), run, progress=progress is not None
+    )
+    result.seconds["train"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    say(f"4/4 evaluate: {run} -> {run / 'eval'}")
+    predictions, _ = evaluate_run(run, run / "eval")
+    report = build_report(predictions, run / "eval", ReportOptions())
+    result.seconds["evaluate"] = time.perf_counter() - started
+    result.metrics = report.metrics
+    result.report_html = report.files.get("html")
+    return result

@@ -1,0 +1,38 @@
+"""The whole job end to end, small: synth -> ingest -> train -> evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from usdcm.cli.app import app
+from usdcm.demo import DEMO_CONFIG
+from usdcm.training.config import config_from_dict, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_configs_demo_yaml_is_the_demo_config() -> None:
+    assert load_config(ROOT / "configs" / "demo.yaml") == config_from_dict(DEMO_CONFIG)
+
+
+def test_demo_runs_the_whole_job_and_prints_the_report_path(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    args = ["demo", str(out), "--patients", "8", "--epochs", "2", "-q"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = out / "run" / "eval" / "report.html"
+    assert f"Open the report: {report}" in result.output.replace("\n", "")
+    assert report.stat().st_size > 20_000
+    metrics = json.loads((out / "run" / "eval" / "metrics.json").read_text())
+    assert metrics["level"] == "study" and metrics["threshold"]["chosen_on"] == "val"
+    assert len((out / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+
+    again = CliRunner().invoke(app, args)  # the export is reused, ingest converts nothing
+    assert again.exit_code == 0, again.output
+    assert "reusing" in again.output
+    other = CliRunner().invoke(app, ["demo", str(out), "--patients", "9", "-q"])
+    assert other.exit_code == 2
+    assert "pass another folder" in other.output
