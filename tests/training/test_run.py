@@ -157,3 +157,18 @@ def test_two_gloo_processes_match_one(tiny_manifest: TinyManifest, tmp_path: Pat
     for d, s in zip(ddp_metrics, single_metrics, strict=True):
         for key in ("train_loss", "val_loss", "val_auc", "val_balanced_accuracy"):
             assert d[key] == pytest.approx(s[key], rel=1e-3, abs=1e-4), key
+
+
+def test_a_non_square_input_size_trains_and_evaluates(
+    tiny_manifest: TinyManifest, tmp_path: Path
+) -> None:
+    from usdcm.inference.model import load_trained_model
+    from usdcm.inference.predict import predict_items
+
+    config = tiny_config(data={"image_size": [24, 40]}, optim={"epochs": 1})
+    manifest = tiny_manifest()
+    train(manifest, config, tmp_path / "run")
+    trained = load_trained_model(tmp_path / "run", "cpu")
+    item = {"image": str(manifest.parent / "images" / "img000.nii.gz"), "label": 0}
+    predictions = predict_items(trained, [{**item, "image_id": "img000"}])
+    assert predictions.probabilities.shape == (1, 2)

@@ -63,6 +63,7 @@ def load_trained_model(run: Path, device: str = "auto") -> TrainedModel:
 
     The checkpoint is read with ``weights_only=True``: a file carrying code is refused.
     """
+    from usdcm.data.transforms import spatial_size
     from usdcm.models.factory import build_model
     from usdcm.training.checkpoint import load_checkpoint, sha256_file
     from usdcm.training.device import select_device
@@ -83,7 +84,7 @@ def load_trained_model(run: Path, device: str = "auto") -> TrainedModel:
         config.model.name,
         in_channels=channels * config.data.clip_frames,
         num_classes=len(classes),
-        image_size=config.data.image_size,
+        image_size=spatial_size(config.data.image_size),  # (W, H), as the loader stacks
         dropout=config.model.dropout,
     )
     try:

@@ -173,6 +173,7 @@ def train(
     from usdcm.data.transforms import (
         preprocess_fingerprint,
         preprocess_transforms,
+        spatial_size,
         train_transforms,
     )
     from usdcm.models.factory import build_model
@@ -322,7 +323,7 @@ def train(
             config.model.name,
             in_channels=channels * clip_frames,
             num_classes=n_classes,
-            image_size=config.data.image_size,
+            image_size=spatial_size(config.data.image_size),  # (W, H), as the loader stacks
             dropout=config.model.dropout,
         ).to(device)
         model = to_channels_last(model, config.runtime.channels_last)
