@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from usdcm.evaluation.reporting import ReportOptions
 
 
 class Level(StrEnum):
@@ -48,3 +51,31 @@ IntendedUseOption = Annotated[
     str | None,
     typer.Option(help="Intended use stated in the report; default: the config's intended_use."),
 ]
+
+
+def report_options(
+    *,
+    level: Level | None,
+    threshold: str,
+    positive_class: str | None,
+    subgroup: list[str] | None,
+    bootstrap: int,
+    seed: int,
+    pdf: bool,
+    intended_use: str | None,
+    split: str | None = None,
+) -> ReportOptions:
+    """The options above as :class:`usdcm.evaluation.reporting.ReportOptions`."""
+    from usdcm.evaluation.reporting import ReportOptions
+
+    return ReportOptions(
+        level=level.value if level else None,
+        threshold=threshold,
+        positive_class=positive_class,
+        subgroups=tuple(subgroup) if subgroup else ("manufacturer", "model"),
+        n_bootstrap=bootstrap,
+        seed=seed,
+        pdf=pdf,
+        split=split,
+        intended_use=intended_use,
+    )

@@ -19,6 +19,7 @@ from usdcm.cli._report_options import (
     SeedOption,
     SubgroupOption,
     ThresholdOption,
+    report_options,
 )
 from usdcm.cli.train import DeviceChoice
 
@@ -53,7 +54,7 @@ def evaluate_command(
     """
     with user_errors():
         from usdcm.evaluation.evaluate import evaluate_run
-        from usdcm.evaluation.reporting import ReportOptions, build_report, print_summary
+        from usdcm.evaluation.reporting import build_report, print_summary
 
         with RichProgress(disable=quiet) as progress:
             predictions, _ = evaluate_run(
@@ -65,12 +66,12 @@ def evaluate_command(
                 on_start=lambda total: progress.phase("predict", total),
                 on_image=progress.advance,
             )
-        options = ReportOptions(
-            level=level.value if level else None,
+        options = report_options(
+            level=level,
             threshold=threshold,
             positive_class=positive_class,
-            subgroups=tuple(subgroup) if subgroup else ("manufacturer", "model"),
-            n_bootstrap=bootstrap,
+            subgroup=subgroup,
+            bootstrap=bootstrap,
             seed=seed,
             pdf=pdf,
             intended_use=intended_use,

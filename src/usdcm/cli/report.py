@@ -18,6 +18,7 @@ from usdcm.cli._report_options import (
     SeedOption,
     SubgroupOption,
     ThresholdOption,
+    report_options,
 )
 
 
@@ -47,14 +48,14 @@ def report_command(
     Example: usdcm report runs/r18/eval/predictions.csv --out audit/ --level patient
     """
     with user_errors():
-        from usdcm.evaluation.reporting import ReportOptions, build_report, print_summary
+        from usdcm.evaluation.reporting import build_report, print_summary
 
-        options = ReportOptions(
-            level=level.value if level else None,
+        options = report_options(
+            level=level,
             threshold=threshold,
             positive_class=positive_class,
-            subgroups=tuple(subgroup) if subgroup else ("manufacturer", "model"),
-            n_bootstrap=bootstrap,
+            subgroup=subgroup,
+            bootstrap=bootstrap,
             seed=seed,
             pdf=pdf,
             intended_use=intended_use,
