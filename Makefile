@@ -33,7 +33,7 @@ demo: $(STAMP)
 	$(BIN)/usdcm demo $(DEMO_DIR)
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/ingest.py
+	set -e; for script in benchmarks/[!_]*.py; do echo "== $$script"; $(BIN)/python $$script; done
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .mypy_cache .ruff_cache .pytest_cache

@@ -1,9 +1,12 @@
-"""Ingest throughput: ``usdcm ingest`` with 1..N workers against the naive loop.
+"""Ingest throughput: ``usdcm ingest`` with 1..N workers against the naive loop and dcm2niix.
 
 The baseline, measured in the same run on the same synthetic export, is the loop most
 scripts start from: ``dcmread`` -> ``pixel_array`` -> ``nibabel.save``, one file at a time,
 skipping what fails. A second reference is the pure decode time (``dcmread`` plus usdcm's
 own ``decode_frames``) of the files ingest keeps: ingest's overhead is measured against it.
+When ``dcm2niix`` is on PATH it is run on the export folder too (timed, outputs counted),
+and once per file so that every tool's failures can be listed by the category the export
+itself knows (transfer syntax, photometric interpretation, no preamble, junk kind).
 
 Run: ``python benchmarks/ingest.py [--patients 40] [--frames 8]`` (``make bench``).
 """
@@ -11,27 +14,33 @@ Run: ``python benchmarks/ingest.py [--patients 40] [--frames 8]`` (``make bench`
 from __future__ import annotations
 
 import argparse
+import csv
 import os
-import platform
 import shutil
+import subprocess
 import tempfile
 import time
 import warnings
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pydicom
+from pydicom.uid import UID
 
+from _machine import describe
 from usdcm.dicom.pixels import decode_frames
 from usdcm.ingest import IngestOptions, ingest
-from usdcm.synth import write_export
+from usdcm.synth import ExportSummary, write_export
+
+DCM2NIIX_TIMEOUT_S = 120
 
 
-def naive_loop(files: list[Path], out: Path) -> tuple[float, int, int]:
-    """dcmread + pixel_array + nibabel.save per file; returns (seconds, converted, failed)."""
+def naive_loop(files: list[Path], out: Path) -> tuple[float, set[Path]]:
+    """dcmread + pixel_array + nibabel.save per file; returns (seconds, converted files)."""
     out.mkdir()
-    converted = failed = 0
+    converted: set[Path] = set()
     started = time.perf_counter()
     for index, path in enumerate(files):
         try:
@@ -40,10 +49,10 @@ def naive_loop(files: list[Path], out: Path) -> tuple[float, int, int]:
                 dataset = pydicom.dcmread(path)
                 array = dataset.pixel_array
             nib.save(nib.Nifti1Image(np.asarray(array), np.eye(4)), out / f"{index}.nii.gz")
-            converted += 1
+            converted.add(path)
         except Exception:
-            failed += 1
-    return time.perf_counter() - started, converted, failed
+            continue
+    return time.perf_counter() - started, converted
 
 
 def decode_only(files: list[Path]) -> float:
@@ -53,6 +62,84 @@ def decode_only(files: list[Path]) -> float:
             warnings.simplefilter("ignore")
             decode_frames(pydicom.dcmread(path, force=True))
     return time.perf_counter() - started
+
+
+def categories(export: ExportSummary, files: list[Path]) -> dict[Path, str]:
+    """What each file is, as the synthetic export knows it; valid images first by codec."""
+    found: dict[Path, str] = {}
+    for record in export.images:
+        syntax = UID(record.transfer_syntax_uid).name.replace(" Little Endian", "")
+        preamble = "" if record.part10 else ", no preamble"
+        found[record.path] = f"image: {syntax}, {record.photometric}{preamble}"
+    for kind, path in export.junk.items():
+        found[path] = f"junk: {kind}"
+    for path in files:
+        found.setdefault(path, f"junk: {path.name}")
+    return found
+
+
+def dcm2niix_folder(export: Path, out: Path) -> tuple[float, int, int, str]:
+    """dcm2niix on the whole export: (seconds, exit code, NIfTI files written, last message)."""
+    out.mkdir()
+    command = ["dcm2niix", "-z", "y", "-b", "n", "-f", "%s_%r_%o", "-o", str(out), str(export)]
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=DCM2NIIX_TIMEOUT_S, check=False
+        )
+        code, log = done.returncode, done.stdout + done.stderr
+    except subprocess.TimeoutExpired:
+        code, log = -1, "timed out"
+    seconds = time.perf_counter() - started
+    written = sum(1 for p in out.iterdir() if p.name.endswith((".nii", ".nii.gz")))
+    lines = [line for line in log.splitlines() if line.strip()]
+    return seconds, code, written, lines[-1] if lines else ""
+
+
+def dcm2niix_per_file(files: list[Path], out: Path) -> tuple[float, set[Path]]:
+    """dcm2niix -s y on each file alone; a file counts as converted if a NIfTI appeared."""
+    converted: set[Path] = set()
+    started = time.perf_counter()
+    for index, path in enumerate(files):
+        target = out / str(index)
+        target.mkdir(parents=True)
+        command = ["dcm2niix", "-s", "y", "-z", "n", "-b", "n", "-o", str(target), str(path)]
+        try:
+            subprocess.run(command, capture_output=True, timeout=DCM2NIIX_TIMEOUT_S, check=False)
+        except subprocess.TimeoutExpired:
+            continue
+        if any(p.name.endswith((".nii", ".nii.gz")) for p in target.iterdir()):
+            converted.add(path)
+    return time.perf_counter() - started, converted
+
+
+def usdcm_converted(out: Path, source: Path) -> set[Path]:
+    with (out / "manifest.csv").open(newline="", encoding="utf-8") as handle:
+        return {source / row["source_path"] for row in csv.DictReader(handle)}
+
+
+def print_failures(kinds: dict[Path, str], converted: dict[str, set[Path]]) -> None:
+    """Per category: how many files, and how many each tool converted."""
+    by_kind: dict[str, list[Path]] = defaultdict(list)
+    for path, kind in kinds.items():
+        by_kind[kind].append(path)
+    tools = list(converted)
+    print("\nconverted files by category (images: all should convert; junk: none should)")
+    print(f"| category | files | {' | '.join(tools)} |")
+    print(f"| --- | ---: | {' | '.join('---:' for _ in tools)} |")
+    for kind in sorted(by_kind):
+        paths = by_kind[kind]
+        counts = [sum(p in converted[tool] for p in paths) for tool in tools]
+        print(f"| {kind} | {len(paths)} | {' | '.join(str(c) for c in counts)} |")
+    images = [p for p, kind in kinds.items() if kind.startswith("image")]
+    junk = [p for p, kind in kinds.items() if not kind.startswith("image")]
+    for tool in tools:
+        missed = Counter(kinds[p] for p in images if p not in converted[tool])
+        wrong = Counter(kinds[p] for p in junk if p in converted[tool])
+        print(
+            f"{tool}: {len(images) - sum(missed.values())}/{len(images)} images converted; "
+            f"failed on {dict(missed) or 'none'}; converted junk {dict(wrong) or 'none'}"
+        )
 
 
 def main() -> None:
@@ -70,15 +157,28 @@ def main() -> None:
         )
         files = sorted(p for p in export.root.rglob("*") if p.is_file())
         megabytes = sum(p.stat().st_size for p in files) / 1e6
-        print(
-            f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}"
-        )
+        print(f"machine: {describe()}")
         print(f"export: {len(files)} files, {megabytes:.1f} MB, {len(export.image_paths)} images\n")
 
-        naive_s, naive_ok, naive_failed = naive_loop(files, root / "naive")
+        naive_s, naive_ok = naive_loop(files, root / "naive")
         decode_s = decode_only(list(export.image_paths))
-        rows = [("naive loop (baseline)", naive_s, naive_ok, naive_failed)]
+        rows = [("naive loop (baseline)", naive_s, len(naive_ok), len(files) - len(naive_ok))]
+        converted: dict[str, set[Path]] = {"naive loop": naive_ok}
+
+        dcm2niix = shutil.which("dcm2niix")
+        folder_note = ""
+        if dcm2niix:
+            seconds, code, written, last = dcm2niix_folder(export.root, root / "d2n")
+            rows.append(("dcm2niix on the folder", seconds, written, -1))
+            folder_note = f"dcm2niix on the folder: exit code {code}, {written} NIfTI files"
+            if code != 0:
+                folder_note += f"; its last message: {last!r}"
+            per_file_s, converted["dcm2niix -s y"] = dcm2niix_per_file(files, root / "d2n-1")
+            n_ok = len(converted["dcm2niix -s y"])
+            rows.append(("dcm2niix -s y, per file", per_file_s, n_ok, len(files) - n_ok))
+        else:
+            print("dcm2niix is not on PATH: its rows are skipped (apt-get install dcm2niix)\n")
+
         timings: dict[int, float] = {}
         for workers in sorted({1, *range(2, args.max_workers + 1)}):
             out = root / f"usdcm-{workers}"
@@ -93,6 +193,8 @@ def main() -> None:
                     result.n_excluded,
                 )
             )
+            if workers == 1:
+                converted["usdcm ingest"] = usdcm_converted(out, export.root)
             shutil.rmtree(out)
 
         print(
@@ -103,8 +205,11 @@ def main() -> None:
         for name, seconds, ok, bad in rows:
             print(
                 f"| {name} | {seconds:.2f} | {len(files) / seconds:.1f} | "
-                f"{megabytes / seconds:.2f} | {ok} | {bad} | {naive_s / seconds:.2f}x |"
+                f"{megabytes / seconds:.2f} | {ok} | {'-' if bad < 0 else bad} | "
+                f"{naive_s / seconds:.2f}x |"
             )
+        if folder_note:
+            print(f"\n{folder_note}")
         one = timings[1]
         print(f"\npure decode of the {len(export.image_paths)} kept images: {decode_s:.2f} s")
         print(f"ingest overhead over decode, 1 worker: {(one - decode_s) / decode_s:+.0%}")
@@ -114,6 +219,7 @@ def main() -> None:
                     f"scaling 1 -> {workers} workers: {one / seconds:.2f}x "
                     f"(efficiency {one / seconds / workers:.0%})"
                 )
+        print_failures(categories(export, files), converted)
 
 
 if __name__ == "__main__":
