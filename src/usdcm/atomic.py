@@ -1,6 +1,8 @@
 """Atomic file writes: a temp file in the same folder, fsync, then rename.
 
-Owns the only way usdcm writes a file that matters; never decides what to write.
+Owns the only way usdcm writes a file that matters; never decides what to write. A write
+that fails (a full disk, a read-only folder) leaves the old file in place, removes its temp
+file and raises ``OSError`` with ``filename`` set to the file it was writing.
 """
 
 from __future__ import annotations
@@ -9,8 +11,46 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import IO
+
+_FAILURES: ContextVar[list[OSError] | None] = ContextVar("usdcm_write_failures", default=None)
+
+
+@contextlib.contextmanager
+def collect_write_failures() -> Iterator[list[OSError]]:
+    """Collect the ``OSError`` of every atomic write that fails inside the block.
+
+    For callers whose callee folds errors into a result (a worker that turns any error into
+    an exclusion): afterwards they can tell a failed write of an output from a bad input.
+
+    >>> with tempfile.TemporaryDirectory() as folder, collect_write_failures() as failures:
+    ...     blocker = Path(folder) / "a-file"
+    ...     _ = blocker.write_text("not a folder")
+    ...     try:
+    ...         atomic_write_text(blocker / "out.txt", "x")
+    ...     except OSError:
+    ...         pass
+    >>> len(failures), failures[0].filename.endswith("out.txt")
+    (1, True)
+    """
+    failures: list[OSError] = []
+    token = _FAILURES.set(failures)
+    try:
+        yield failures
+    finally:
+        _FAILURES.reset(token)
+
+
+def _failed(err: BaseException, path: Path) -> None:
+    """Name ``path`` in a failed write's ``OSError`` and report it to a collector."""
+    if isinstance(err, OSError):
+        if err.filename is None or str(err.filename).startswith(str(path.parent)):
+            err.filename = str(path)  # not the temp file's random name
+        sink = _FAILURES.get()
+        if sink is not None:
+            sink.append(err)
 
 
 @contextlib.contextmanager
@@ -22,34 +62,40 @@ def atomic_open(
     If the block raises, or the process dies, ``path`` is left as it was and the temp file
     is removed (or, after a kill, left with a ``.tmp`` suffix that readers ignore).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = ""
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, mode, encoding=encoding, newline="") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as err:
+        if tmp:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        _failed(err, path)
         raise
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` atomically, with permissions ``mode``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = ""
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as err:
+        if tmp:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        _failed(err, path)
         raise
 
 

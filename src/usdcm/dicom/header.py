@@ -6,6 +6,7 @@ are kept in memory for pseudonymisation and label joins only, and are hidden fro
 
 from __future__ import annotations
 
+import re
 import struct
 import warnings
 from dataclasses import dataclass, field
@@ -89,9 +90,43 @@ def sniff_dicom(path: Path) -> bool:
     raise NotDicomError(message)
 
 
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+_CODE_STRING = re.compile(r"[A-Z0-9 _]{0,16}")
+_LONG_STRING_MAX = 64
+
+
 def _text(dataset: Any, keyword: str) -> str:
     value = dataset.get(keyword, "")
     return "" if value is None else str(value).strip()
+
+
+def _uid(dataset: Any, keyword: str, fallback: Any = "") -> str:
+    """A UID value, checked: a damaged header (a length that swallows the next elements, a
+    wrong VR) must not put other header values, such as the patient's name, into a record.
+    """
+    value = _text(dataset, keyword) or str(fallback or "").strip()
+    if value and (len(value) > 64 or not _UID.fullmatch(value)):
+        message = f"{keyword} is not a valid UID (damaged header)"
+        raise UnsupportedDicomError(message)
+    return value
+
+
+def _code(dataset: Any, keyword: str) -> str:
+    """A code string (CS) value, upper case, checked like :func:`_uid`."""
+    value = _text(dataset, keyword).upper()
+    if not _CODE_STRING.fullmatch(value):
+        message = f"{keyword} is not a valid code string (damaged header)"
+        raise UnsupportedDicomError(message)
+    return value
+
+
+def _long_string(dataset: Any, keyword: str) -> str:
+    """A descriptive LO value, or ``""`` when it cannot be one (too long, control
+    characters): it then holds bytes of other elements, not a manufacturer's name."""
+    value = _text(dataset, keyword)
+    if len(value) > _LONG_STRING_MAX or not value.isprintable() or "\\" in value:
+        return ""
+    return value
 
 
 def _int(dataset: Any, keyword: str, default: int) -> int:
@@ -127,24 +162,24 @@ def sop_instance_from_dataset(dataset: Any) -> SopInstance:
     """Summarise a pydicom ``Dataset`` (header only is enough) as a :class:`SopInstance`."""
     meta = getattr(dataset, "file_meta", None)
     meta_get = meta.get if meta is not None else (lambda _key, default=None: default)
-    sop_class = _text(dataset, "SOPClassUID") or str(meta_get("MediaStorageSOPClassUID", ""))
-    sop_instance = _text(dataset, "SOPInstanceUID") or str(
-        meta_get("MediaStorageSOPInstanceUID", "")
-    )
-    transfer_syntax = str(meta_get("TransferSyntaxUID", "") or "")
+    sop_class = _uid(dataset, "SOPClassUID", meta_get("MediaStorageSOPClassUID", ""))
+    sop_instance = _uid(dataset, "SOPInstanceUID", meta_get("MediaStorageSOPInstanceUID", ""))
+    transfer_syntax = str(meta_get("TransferSyntaxUID", "") or "").strip()
     if not transfer_syntax:
         transfer_syntax = pydicom.uid.ImplicitVRLittleEndian
+    elif len(transfer_syntax) > 64 or not _UID.fullmatch(transfer_syntax):
+        raise UnsupportedDicomError("TransferSyntaxUID is not a valid UID (damaged header)")
     try:
         instance = SopInstance(
             sop_class_uid=sop_class,
             sop_instance_uid=sop_instance,
-            study_instance_uid=_text(dataset, "StudyInstanceUID"),
-            series_instance_uid=_text(dataset, "SeriesInstanceUID"),
-            modality=_text(dataset, "Modality").upper(),
-            manufacturer=_text(dataset, "Manufacturer"),
-            model=_text(dataset, "ManufacturerModelName"),
+            study_instance_uid=_uid(dataset, "StudyInstanceUID"),
+            series_instance_uid=_uid(dataset, "SeriesInstanceUID"),
+            modality=_code(dataset, "Modality"),
+            manufacturer=_long_string(dataset, "Manufacturer"),
+            model=_long_string(dataset, "ManufacturerModelName"),
             transfer_syntax_uid=transfer_syntax,
-            photometric=_text(dataset, "PhotometricInterpretation").upper(),
+            photometric=_code(dataset, "PhotometricInterpretation"),
             rows=_int(dataset, "Rows", 0),
             columns=_int(dataset, "Columns", 0),
             frames=max(_int(dataset, "NumberOfFrames", 1), 1),

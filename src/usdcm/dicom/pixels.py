@@ -612,7 +612,7 @@ def _check_pixel_data(dataset: Dataset, syntax: UID, module: _PixelModule) -> No
     if data is None or len(data) == 0:
         raise DecodeError("the Pixel Data element is empty")
     if syntax.is_encapsulated:
-        _check_first_frame(data, syntax, module)
+        _check_frames(data, syntax, module)
         return
     if module.bits_allocated == 1:
         expected = -(-module.rows * module.columns * module.frames * module.samples // 8)
@@ -633,56 +633,88 @@ def _check_pixel_data(dataset: Dataset, syntax: UID, module: _PixelModule) -> No
     raise DecodeError(message)
 
 
-def _check_first_frame(data: bytes, syntax: UID, module: _PixelModule) -> None:
-    """Compare the first frame's codestream header with Rows, Columns and Samples per Pixel."""
+def _check_frames(data: bytes, syntax: UID, module: _PixelModule) -> None:
+    """Check every frame's codestream header against Rows, Columns and Samples per Pixel,
+    and the number of frames against Number of Frames, before anything is decoded.
+
+    A codec allocates what its codestream declares, not what the header declares: one frame
+    claiming 65535 x 65535 pixels would make it allocate gigabytes. So every frame is
+    checked here, not only the first, and the output array is allocated only afterwards.
+    """
+    count = 0
     try:
-        first = next(generate_frames(data, number_of_frames=module.frames), b"")
+        for frame in generate_frames(data, number_of_frames=module.frames):
+            if count >= module.frames:
+                break
+            _check_frame(frame, count, syntax, module)
+            count += 1
+    except DecodeError:
+        raise
     except Exception as err:  # malformed encapsulation: items, offsets, delimiters
         message = f"the encapsulated Pixel Data is malformed ({type(err).__name__})"
         raise DecodeError(message) from err
+    if count < module.frames:
+        message = (
+            f"the Pixel Data holds {count} frame(s) but the header declares "
+            f"{module.frames} ({syntax_label(syntax)})"
+        )
+        raise DecodeError(message)
+
+
+def _check_frame(frame: bytes, index: int, syntax: UID, module: _PixelModule) -> None:
+    """Compare one frame's codestream header with Rows, Columns and Samples per Pixel."""
     if syntax == RLELossless:
-        _check_rle(first, module)
+        _check_rle(frame, index, module)
         return
     shape: tuple[int, int, int] | None = None
     if syntax in JPEGTransferSyntaxes or syntax in JPEGLSTransferSyntaxes:
-        shape = _jpeg_shape(first)
+        shape = _jpeg_shape(frame)
     elif syntax in JPEG2000TransferSyntaxes:
-        shape = _j2k_shape(first)
+        shape = _j2k_shape(frame)
     if shape is None:
         return  # unknown layout: the decoder and the shape check after it will judge
     rows, columns, components = shape
     if (rows in (0, module.rows)) and columns == module.columns and components == module.samples:
         return
     message = (
-        f"the {syntax_label(syntax)} codestream of frame 1 is {rows} rows x {columns} "
-        f"columns x {components} components, but the header declares Rows {module.rows}, "
-        f"Columns {module.columns}, Samples per Pixel {module.samples}"
+        f"the {syntax_label(syntax)} codestream of frame {index + 1} is {rows} rows x "
+        f"{columns} columns x {components} components, but the header declares Rows "
+        f"{module.rows}, Columns {module.columns}, Samples per Pixel {module.samples}"
     )
     raise DecodeError(message)
 
 
-def _check_rle(frame: bytes, module: _PixelModule) -> None:
+def _check_rle(frame: bytes, index: int, module: _PixelModule) -> None:
     if len(frame) < 64:
         return
     (segments,) = struct.unpack("<I", frame[:4])
     expected = module.samples * max(module.bits_allocated // 8, 1)
     if segments != expected:
         message = (
-            f"the RLE frame 1 has {segments} segments, but Samples per Pixel {module.samples} "
-            f"and Bits Allocated {module.bits_allocated} need {expected}"
+            f"the RLE frame {index + 1} has {segments} segments, but Samples per Pixel "
+            f"{module.samples} and Bits Allocated {module.bits_allocated} need {expected}"
         )
         raise DecodeError(message)
 
 
 def _jpeg_shape(data: bytes) -> tuple[int, int, int] | None:
-    """(rows, columns, components) from a JPEG or JPEG-LS start-of-frame segment."""
+    """(rows, columns, components) from a JPEG or JPEG-LS start-of-frame segment.
+
+    Bytes between segments are skipped up to the next ``0xFF``, as libjpeg does, so that
+    garbage before a start-of-frame cannot hide the size the decoder will allocate.
+    """
     if data[:2] != b"\xff\xd8":
         return None
     position = 2
     while position + 4 <= len(data):
         if data[position] != 0xFF:
-            return None
+            position = data.find(b"\xff", position)
+            if position < 0:
+                return None
+            continue
         marker = data[position + 1]
+        if marker == 0xDA:  # start of scan before any start of frame
+            return None
         if marker == 0xFF:  # fill byte
             position += 1
             continue
@@ -701,7 +733,7 @@ def _jpeg_shape(data: bytes) -> tuple[int, int, int] | None:
 
 def _j2k_shape(data: bytes) -> tuple[int, int, int] | None:
     """(rows, columns, components) from a JPEG 2000 SIZ segment (codestream or JP2 file)."""
-    start = data.find(b"\xff\x4f\xff\x51", 0, 4096)
+    start = data.find(b"\xff\x4f\xff\x51")
     if start < 0 or start + 42 > len(data):
         return None
     siz = start + 2

@@ -21,6 +21,7 @@ from usdcm.dicom.header import sniff_dicom
 from usdcm.dicom.pixels import crop_frames, decode_frames, frames_to_volume
 from usdcm.dicom.regions import read_regions, select_tissue_region
 from usdcm.errors import DecodeError, NotDicomError, UnsupportedDicomError
+from usdcm.ingest.parallel import FileTimeout
 from usdcm.ingest.scan import excluded
 
 NIFTI_COMPRESSLEVEL = 1
@@ -77,12 +78,14 @@ def decode_volume(source: Path, *, keep_color: bool) -> DecodedVolume:
         :func:`exclusion_for`.
     """
     part10 = sniff_dicom(source)
+    # pydicom converts values lazily, and its warnings may quote them (names included):
+    # silence them for the whole read, not only for dcmread.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dataset = pydicom.dcmread(source, force=not part10)
-    frames = decode_frames(dataset, keep_color=keep_color)
-    rows, columns = int(frames.shape[1]), int(frames.shape[2])
-    region = select_tissue_region(read_regions(dataset), rows=rows, columns=columns)
+        frames = decode_frames(dataset, keep_color=keep_color)
+        rows, columns = int(frames.shape[1]), int(frames.shape[2])
+        region = select_tissue_region(read_regions(dataset), rows=rows, columns=columns)
     cropped = crop_frames(frames, region)
     return DecodedVolume(
         volume=frames_to_volume(cropped),
@@ -101,6 +104,8 @@ def exclusion_for(err: BaseException) -> dict[str, Any]:
         return excluded("decode_error", str(err))
     if isinstance(err, MemoryError):
         return excluded("decode_error", "out of memory while decoding")
+    if isinstance(err, RecursionError):
+        return excluded("unreadable", "sequences nested too deeply to read the data set")
     if isinstance(err, OSError):
         return excluded("unreadable", f"cannot read or write ({type(err).__name__})")
     return excluded("decode_error", f"pixel data could not be decoded ({type(err).__name__})")
@@ -138,7 +143,14 @@ class ConvertTask(NamedTuple):
 
 
 def run_convert_task(task: ConvertTask) -> dict[str, Any]:
-    """Worker entry point for :func:`convert_file`."""
-    return convert_file(
-        task.source, task.image_path, keep_color=task.keep_color, frame_time_ms=task.frame_time_ms
-    )
+    """Worker entry point for :func:`convert_file`; a file past the time limit is excluded
+    with code ``timeout``."""
+    try:
+        return convert_file(
+            task.source,
+            task.image_path,
+            keep_color=task.keep_color,
+            frame_time_ms=task.frame_time_ms,
+        )
+    except FileTimeout as timeout:
+        return excluded("timeout", f"{timeout}; the file is left out")

@@ -7,6 +7,7 @@ the source path and hold no patient identifier. A torn last line is ignored on l
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Iterable
@@ -48,8 +49,15 @@ class Journal:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             self._ensure_line_start()
-        line = json.dumps(record, separators=(",", ":"), sort_keys=True) + "\n"
-        os.write(self._fd, line.encode("utf-8"))
+        data = (json.dumps(record, separators=(",", ":"), sort_keys=True) + "\n").encode("utf-8")
+        try:
+            written = os.write(self._fd, data)
+        except OSError as err:
+            err.filename = str(self.path)
+            raise
+        if written != len(data):  # a short write to a regular file: the disk is full
+            message = f"only {written} of {len(data)} bytes of a journal record were written"
+            raise OSError(errno.ENOSPC, message, str(self.path))
 
     def _ensure_line_start(self) -> None:
         """After a torn write, start on a fresh line so the next record parses."""
@@ -68,10 +76,13 @@ class Journal:
             os.fsync(self._fd)
 
     def close(self) -> None:
+        """Flush and close; the descriptor is closed even if the flush fails."""
         if self._fd is not None:
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = None
+            fd, self._fd = self._fd, None
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def rewrite(self, records: Iterable[Record]) -> None:
         """Replace the journal atomically with ``records`` (compaction after a full run)."""

@@ -10,11 +10,20 @@ Owns the output folder layout::
     DIR/.usdcm/journal.jsonl  finished work, so re-runs convert only new or changed files
 
 Every file under SOURCE ends up exactly once in ``manifest.csv`` or ``excluded.csv``.
+Symbolic links to files are followed; links to folders, broken links and link loops are
+listed in ``excluded.csv`` (code ``symlink``) and never followed; FIFOs and devices are
+never opened. Files that could not be read are tried again on the next run.
+
+A full disk (or any failed write of an output) stops the run with :class:`OutputWriteError`
+and keeps what was finished: ``manifest.csv``, ``excluded.csv`` and ``ingest.json`` are
+written to ``.usdcm/staging`` first and only then renamed into place, so they stay the
+previous complete set (or absent) until a run ends, and the next run completes them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -27,21 +36,46 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from usdcm import __version__
-from usdcm.atomic import atomic_write_text
+from usdcm.atomic import atomic_write_text, collect_write_failures
 from usdcm.dicom.sop import sop_class_name
 from usdcm.errors import InvalidSourceError, UsdcmError
 from usdcm.ingest.convert import ConvertTask, run_convert_task
 from usdcm.ingest.journal import Journal, Record
 from usdcm.ingest.labels import LabelTable, read_labels
-from usdcm.ingest.parallel import map_files
-from usdcm.ingest.scan import excluded, init_worker, scan_file, walk_files
+from usdcm.ingest.parallel import DEFAULT_FILE_TIMEOUT_S, map_files
+from usdcm.ingest.scan import check_file, excluded, init_worker, scan_file, walk_files
 from usdcm.ingest.select import DEFAULT_MAX_PIXEL_BYTES, selection_reason
 from usdcm.manifest import write_excluded, write_manifest
 from usdcm.privacy import PathRedactor, ProjectSecret
 
 STATE_DIR = ".usdcm"
 IMAGES_DIR = "images"
+STAGING_DIR = "staging"
 CONVERT_VERSION = 1  # bump when the conversion changes, so re-runs redo the images
+RETRIED_CODES = frozenset({"unreadable"})
+"""Exclusions that may be transient (a permission, a vanished file): never reused."""
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class OutputWriteError(UsdcmError):
+    """An output could not be written (a full disk, a read-only folder); the run stopped."""
+
+
+def _write_error(err: OSError, out: Path) -> OutputWriteError:
+    """The one-line message for a failed write under ``out``: what, where, and what to do."""
+    where = err.filename or out
+    then = (
+        "then run `usdcm ingest` again: finished work is kept, and manifest.csv is left as it "
+        "was until a run completes."
+    )
+    if err.errno in DISK_FULL_ERRNOS:
+        message = (
+            f"The disk is full: cannot write {where} ({os.strerror(err.errno)}). "
+            f"Free space on the disk that holds {out}, {then}"
+        )
+    else:
+        message = f"Cannot write {where} ({err.strerror or type(err).__name__}); fix it, {then}"
+    return OutputWriteError(message)
 
 
 class ProgressReporter(Protocol):
@@ -129,6 +163,12 @@ def _check_source(source: Path) -> None:
     if not source.is_dir():
         message = f"SOURCE {source} is not a folder; give the folder that holds the export."
         raise InvalidSourceError(message)
+    try:
+        with os.scandir(source):
+            pass
+    except OSError as err:
+        message = f"SOURCE {source} cannot be listed ({type(err).__name__}); check its permissions."
+        raise InvalidSourceError(message) from err
 
 
 @dataclass
@@ -169,6 +209,8 @@ class _Run:
         entry = self.previous.get((kind, item.key))
         if entry is None or entry.get("size") != item.size or entry.get("mtime") != item.mtime_ns:
             return None
+        if entry["v"].get("code") in RETRIED_CODES:
+            return None
         if any(entry.get(name) != value for name, value in extra.items()):
             return None
         self.keep[(kind, item.key)] = entry
@@ -180,10 +222,9 @@ class _Run:
         started = time.perf_counter()
         todo: list[_SourceFile] = []
         for item in files:
-            try:
-                stat = item.path.stat()
-            except OSError as err:
-                item.scan = excluded("unreadable", f"cannot stat file ({type(err).__name__})")
+            stat, problem = check_file(item.path)
+            if stat is None or problem is not None:
+                item.scan = problem or {}
                 continue
             item.size, item.mtime_ns = stat.st_size, stat.st_mtime_ns
             reused = self.reuse("scan", item)
@@ -201,6 +242,9 @@ class _Run:
             initializer=init_worker,
             initargs=(self.secret.to_bytes(),),
             on_crash=lambda _path: excluded("unreadable", "header reader crashed"),
+            on_timeout=lambda _path: excluded(
+                "timeout", f"reading the header took over {DEFAULT_FILE_TIMEOUT_S:.0f} s"
+            ),
         )
         by_path = {item.path: item for item in todo}
         for path, record in results:
@@ -273,13 +317,19 @@ class _Run:
         progress.phase("convert images", len(selected))
         progress.advance(len(selected) - len(tasks))
         results = map_files(
-            run_convert_task,
+            _convert_worker,
             tasks,
             workers=self.options.worker_count(),
             batch_size=2,
             on_crash=lambda _task: excluded("decode_error", "decoder crashed the worker"),
+            on_timeout=lambda _task: excluded(
+                "timeout", f"decoding took over {DEFAULT_FILE_TIMEOUT_S:.0f} s"
+            ),
         )
         for task, record in results:
+            if record.get("status") == "write_failed":  # never journaled: redone next run
+                failure = OSError(record["errno"], record["error"], record["path"])
+                raise _write_error(failure, self.out)
             item = todo[task.source]
             done[item.key] = record
             self.record("convert", item, record, opts=fingerprint)
@@ -336,6 +386,25 @@ def _scan_worker(path: Path) -> Record:
     return scan_file(path)
 
 
+def _convert_worker(task: ConvertTask) -> Record:
+    """Convert one file; a failed write of its image is a ``write_failed`` record.
+
+    The converter turns every error into an exclusion of the source file, but an image
+    that cannot be written (a full disk) is not the source's fault: the run must stop.
+    """
+    with collect_write_failures() as failures:
+        record = run_convert_task(task)
+    if failures and record.get("status") != "converted":
+        err = failures[0]
+        return {
+            "status": "write_failed",
+            "errno": err.errno,
+            "error": err.strerror or type(err).__name__,
+            "path": str(err.filename or task.image_path),
+        }
+    return record
+
+
 def _label_rows(rows: list[Record], labels: LabelTable | None) -> int:
     """Join labels onto rows in place; return how many rows stay unlabelled."""
     unlabelled = 0
@@ -369,64 +438,83 @@ def ingest(
 
     Raises ``InvalidSourceError`` for a missing or empty ``source`` and ``LabelsError`` for
     an unusable labels file, before any work. Bad files never raise: they are excluded.
+    Raises ``OutputWriteError`` when an output cannot be written (a full disk): the outputs
+    of the previous run stay as they were, and the next run goes on from the journal.
     """
     options = options or IngestOptions()
     progress = progress or _NoProgress()
     source, out = source.resolve(), out.resolve()
     _check_source(source)
-    with _exclusive_lock(out / STATE_DIR):
-        secret = ProjectSecret.load_or_create(options.secret_path or out / STATE_DIR / "secret")
-        labels = read_labels(options.labels, secret) if options.labels else None
-        started = time.perf_counter()
-        skip = out if out.is_relative_to(source) else None
-        files = [
-            _SourceFile(path, relative, secret.pseudonym(relative, namespace="path"))
-            for path in walk_files(source, skip=skip)
-            for relative in [path.relative_to(source).as_posix()]
-        ]
-        if not files:
-            message = f"SOURCE {source} holds no files; check the path of the export."
-            raise InvalidSourceError(message)
-        run = _Run(source, out, options, secret)
-        run.timings["walk_s"] = time.perf_counter() - started
-        try:
-            run.scan(files, progress)
-            run.redactor(files)
-            selected, exclusions = run.select(files)
-            rows, failed = run.convert(selected, progress)
-        finally:
-            run.journal.close()
-        exclusions.extend(failed)
-        unlabelled = _label_rows(rows, labels)
-        rows.sort(key=lambda row: str(row["source_path"]))
-        exclusions.sort(key=lambda row: str(row["path"]))
+    try:
+        with _exclusive_lock(out / STATE_DIR):
+            return _ingest_locked(source, out, options, progress)
+    except OSError as err:
+        under_out = err.filename is not None and Path(str(err.filename)).is_relative_to(out)
+        if err.errno in DISK_FULL_ERRNOS or under_out:
+            raise _write_error(err, out) from err
+        raise
 
-        write_manifest(out / "manifest.csv", rows)
-        write_excluded(out / "excluded.csv", exclusions)
-        by_code = dict(sorted(Counter(str(e["code"]) for e in exclusions).items()))
-        run.timings["total_s"] = time.perf_counter() - started
-        summary = {
-            "usdcm_version": __version__,
-            "n_files": len(files),
-            "n_images": len(rows),
-            "n_excluded": len(exclusions),
-            "excluded_by_code": by_code,
-            "n_converted": run.converted,
-            "n_reused": run.reused,
-            "output_folder_skipped": skip is not None,
-            "labels": labels.summary(unlabelled) if labels else {"unlabelled_images": unlabelled},
-            "options": {
-                "workers": options.worker_count(),
-                "modalities": sorted(options.modalities),
-                "keep_color": options.keep_color,
-                "max_pixel_bytes": options.max_pixel_bytes,
-            },
-            "timings_s": {name: round(value, 3) for name, value in run.timings.items()},
-            "versions": _versions(),
-        }
-        atomic_write_text(out / "ingest.json", json.dumps(summary, indent=2) + "\n")
-        run.journal.rewrite(run.keep[key] for key in sorted(run.keep))
-        _prune_images(out / IMAGES_DIR, {Path(str(row["image_path"])).name for row in rows})
+
+def _ingest_locked(
+    source: Path, out: Path, options: IngestOptions, progress: ProgressReporter
+) -> IngestResult:
+    """The work of :func:`ingest`, under the output folder's lock."""
+    secret = ProjectSecret.load_or_create(options.secret_path or out / STATE_DIR / "secret")
+    labels = read_labels(options.labels, secret) if options.labels else None
+    started = time.perf_counter()
+    skip = out if out.is_relative_to(source) else None
+    files = [
+        _SourceFile(path, relative, secret.pseudonym(relative, namespace="path"))
+        for path in walk_files(source, skip=skip)
+        for relative in [path.relative_to(source).as_posix()]
+    ]
+    if not files:
+        message = f"SOURCE {source} holds no files; check the path of the export."
+        raise InvalidSourceError(message)
+    run = _Run(source, out, options, secret)
+    run.timings["walk_s"] = time.perf_counter() - started
+    try:
+        run.scan(files, progress)
+        run.redactor(files)
+        selected, exclusions = run.select(files)
+        rows, failed = run.convert(selected, progress)
+    finally:
+        run.journal.close()
+    exclusions.extend(failed)
+    unlabelled = _label_rows(rows, labels)
+    rows.sort(key=lambda row: str(row["source_path"]))
+    exclusions.sort(key=lambda row: str(row["path"]))
+
+    staging = out / STATE_DIR / STAGING_DIR
+    write_manifest(staging / "manifest.csv", rows)
+    write_excluded(staging / "excluded.csv", exclusions)
+    by_code = dict(sorted(Counter(str(e["code"]) for e in exclusions).items()))
+    run.timings["total_s"] = time.perf_counter() - started
+    summary = {
+        "usdcm_version": __version__,
+        "n_files": len(files),
+        "n_images": len(rows),
+        "n_excluded": len(exclusions),
+        "excluded_by_code": by_code,
+        "n_converted": run.converted,
+        "n_reused": run.reused,
+        "output_folder_skipped": skip is not None,
+        "labels": labels.summary(unlabelled) if labels else {"unlabelled_images": unlabelled},
+        "options": {
+            "workers": options.worker_count(),
+            "modalities": sorted(options.modalities),
+            "keep_color": options.keep_color,
+            "max_pixel_bytes": options.max_pixel_bytes,
+        },
+        "timings_s": {name: round(value, 3) for name, value in run.timings.items()},
+        "versions": _versions(),
+    }
+    atomic_write_text(staging / "ingest.json", json.dumps(summary, indent=2) + "\n")
+    run.journal.rewrite(run.keep[key] for key in sorted(run.keep))
+    # nothing below needs disk space: renames, then removals
+    for name in ("excluded.csv", "ingest.json", "manifest.csv"):  # the manifest last
+        os.replace(staging / name, out / name)
+    _prune_images(out / IMAGES_DIR, {Path(str(row["image_path"])).name for row in rows})
     return IngestResult(
         out=out,
         n_files=len(files),

@@ -1,12 +1,16 @@
 """Step 1 of ingest: walk the export and read each file's header (never its pixels).
 
-Runs in worker processes. Returns plain JSON-ready records: header facts, the patient
+Symbolic links to files are followed; links to folders are listed but never followed (no
+loops, no file reached twice). FIFOs, sockets and devices are never opened. Runs in worker
+processes. Returns plain JSON-ready records: header facts, the patient
 pseudonym, hashed join keys and hashed identifier words, and never an identifier.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,16 +30,88 @@ def init_worker(key: bytes) -> None:
 
 
 def walk_files(source: Path, skip: Path | None = None) -> Iterator[Path]:
-    """Yield every file under ``source`` in sorted order, ignoring names and extensions.
+    """Yield every entry under ``source`` that ingest must account for, in sorted order.
 
-    Directory symlinks are not followed (no loops); ``skip`` (the output folder when it lies
-    inside ``source``) is left out.
+    That is every file (by content, whatever its name), every symbolic link and every folder
+    that cannot be listed: :func:`check_file` then says which of them can be read.
+    Symbolic links to folders are yielded but never followed, so a link loop cannot recurse
+    and no file is reached twice through a linked folder. ``skip`` (the output folder when
+    it lies inside ``source``) is left out.
     """
-    for root, dirs, files in os.walk(source, followlinks=False):
+    unlisted: list[Path] = []
+
+    def on_error(err: OSError) -> None:
+        if err.filename and Path(err.filename) != source:
+            unlisted.append(Path(err.filename))
+
+    for root, dirs, files in os.walk(source, onerror=on_error, followlinks=False):
+        yield from sorted(unlisted)
+        unlisted.clear()
         root_path = Path(root)
-        dirs[:] = sorted(d for d in dirs if skip is None or root_path / d != skip)
-        for name in sorted(files):
+        linked = sorted(d for d in dirs if (root_path / d).is_symlink())
+        dirs[:] = sorted(
+            d for d in dirs if d not in linked and (skip is None or root_path / d != skip)
+        )
+        for name in sorted([*files, *linked]):
             yield root_path / name
+    yield from sorted(unlisted)
+
+
+def check_file(path: Path) -> tuple[os.stat_result | None, dict[str, Any] | None]:
+    """Return ``(stat, None)`` for a regular file that can be read, else ``(None, exclusion)``.
+
+    Symbolic links to files are followed: the stat is the target's. A link to a folder, a
+    broken link and a link loop are excluded with code ``symlink``; a FIFO, socket or device
+    (opening a FIFO would block forever) and a folder that cannot be listed with code
+    ``unreadable``. Never opens the file.
+    """
+    try:
+        link = path.lstat()
+    except OSError as err:
+        return None, excluded("unreadable", f"cannot stat file ({_error_name(err)})")
+    is_link = stat.S_ISLNK(link.st_mode)
+    try:
+        info = path.stat() if is_link else link
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            reason = "symbolic link loop: the link never reaches a file; not followed"
+        elif err.errno == errno.ENOENT:
+            reason = "broken symbolic link: its target does not exist"
+        else:
+            reason = f"symbolic link whose target cannot be reached ({_error_name(err)})"
+        return None, excluded("symlink", reason)
+    if stat.S_ISREG(info.st_mode):
+        return info, None
+    if stat.S_ISDIR(info.st_mode):
+        if is_link:
+            reason = "symbolic link to a folder: folder links are not followed (no loops)"
+            return None, excluded("symlink", reason)
+        try:
+            with os.scandir(path):
+                pass
+        except OSError as err:
+            reason = f"folder cannot be listed ({_error_name(err)}); its files were not seen"
+        else:
+            reason = "folder could not be listed during the walk; its files were not seen"
+        return None, excluded("unreadable", reason)
+    kind = _SPECIAL_KINDS.get(stat.S_IFMT(info.st_mode), "special file")
+    return None, excluded("unreadable", f"not a regular file ({kind}); not read")
+
+
+_SPECIAL_KINDS = {
+    stat.S_IFIFO: "FIFO",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+}
+
+
+def _error_name(err: OSError) -> str:
+    """``PermissionError``, or the errno name for a plain ``OSError`` (``ELOOP``)."""
+    name = type(err).__name__
+    if name == "OSError" and err.errno is not None:
+        return errno.errorcode.get(err.errno, name)
+    return name
 
 
 def excluded(code: str, reason: str) -> dict[str, Any]:
@@ -47,6 +123,9 @@ def scan_file(path: Path) -> dict[str, Any]:
     """Read the header of one file and return its scan record (see module docstring)."""
     assert _SECRET is not None, "init_worker() must run first"
     secret = _SECRET
+    _, problem = check_file(path)
+    if problem is not None:
+        return problem
     try:
         instance = read_header(path)
     except NotDicomError as err:
@@ -54,7 +133,7 @@ def scan_file(path: Path) -> dict[str, Any]:
     except UnsupportedDicomError as err:
         return excluded("unreadable", str(err))
     except OSError as err:
-        return excluded("unreadable", f"cannot read file ({type(err).__name__})")
+        return excluded("unreadable", f"cannot read file ({_error_name(err)})")
     patient_key = (
         secret.pseudonym(instance.patient_id)
         if instance.patient_id
