@@ -25,6 +25,9 @@ from usdcm.ingest import IngestOptions, ingest, parallel
 from usdcm.ingest import convert as convert_module
 from usdcm.ingest.parallel import map_files
 
+# Mutated headers make pydicom warn while the fuzzer writes them; that is the point.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:pydicom.*")
+
 
 def read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(encoding="utf-8", newline="") as handle:
