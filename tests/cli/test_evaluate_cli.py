@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
+import torch
 from tests.evaluation.conftest import Evaluated
 from typer.testing import CliRunner
 
@@ -96,6 +98,10 @@ def test_predict_writes_rows_and_exclusions(evaluated_run: Evaluated, tmp_path: 
     text = out.read_text() + (tmp_path / "preds.excluded.csv").read_text() + result.output
     for phi in export.phi:
         assert phi not in text
+    for row in evaluated_run.ingested.rows:  # keyed by pseudonyms only, never by UIDs
+        for uid in (row["sop_uid"], row["study_uid"], row["series_uid"]):
+            assert uid not in text
+    assert {r["image_id"] for r in rows} == {r["image_id"] for r in evaluated_run.ingested.rows}
 
 
 def test_predict_on_a_missing_source_is_one_line(evaluated_run: Evaluated, tmp_path: Path) -> None:
@@ -103,3 +109,30 @@ def test_predict_on_a_missing_source_is_one_line(evaluated_run: Evaluated, tmp_p
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert "does not exist" in result.output
+
+
+class _Payload:
+    """Unpickling this runs a shell command: what a crafted checkpoint would do."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, ("touch PWNED",))
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_a_crafted_checkpoint_is_refused_by_the_cli(
+    command: str, evaluated_run: Evaluated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"model_state": _Payload(), "config": {}}, run / "best.pt")
+    if command == "evaluate":
+        args = ["evaluate", str(run), "--out", str(tmp_path / "eval")]
+    else:
+        export = evaluated_run.ingested.export.root
+        args = ["predict", str(run), str(export), "--out", str(tmp_path / "p.csv")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "nothing in it was executed" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "PWNED").exists()

@@ -69,9 +69,8 @@ def read_predictions(path: Path) -> tuple[list[dict[str, str]], list[str]]:
 SOURCE_COLUMNS = (
     "image_id",
     "patient_key",
-    "study_uid",
-    "series_uid",
-    "sop_uid",
+    "study_key",
+    "series_key",
     "manufacturer",
     "model",
     "frames",

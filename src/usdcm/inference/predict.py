@@ -104,8 +104,10 @@ def predict_source(
 
     The same header scan, selection rules and decoding as ``usdcm ingest``, in memory: no
     image is written. Every file ends up in ``rows`` or in ``excluded`` with its reason;
-    rows are keyed by pseudonyms under ``secret`` (a :class:`usdcm.privacy.ProjectSecret`),
-    so an image gets the same ``image_id`` as ingest gives it under the same secret.
+    rows are keyed by pseudonyms only, under ``secret`` (a
+    :class:`usdcm.privacy.ProjectSecret`): an image gets the same ``image_id`` and
+    ``patient_key`` as ingest gives it under the same secret, and its study and series are
+    named by keyed hashes of their UIDs (``study_key``, ``series_key``), never by the UIDs.
     """
     from usdcm.ingest.convert import decode_volume, exclusion_for
     from usdcm.ingest.scan import init_worker, scan_file, walk_files
@@ -163,9 +165,8 @@ def predict_source(
                 row: dict[str, Any] = {
                     "image_id": record["image_id"],
                     "patient_key": record["patient_key"],
-                    "study_uid": record["study_uid"],
-                    "series_uid": record["series_uid"],
-                    "sop_uid": record["sop_uid"],
+                    "study_key": secret.pseudonym(str(record["study_uid"]), namespace="study"),
+                    "series_key": secret.pseudonym(str(record["series_uid"]), namespace="series"),
                     "manufacturer": record["manufacturer"],
                     "model": record["model"],
                     "frames": record["frames"],
