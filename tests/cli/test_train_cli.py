@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,3 +69,18 @@ def test_asking_for_a_missing_gpu_is_one_line(tmp_path: Path) -> None:
 def test_nproc_is_removed_from_the_worker_command_line() -> None:
     argv = ["train", "m.csv", "--nproc", "2", "--epochs", "3"]
     assert _strip_nproc_value(argv) == ["train", "m.csv", "--epochs", "3"]
+
+
+@pytest.mark.slow
+def test_nproc_2_launches_torchrun_and_writes_one_run(tmp_path: Path) -> None:
+    manifest = write_tiny_manifest(tmp_path / "data")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(optim={"class_weighting": "none"}).to_dict()))
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "usdcm", "train", str(manifest), "--config", str(config)]
+    command += ["--out", str(out), "--nproc", "2", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("best epoch") == 1  # only rank 0 prints and writes
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
