@@ -16,6 +16,9 @@ Each pipeline is measured twice: with a no-op step (the loader alone: samples/s,
 for epoch 1 and the later epochs) and with the seed CNN's forward/backward/AdamW step, where
 the time spent waiting for the next batch is compared with the time of the step itself (a
 ratio above 1 means the loader starves the model). GPU utilisation is reported only on CUDA.
+Last, ``dataset[i]`` alone (no loader, no batching) is timed per sample, best of 3 passes
+over the data: the cost of usdcm's per-sample augmentation against the baseline's decode,
+less sensitive to other load on the machine than the short later epochs.
 
 Run: ``python benchmarks/train_pipeline.py [--patients 40] [--epochs 3]`` (``make bench``).
 """
@@ -106,6 +109,17 @@ def run_epoch(
         stepped += time.perf_counter() - between
         samples += len(labels)
     return time.perf_counter() - started, waited, stepped, samples
+
+
+def per_sample_ms(dataset: Dataset[Any], passes: int = 3) -> float:
+    """Milliseconds per ``dataset[i]``, the best of ``passes`` passes over every item."""
+    best = float("inf")
+    for _ in range(passes):
+        started = time.perf_counter()
+        for index in range(len(dataset)):  # type: ignore[arg-type]
+            dataset[index]
+        best = min(best, (time.perf_counter() - started) / len(dataset))  # type: ignore[arg-type]
+    return best * 1e3
 
 
 def no_op(images: torch.Tensor, labels: torch.Tensor) -> None:
@@ -209,6 +223,7 @@ def main() -> None:
             return loader, 0.0
 
         results: dict[tuple[str, str], dict[str, float]] = {}
+        datasets: dict[str, Dataset[Any]] = {}
         pipelines: list[tuple[str, Callable[[], tuple[Any, float]], tuple[str, ...]]] = [
             ("tutorial (baseline)", tutorial_loader, ("loader only", "seed CNN step")),
             ("usdcm", usdcm_loader, ("loader only", "seed CNN step")),
@@ -217,6 +232,7 @@ def main() -> None:
         for name, build, modes in pipelines:
             for mode in modes:
                 loader, setup = build()
+                datasets[name] = loader.dataset
                 step = no_op if mode == "loader only" else model_step(device)
                 times, waits, steps = [], [], []
                 samples = 0
@@ -267,6 +283,16 @@ def main() -> None:
                 f"{name} with the seed CNN, later epochs: waiting {r['wait']:.2f} s vs stepping "
                 f"{r['step']:.2f} s per epoch ({share:.0%} of the epoch waiting): {verdict}"
             )
+        timed = {name: per_sample_ms(dataset) for name, dataset in datasets.items()}
+        base_ms = timed["tutorial (baseline)"]
+        print(
+            "dataset[i] alone, ms per sample (best of 3 passes): "
+            + ", ".join(f"{name} {ms:.3f}" for name, ms in timed.items())
+        )
+        print(
+            f"dataset[i] alone: usdcm {base_ms / timed['usdcm']:.2f}x the baseline, "
+            f"{base_ms / timed['usdcm, augment.prob 0']:.2f}x with augment.prob 0"
+        )
         print(gpu_utilisation())
 
 

@@ -8,15 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from monai.transforms import ToDeviced
+from monai.transforms import AdjustContrast, Flip, Rotate, ToDeviced, Zoom
 from tests.data.conftest import NiftiWriter
 
 from usdcm.data.normalization import IntensityStats
 from usdcm.data.transforms import (
+    AugmentDraw,
     LoadVolumed,
     PreprocessError,
     RandFramed,
     RandSpeckleNoised,
+    adjust_gamma,
+    affine_resample,
+    augment_clip,
     evaluation_frames,
     evaluation_starts,
     preprocess_fingerprint,
@@ -147,11 +151,13 @@ def test_rand_framed_repeats_the_last_frame_of_a_short_cine() -> None:
     assert out[:, 0, 0].tolist() == [0, 1, 1, 1]
 
 
-def test_take_clip_never_returns_a_view_of_the_cache() -> None:
-    volume = cached_volume(1, 3, 3, 4)
-    clip = take_clip(volume, 0, 1)
+@pytest.mark.parametrize(("frames", "clip_frames"), [(4, 1), (1, 1), (4, 2), (2, 3)])
+def test_take_clip_never_returns_a_view_of_the_cache(frames: int, clip_frames: int) -> None:
+    volume = cached_volume(1, 3, 3, frames)
+    clip = take_clip(volume, 0, clip_frames)
+    assert clip.is_contiguous()
     clip += 1000
-    assert volume.max().item() == 3
+    assert volume.max().item() == frames - 1
 
 
 def test_flip_moves_columns_and_never_rows() -> None:
@@ -166,10 +172,118 @@ def test_flip_moves_columns_and_never_rows() -> None:
 def test_without_augmentation_the_frame_passes_unchanged() -> None:
     volume = torch.rand(2, 6, 5, 3, generator=torch.Generator().manual_seed(0))
     transform = train_transforms(NO_AUGMENT, clip_frames=3)
-    assert [type(t).__name__ for t in transform.transforms] == ["RandFramed", "EnsureTyped"]
     out = transform({"image": volume})["image"]
     assert type(out) is torch.Tensor
+    assert transform.draw == AugmentDraw(start=0)
     assert torch.equal(out, take_clip(volume, 0, 3))
+
+
+def test_augmentation_returns_plain_float32_and_leaves_the_cache_alone() -> None:
+    volume = torch.rand(1, 24, 20, 5, generator=torch.Generator().manual_seed(0))
+    before = volume.clone()
+    transform = train_transforms(AugmentConfig(prob=1.0, flip_lr_prob=1.0), clip_frames=1)
+    transform.set_random_state(0)
+    out = transform({"image": volume, "label": 1})
+    assert type(out["image"]) is torch.Tensor
+    assert out["image"].dtype == torch.float32
+    assert out["image"].shape == (1, 24, 20)
+    assert out["label"] == 1
+    assert torch.equal(volume, before)
+
+
+def test_draws_stay_in_the_configured_ranges_and_fire_with_prob() -> None:
+    augment = AugmentConfig(rotate_degrees=10.0, scale=0.1, contrast=0.2, gamma=0.2, prob=0.5)
+    transform = train_transforms(augment, clip_frames=2)
+    transform.set_random_state(0)
+    draws = []
+    for _ in range(2000):
+        transform.randomize(6)
+        draws.append(transform.draw)
+    assert {draw.start for draw in draws} == set(range(5))
+    angles = [d.angle for d in draws if d.angle is not None]
+    zooms = [d.zoom for d in draws if d.zoom is not None]
+    factors = [d.contrast for d in draws if d.contrast is not None]
+    gammas = [d.gamma for d in draws if d.gamma is not None]
+    seeds = [d.noise_seed for d in draws if d.noise_seed is not None]
+    radians = np.radians(10.0)
+    assert -radians <= min(angles) < -0.9 * radians and 0.9 * radians < max(angles) <= radians
+    assert 0.9 <= min(zooms) < 0.91 and 1.09 < max(zooms) <= 1.1
+    assert -0.2 <= min(factors) < -0.19 and 0.19 < max(factors) <= 0.2
+    assert 0.8 <= min(gammas) < 0.81 and 1.19 < max(gammas) <= 1.2
+    for fired in (angles, zooms, factors, gammas, seeds):
+        assert 900 < len(fired) < 1100  # prob 0.5 each, independently
+    assert 900 < sum(d.flip_lr for d in draws) < 1100  # flip_lr_prob 0.5
+
+
+def test_zero_strength_never_fires() -> None:
+    transform = train_transforms(AugmentConfig(**{**NO_AUGMENT.__dict__, "prob": 1.0}), 1)
+    for _ in range(50):
+        transform.randomize(4)
+        assert transform.draw.angle is None and transform.draw.zoom is None
+        assert transform.draw.contrast is None and transform.draw.gamma is None
+        assert transform.draw.noise_seed is None and not transform.draw.flip_lr
+
+
+def test_augmentation_applies_the_recorded_draw() -> None:
+    volume = torch.rand(1, 24, 20, 5, generator=torch.Generator().manual_seed(0))
+    transform = train_transforms(AugmentConfig(prob=1.0), clip_frames=2)
+    transform.set_random_state(3)
+    out = transform({"image": volume})["image"]
+    draw = transform.draw
+    assert None not in (draw.angle, draw.zoom, draw.contrast, draw.gamma, draw.noise_seed)
+    expected = augment_clip(take_clip(volume, draw.start, 2), draw, 0.1)
+    assert torch.allclose(out, expected)
+
+
+def smooth_image(width: int, height: int) -> torch.Tensor:
+    """A smooth, asymmetric ``(1, W, H)`` test image."""
+    i = torch.arange(width, dtype=torch.float32)[:, None]
+    j = torch.arange(height, dtype=torch.float32)[None]
+    return (torch.sin(i / 5.0) + 0.5 * torch.cos(j / 3.0) + i / width)[None]
+
+
+def plain(image: object) -> torch.Tensor:
+    return torch.as_tensor(image).as_subclass(torch.Tensor)
+
+
+@pytest.mark.parametrize("angle", [0.17, -0.05])
+def test_one_resample_rotates_like_monai(angle: float) -> None:
+    image = smooth_image(40, 28)
+    expected = Rotate(angle, keep_size=True, mode="bilinear", padding_mode="zeros")(image)
+    assert torch.allclose(affine_resample(image, angle=angle), plain(expected), atol=1e-5)
+
+
+@pytest.mark.parametrize("zoom", [0.9, 1.1])
+def test_one_resample_zooms_like_monai(zoom: float) -> None:
+    image = smooth_image(40, 40)  # 40 * zoom is whole: MONAI rounds no size
+    expected = Zoom(zoom, mode="bilinear", padding_mode="constant", keep_size=True)(image)
+    assert torch.allclose(affine_resample(image, zoom=zoom), plain(expected), atol=1e-5)
+
+
+def test_one_resample_matches_monai_rotate_zoom_flip_up_to_interpolation() -> None:
+    image = smooth_image(40, 40)
+    steps = Rotate(0.12, keep_size=True, mode="bilinear", padding_mode="zeros")(image)
+    steps = Zoom(1.1, mode="bilinear", padding_mode="constant", keep_size=True)(steps)
+    steps = plain(Flip(spatial_axis=0)(steps))
+    once = affine_resample(image, angle=0.12, zoom=1.1, flip_lr=True)
+    inner = (slice(None), slice(8, 32), slice(8, 32))
+    assert (once - steps)[inner].abs().mean().item() < 0.05 * image.abs().mean().item()
+    mirrored = affine_resample(image, angle=0.12, zoom=1.1, flip_lr=False)
+    assert (mirrored - steps)[inner].abs().mean().item() > 0.5
+
+
+def test_flip_inside_the_resample_moves_columns_and_never_rows() -> None:
+    image = torch.zeros(1, 9, 6)
+    image[0, 2, 1] = 1.0  # column 2, row 1
+    out = augment_clip(image, AugmentDraw(start=0, zoom=1.0, flip_lr=True), 0.0)
+    assert torch.allclose(out, image.flip(1), atol=1e-6)
+    assert torch.equal(augment_clip(image, AugmentDraw(start=0, flip_lr=True), 0.0), image.flip(1))
+
+
+def test_gamma_matches_monai() -> None:
+    image = torch.rand(2, 16, 12, generator=torch.Generator().manual_seed(0)) * 3 - 1
+    expected = plain(AdjustContrast(1.15)(image))
+    assert torch.allclose(adjust_gamma(image, 1.15), expected, atol=1e-6)
 
 
 def augmented(seed: int, n: int = 4) -> list[torch.Tensor]:
@@ -197,6 +311,8 @@ def test_speckle_noise_is_multiplicative_and_seeded() -> None:
     transform.set_random_state(0)
     out = transform({"image": image})["image"]
     assert torch.equal(out, speckle_noise(image, 0.1, transform.noise_seed))
+    reused = torch.Generator().manual_seed(99)
+    assert torch.equal(speckle_noise(image, 0.1, 3, reused), noisy)
 
 
 def test_bad_augmentation_strength_names_the_config_key() -> None:

@@ -219,14 +219,16 @@ class TrainFramesDataset(Dataset[Item]):
     ----------
     base : torch.utils.data.Dataset
         From :func:`build_cached_dataset`: items with a ``(C, W, H, F)`` volume.
-    transform : monai.transforms.Compose
-        From :func:`usdcm.data.transforms.train_transforms`.
+    transform : callable
+        From :func:`usdcm.data.transforms.train_transforms`: takes ``{"image": volume}`` and
+        has ``set_random_state(seed=...)``.
 
     Notes
     -----
     ``dataset[i]`` is ``{"image": float32 (C * clip_frames, W, H), "label": int,
-    "image_id": str}``. ``set_random_state`` seeds the transforms; MONAI's loader worker
-    initialisation and :func:`seed_epoch` call it.
+    "image_id": str}``, a new tensor (the cached volume is only read). ``set_random_state``
+    seeds the transforms; MONAI's loader worker initialisation and :func:`seed_epoch` call it.
+    The augmentation runs per sample, in the loader's thread or workers, never per batch.
     """
 
     def __init__(self, base: Dataset[Item], transform: Callable[[Any], Any]) -> None:
@@ -251,7 +253,7 @@ class TrainFramesDataset(Dataset[Item]):
         return _labels_of(self.base)
 
     def set_random_state(self, seed: int) -> TrainFramesDataset:
-        """Seed every random transform (through ``Compose.set_random_state``)."""
+        """Seed the random transforms (their ``set_random_state``)."""
         self.transform.set_random_state(seed=seed)  # type: ignore[attr-defined]
         return self
 

@@ -3,7 +3,9 @@ seeded augmentation of one frame or clip.
 
 Owns the two pipelines and their tensor layouts. :func:`preprocess_transforms` is
 deterministic and cached: ``(C, W, H, F)`` float32, every frame kept, in order.
-:func:`train_transforms` runs per access on that cached volume and gives ``(C * clip, W, H)``.
+:func:`train_transforms` runs per access on that cached volume and gives ``(C * clip, W, H)``:
+plain tensors and one bilinear resample per sample, because it runs for every sample of every
+epoch and must stay cheaper than the model's step.
 Spatial axes stay in NIfTI order, column (width) first, everywhere, and the only flip is
 left-right, along the column axis, because the probe sits at the top of the image (row 0).
 Random transforms only draw parameters (recorded on the transform) and then call a
@@ -12,29 +14,27 @@ deterministic function. Never reads the manifest and never computes statistics.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import zlib
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import monai
 import nibabel as nib
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.transforms import (
     Compose,
     EnsureTyped,
     MapTransform,
-    RandAdjustContrastd,
-    RandFlipd,
     Randomizable,
     RandomizableTransform,
-    RandRotated,
-    RandScaleIntensityd,
-    RandZoomd,
     Resized,
     ToDeviced,
 )
@@ -239,8 +239,17 @@ def take_clip(volume: torch.Tensor, start: int, clip_frames: int) -> torch.Tenso
     """Stack a clip's frames as channels: ``(C, W, H, F)`` -> ``(C * clip_frames, W, H)``.
 
     Channels are frame-major: channel ``t * C + c`` is channel ``c`` of the clip's frame
-    ``t``. The result is a new tensor, never a view of ``volume`` (the cache).
+    ``t``. The result is a new contiguous tensor holding only the clip's frames, never a view
+    of ``volume`` (the cache).
     """
+    clip = _clip_view(volume, start, clip_frames)
+    if clip.untyped_storage().data_ptr() == volume.untyped_storage().data_ptr():
+        return clip.clone(memory_format=torch.contiguous_format)
+    return clip.contiguous()  # already a copy (index_select, or a reshape that copied)
+
+
+def _clip_view(volume: torch.Tensor, start: int, clip_frames: int) -> torch.Tensor:
+    """:func:`take_clip`, but a view of ``volume`` where one suffices: never modify it."""
     if volume.ndim != 4:
         message = f"Expected a cached volume (C, W, H, F), found shape {tuple(volume.shape)}."
         raise ValueError(message)
@@ -248,8 +257,11 @@ def take_clip(volume: torch.Tensor, start: int, clip_frames: int) -> torch.Tenso
     if not 0 <= start < n_frames:
         message = f"Clip start {start} is outside the {n_frames} frames of the volume."
         raise ValueError(message)
-    index = torch.tensor(clip_indices(n_frames, start, clip_frames), device=volume.device)
-    frames = volume.index_select(-1, index)  # (C, W, H, clip), a copy
+    if start + clip_frames <= n_frames:  # a slice: no index tensor, no copy yet
+        frames = volume[..., start : start + clip_frames]
+    else:  # a short cine: the last frame repeats (a copy of the clip's frames)
+        index = torch.tensor(clip_indices(n_frames, start, clip_frames), device=volume.device)
+        frames = volume.index_select(-1, index)
     return frames.permute(3, 0, 1, 2).reshape(clip_frames * channels, width, height)
 
 
@@ -301,15 +313,19 @@ class RandFramed(Randomizable, MapTransform):  # type: ignore[misc]  # MONAI is 
         return out
 
 
-def speckle_noise(image: torch.Tensor, std: float, seed: int) -> torch.Tensor:
+def speckle_noise(
+    image: torch.Tensor, std: float, seed: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Multiplicative noise ``image * (1 + N(0, std))``, the noise drawn from ``seed``.
 
-    The same image, std and seed always give the same result on a given device.
+    The same image, std and seed always give the same result on a given device. Pass a
+    ``generator`` on the image's device to reuse it (it is re-seeded with ``seed``).
     """
-    generator = torch.Generator(device=image.device)
+    if generator is None:
+        generator = torch.Generator(device=image.device)
     generator.manual_seed(seed)
     noise = torch.randn(image.shape, generator=generator, device=image.device, dtype=image.dtype)
-    return image * (1 + std * noise)
+    return image * noise.mul_(std).add_(1)
 
 
 class RandSpeckleNoised(RandomizableTransform, MapTransform):  # type: ignore[misc]  # untyped
@@ -371,19 +387,243 @@ def _check_augment(augment: AugmentConfig) -> None:
             raise ConfigError(message)
 
 
-def train_transforms(augment: AugmentConfig, clip_frames: int) -> Compose:
+@functools.lru_cache(maxsize=16)
+def _identity_grid(
+    width: int, height: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """``affine_grid`` of the identity, ``(1, W, H, 2)``; read-only (shared between calls)."""
+    identity = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]], dtype=dtype, device=device)
+    return F.affine_grid(identity, [1, 1, width, height], align_corners=False)
+
+
+def affine_resample(
+    image: torch.Tensor, angle: float = 0.0, zoom: float = 1.0, flip_lr: bool = False
+) -> torch.Tensor:
+    """Rotate, zoom and flip ``(C, W, H)`` images in one bilinear resample; 0 outside.
+
+    The same geometry as MONAI's ``Rotate(angle)`` (in the ``(W, H)`` plane, about the
+    centre, size kept), then ``Zoom(zoom)`` (about the centre, size kept: ``zoom > 1``
+    magnifies, ``zoom < 1`` shrinks and pads with 0), then a left-right flip along the column
+    axis (axis 0 of ``(W, H)``), composed into one sampling grid for
+    :func:`torch.nn.functional.grid_sample` (``align_corners=False``). Output pixel ``q``
+    (column, row) reads the input at ``c + R S (q - c) / zoom``, with ``c`` the centre, ``S``
+    the flip and ``R = [[cos a, -sin a], [sin a, cos a]]``, so the image is sampled once
+    instead of once per step.
+
+    Parameters
+    ----------
+    image : torch.Tensor
+        ``(C, W, H)``, floating point, on any device.
+    angle : float, optional
+        Rotation in radians.
+    zoom : float, optional
+        Zoom factor, positive.
+    flip_lr : bool, optional
+        Flip along the column axis afterwards.
+
+    Returns
+    -------
+    torch.Tensor
+        A new ``(C, W, H)`` tensor.
+
+    Examples
+    --------
+    >>> image = torch.arange(12.0).reshape(1, 4, 3)
+    >>> torch.equal(affine_resample(image, flip_lr=True), image.flip(1))
+    True
+    """
+    if image.ndim != 3:
+        message = f"Expected images (C, W, H), found shape {tuple(image.shape)}."
+        raise ValueError(message)
+    if zoom <= 0:
+        message = f"zoom is {zoom}; expected a positive factor."
+        raise ValueError(message)
+    _, width, height = image.shape
+    cos, sin = math.cos(angle) / zoom, math.sin(angle) / zoom
+    flip = -1.0 if flip_lr else 1.0
+    # Source offset from the centre, in pixels of (column i, row j), from the output's:
+    # [di, dj] = [[cos, -sin], [sin, cos]] @ [flip * qi, qj] / zoom (MONAI's sign of the
+    # angle). affine_grid works in (x, y) = (j, i), each normalised to [-1, 1] by its side.
+    matrix = torch.tensor(
+        [[cos, sin * flip * width / height], [-sin * height / width, cos * flip]],
+        dtype=image.dtype,
+        device=image.device,
+    )
+    # affine_grid(theta) without its translation, from a cached identity grid
+    grid = _identity_grid(width, height, image.device, image.dtype) @ matrix.T
+    resampled = F.grid_sample(
+        image[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+    return resampled[0]
+
+
+def adjust_gamma(image: torch.Tensor, gamma: float) -> torch.Tensor:
+    """MONAI's ``AdjustContrast``: ``((x - min) / (max - min)) ** gamma * (max - min) + min``.
+
+    ``min`` and ``max`` are over the whole tensor (MONAI adds ``1e-7`` to the spread); the
+    result is a new tensor.
+
+    >>> [round(value, 4) for value in adjust_gamma(torch.tensor([0.0, 0.25, 1.0]), 2.0).tolist()]
+    [0.0, 0.0625, 1.0]
+    """
+    low, high = torch.aminmax(image)
+    spread = high - low
+    out = (image - low).div_(spread + 1e-7).pow_(gamma)
+    return out.mul_(spread).add_(low)
+
+
+@dataclass(frozen=True)
+class AugmentDraw:
+    """The parameters drawn for one training sample; ``None`` (or ``False``) where that
+    transform did not fire. :func:`augment_clip` applies them."""
+
+    start: int
+    """First frame of the clip."""
+    angle: float | None = None
+    """Rotation in radians, in ``[-rotate, rotate]``."""
+    zoom: float | None = None
+    """Zoom factor in ``[1 - scale, 1 + scale]``."""
+    flip_lr: bool = False
+    """Left-right flip along the column axis."""
+    contrast: float | None = None
+    """``f`` of the intensity scaling ``x * (1 + f)``, in ``[-contrast, contrast]``."""
+    gamma: float | None = None
+    """Gamma in ``[1 - gamma, 1 + gamma]``."""
+    noise_seed: int | None = None
+    """Seed of the speckle noise."""
+
+
+def augment_clip(
+    image: torch.Tensor,
+    draw: AugmentDraw,
+    speckle_std: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Apply the drawn augmentation to a clip ``(C', W, H)``; deterministic, never in place.
+
+    In order: rotation, zoom and flip (one :func:`affine_resample`; a flip alone is an exact
+    :func:`torch.flip`), intensity scaling, :func:`adjust_gamma`, :func:`speckle_noise`
+    (``generator``, on the image's device, is passed on to it).
+    """
+    out = image
+    if draw.angle is not None or draw.zoom is not None:
+        out = affine_resample(
+            out,
+            angle=draw.angle if draw.angle is not None else 0.0,
+            zoom=draw.zoom if draw.zoom is not None else 1.0,
+            flip_lr=draw.flip_lr,
+        )
+    elif draw.flip_lr:
+        out = torch.flip(out, (1,))
+    if draw.contrast is not None:
+        out = out * (1 + draw.contrast)
+    if draw.gamma is not None:
+        out = adjust_gamma(out, draw.gamma)
+    if draw.noise_seed is not None:
+        out = speckle_noise(out, speckle_std, draw.noise_seed, generator)
+    return out
+
+
+class RandAugmentFramed(Randomizable):  # type: ignore[misc]  # MONAI is untyped here
+    """Per-sample training augmentation of a cached ``(C, W, H, F)`` volume, seeded.
+
+    Draws an :class:`AugmentDraw` (recorded as :attr:`draw`), takes the clip with
+    :func:`take_clip` and applies :func:`augment_clip`: ``(C * clip_frames, W, H)`` float32,
+    a plain tensor. Every call draws the same number of values from :attr:`R`, whichever
+    transforms fire, so the stream of draws depends on the seed and the number of calls
+    alone. Build it with :func:`train_transforms`.
+
+    Parameters
+    ----------
+    augment : AugmentConfig
+        Strengths and probabilities; a strength of 0 never fires.
+    clip_frames : int
+        Consecutive frames per sample, at least 1.
+    key : str, optional
+        The key of the volume; other keys pass through.
+    """
+
+    def __init__(self, augment: AugmentConfig, clip_frames: int, key: str = IMAGE_KEY) -> None:
+        _check_augment(augment)
+        if clip_frames < 1:
+            message = f"clip_frames is {clip_frames}; expected at least 1."
+            raise ValueError(message)
+        self.augment = augment
+        self.clip_frames = clip_frames
+        self.key = key
+        self.draw = AugmentDraw(start=0)
+        """The parameters drawn for the last call."""
+        self._generators: dict[torch.device, torch.Generator] = {}
+        self.set_random_state()  # unseeded until seeded; never MONAI's shared class state
+
+    def randomize(self, data: int) -> None:
+        """Draw :attr:`draw` for a volume of ``data`` frames.
+
+        Always 12 draws: 11 uniforms (the start; whether rotation, zoom, contrast, gamma and
+        speckle fire; whether to flip; the angle, zoom, contrast and gamma values) and the
+        noise seed.
+        """
+        aug = self.augment
+        u = self.R.random_sample(11)
+        noise_seed = int(self.R.randint(MAX_SEED, dtype=np.uint32))
+        n_starts = last_clip_start(data, self.clip_frames) + 1
+        fires = [bool(value < aug.prob) for value in u[1:6]]
+        low_high = [
+            (-math.radians(aug.rotate_degrees), math.radians(aug.rotate_degrees)),
+            (1 - aug.scale, 1 + aug.scale),
+            (-aug.contrast, aug.contrast),
+            (1 - aug.gamma, 1 + aug.gamma),
+        ]
+        values: list[float | None] = [
+            float(low + (high - low) * value) if fire and high > low else None
+            for (low, high), value, fire in zip(low_high, u[7:11], fires[:4], strict=True)
+        ]
+        self.draw = AugmentDraw(
+            start=min(int(u[0] * n_starts), n_starts - 1),
+            angle=values[0],
+            zoom=values[1],
+            flip_lr=bool(u[6] < aug.flip_lr_prob),
+            contrast=values[2],
+            gamma=values[3],
+            noise_seed=noise_seed if fires[4] and aug.speckle_std > 0 else None,
+        )
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        out = dict(data)
+        volume = _as_tensor(out[self.key])
+        if volume.ndim != 4:
+            message = f"Expected a cached volume (C, W, H, F), found shape {tuple(volume.shape)}."
+            raise ValueError(message)
+        self.randomize(int(volume.shape[-1]))
+        frames = _clip_view(volume, self.draw.start, self.clip_frames)
+        generator = self._generators.get(frames.device)
+        if generator is None:  # one per device, re-seeded per sample: cheaper than a new one
+            generator = self._generators[frames.device] = torch.Generator(device=frames.device)
+        clip = augment_clip(frames, self.draw, self.augment.speckle_std, generator)
+        if clip is frames:  # nothing fired: copy, so that the cache is never handed out
+            clip = take_clip(volume, self.draw.start, self.clip_frames)
+        if clip.dtype != torch.float32:
+            clip = clip.float()
+        out[self.key] = clip
+        return out
+
+
+def train_transforms(augment: AugmentConfig, clip_frames: int) -> RandAugmentFramed:
     """The random pipeline applied per access to a cached ``(C, W, H, F)`` volume.
 
     ``{"image": (C, W, H, F)}`` -> ``{"image": float32 tensor (C * clip_frames, W, H)}``, in
-    this order: :class:`RandFramed`; rotation by up to ``rotate_degrees`` either way; zoom by
-    a factor in ``[1 - scale, 1 + scale]`` (size kept); left-right flip (column axis only)
-    with probability ``flip_lr_prob``; intensity scaling by ``1 + f``, ``f`` in
+    this order: a random frame or clip (start uniform among those where a whole clip fits,
+    as :class:`RandFramed`); rotation by up to ``rotate_degrees`` either way; zoom by a factor
+    in ``[1 - scale, 1 + scale]`` (size kept); left-right flip (column axis only) with
+    probability ``flip_lr_prob``; intensity scaling by ``1 + f``, ``f`` in
     ``[-contrast, contrast]``; gamma in ``[1 - gamma, 1 + gamma]``; speckle noise of
     ``speckle_std``. Each of these but the flip fires with probability ``augment.prob``;
-    one whose strength is 0 is left out. Rotation and zoom fill with 0.
+    one whose strength is 0 never fires. Rotation, zoom and flip are one bilinear resample
+    (:func:`affine_resample`) that fills with 0. All values are uniform draws.
 
     Seed it with ``set_random_state`` (or through
-    :func:`usdcm.data.datasets.seed_epoch`): the same seed gives the same stream of draws.
+    :func:`usdcm.data.datasets.seed_epoch`): the same seed gives the same stream of draws,
+    recorded per sample as :attr:`RandAugmentFramed.draw`.
 
     Parameters
     ----------
@@ -394,44 +634,14 @@ def train_transforms(augment: AugmentConfig, clip_frames: int) -> Compose:
 
     Returns
     -------
-    monai.transforms.Compose
+    RandAugmentFramed
 
     Raises
     ------
     ConfigError
         If an augmentation strength is out of range.
     """
-    _check_augment(augment)
-    prob = augment.prob
-    transforms: list[Any] = [RandFramed(IMAGE_KEY, clip_frames)]
-    if augment.rotate_degrees > 0:
-        radians = math.radians(augment.rotate_degrees)
-        transforms.append(
-            RandRotated(IMAGE_KEY, range_x=radians, prob=prob, keep_size=True, padding_mode="zeros")
-        )
-    if augment.scale > 0:
-        transforms.append(
-            RandZoomd(
-                IMAGE_KEY,
-                prob=prob,
-                min_zoom=1 - augment.scale,
-                max_zoom=1 + augment.scale,
-                mode="bilinear",
-                padding_mode="constant",
-                keep_size=True,
-            )
-        )
-    if augment.flip_lr_prob > 0:
-        transforms.append(RandFlipd(IMAGE_KEY, prob=augment.flip_lr_prob, spatial_axis=0))
-    if augment.contrast > 0:
-        transforms.append(RandScaleIntensityd(IMAGE_KEY, factors=augment.contrast, prob=prob))
-    if augment.gamma > 0:
-        gamma = (1 - augment.gamma, 1 + augment.gamma)
-        transforms.append(RandAdjustContrastd(IMAGE_KEY, prob=prob, gamma=gamma))
-    if augment.speckle_std > 0:
-        transforms.append(RandSpeckleNoised(IMAGE_KEY, prob=prob, std=augment.speckle_std))
-    transforms.append(EnsureTyped(IMAGE_KEY, dtype=torch.float32, track_meta=False))
-    return Compose(transforms)
+    return RandAugmentFramed(augment, clip_frames)
 
 
 def evaluation_starts(n_frames: int, n: int, clip_frames: int) -> list[int]:
