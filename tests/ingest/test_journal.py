@@ -29,3 +29,24 @@ def test_later_records_replace_earlier_and_rewrite_compacts(tmp_path: Path) -> N
     assert records[("scan", "a")]["v"] == 2
     journal.rewrite(records.values())
     assert len((tmp_path / "j.jsonl").read_text().splitlines()) == 1
+
+
+def test_compact_keeps_reused_old_lines_and_this_runs_records(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path)
+    for key in ("a", "b", "c"):
+        journal.append({"t": "scan", "k": key, "v": 1})
+    journal.close()
+    with path.open("ab") as handle:
+        handle.write(b'{"t":"scan","k":"x","v":1}')  # torn: no newline, never loaded
+
+    journal = Journal(path)
+    loaded = journal.load_compact(lambda line, record: line)
+    assert loaded == {("scan", "a"): 0, ("scan", "b"): 1, ("scan", "c"): 2}
+    journal.append({"t": "scan", "k": "b", "v": 2})  # b redone; a reused; c gone
+    journal.compact({loaded[("scan", "a")]})
+    assert Journal(path).load() == {
+        ("scan", "a"): {"t": "scan", "k": "a", "v": 1},
+        ("scan", "b"): {"t": "scan", "k": "b", "v": 2},
+    }
+    assert len(path.read_text().splitlines()) == 2

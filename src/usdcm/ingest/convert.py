@@ -134,10 +134,14 @@ def convert_file(
 
 
 class ConvertTask(NamedTuple):
-    """One file for a worker: where to read, where to write, and how."""
+    """One file for a worker: where to read, where to write, and how.
 
-    source: Path
-    image_path: Path
+    Paths are plain strings: a run holds one task per file to convert, and a ``Path`` costs
+    several times the memory of its string.
+    """
+
+    source: str
+    image_path: str
     keep_color: bool
     frame_time_ms: float | None
 
@@ -147,8 +151,8 @@ def run_convert_task(task: ConvertTask) -> dict[str, Any]:
     with code ``timeout``."""
     try:
         return convert_file(
-            task.source,
-            task.image_path,
+            Path(task.source),
+            Path(task.image_path),
             keep_color=task.keep_color,
             frame_time_ms=task.frame_time_ms,
         )

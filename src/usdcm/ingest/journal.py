@@ -3,6 +3,9 @@
 It makes ingest incremental (unchanged files are not read again) and crash-safe (a run
 killed with ``kill -9`` loses at most the file in flight). Records are keyed by an HMAC of
 the source path and hold no patient identifier. A torn last line is ignored on load.
+
+Memory stays flat: :meth:`Journal.load_compact` keeps only what a caller asks for of each
+record, and :meth:`Journal.compact` rewrites the file by streaming it, never holding it.
 """
 
 from __future__ import annotations
@@ -10,13 +13,14 @@ from __future__ import annotations
 import errno
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from usdcm.atomic import atomic_open
 
 Record = dict[str, Any]
+T = TypeVar("T")
 
 
 class Journal:
@@ -25,22 +29,45 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
+        self._old_lines: int | None = None  # complete lines before this run's appends
+
+    def _lines(self) -> Iterator[tuple[int, bytes]]:
+        """Every complete line with its index; a torn last line (no newline) is left out."""
+        if not self.path.exists():
+            return
+        with self.path.open("rb") as handle:
+            for index, raw in enumerate(handle):
+                if not raw.endswith(b"\n"):
+                    break  # torn write from a killed run
+                yield index, raw
+
+    @staticmethod
+    def _parse(raw: bytes) -> Record | None:
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            return None
+        if isinstance(record, dict) and "t" in record and "k" in record:
+            return record
+        return None
 
     def load(self) -> dict[tuple[str, str], Record]:
         """Read every complete record; later records replace earlier ones."""
-        records: dict[tuple[str, str], Record] = {}
-        if not self.path.exists():
-            return records
-        with self.path.open("rb") as handle:
-            for raw in handle:
-                if not raw.endswith(b"\n"):
-                    break  # torn write from a killed run
-                try:
-                    record = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(record, dict) and "t" in record and "k" in record:
-                    records[(str(record["t"]), str(record["k"]))] = record
+        return self.load_compact(lambda _index, record: record)
+
+    def load_compact(self, compact: Callable[[int, Record], T]) -> dict[tuple[str, str], T]:
+        """Like :meth:`load`, keeping ``compact(line_index, record)`` of each newest record.
+
+        The line index is what :meth:`compact` takes to keep a record that is still needed.
+        """
+        records: dict[tuple[str, str], T] = {}
+        count = 0
+        for index, raw in self._lines():
+            count = index + 1
+            record = self._parse(raw)
+            if record is not None:
+                records[(str(record["t"]), str(record["k"]))] = compact(index, record)
+        self._old_lines = count
         return records
 
     def append(self, record: Record) -> None:
@@ -69,6 +96,8 @@ class Journal:
             handle.seek(size - 1)
             if handle.read(1) != b"\n":
                 os.write(self._fd, b"\n")
+                if self._old_lines is not None:
+                    self._old_lines += 1  # the torn line is complete now, and still old
 
     def sync(self) -> None:
         """Flush appended records to disk."""
@@ -90,3 +119,20 @@ class Journal:
         with atomic_open(self.path) as handle:
             for record in records:
                 handle.write(json.dumps(record, separators=(",", ":"), sort_keys=True) + "\n")
+
+    def compact(self, kept_old_lines: Collection[int]) -> None:
+        """Replace the journal atomically with every record appended since
+        :meth:`load_compact` and the older lines ``kept_old_lines`` (the records reused).
+
+        Streams the file: the records are never all in memory. Each (type, key) must be
+        appended at most once per run, and only when its older record was not reused, so
+        that the result holds exactly one record per (type, key) still in use.
+        """
+        assert self._old_lines is not None, "load_compact() must run first"
+        old = self._old_lines
+        self.close()
+        with atomic_open(self.path) as handle:
+            for index, raw in self._lines():
+                keep = index in kept_old_lines if index < old else self._parse(raw) is not None
+                if keep:
+                    handle.write(raw.decode("utf-8"))

@@ -61,7 +61,10 @@ class LabelTable:
 
     def lookup(self, hashed_keys: dict[str, str]) -> str | None:
         """The label for an instance, given its hashed join keys; records the match."""
-        key = hashed_keys.get(self.keyword)
+        return self.lookup_key(hashed_keys.get(self.keyword))
+
+    def lookup_key(self, key: str | None) -> str | None:
+        """The label for the hashed value of this table's key column; records the match."""
         if key is None or key not in self.labels:
             return None
         self.matched.add(key)

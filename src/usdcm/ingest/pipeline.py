@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from usdcm import __version__
 from usdcm.atomic import atomic_write_text, collect_write_failures
@@ -171,72 +171,226 @@ def _check_source(source: Path) -> None:
         raise InvalidSourceError(message) from err
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class _Header:
+    """What selection and the manifest need of a DICOM file's scan record.
+
+    Held per file for the whole run in place of the scan record (which stays whole in the
+    journal): the identifier-word hashes go to the redactor at once, only the labels
+    file's join hash is kept, and strings repeated across a series are shared.
+    """
+
+    sop_class: str
+    sop_uid: str
+    study_uid: str
+    series_uid: str
+    modality: str
+    manufacturer: str
+    model: str
+    transfer_syntax: str
+    photometric: str
+    rows: int
+    columns: int
+    pixel_bytes: int
+    frame_time_ms: float | None
+    patient_key: str
+    join_key: str | None
+
+    def selection_record(self) -> Record:
+        """The fields :func:`selection_reason` reads."""
+        return {
+            "sop_class": self.sop_class,
+            "sop_uid": self.sop_uid,
+            "modality": self.modality,
+            "rows": self.rows,
+            "columns": self.columns,
+            "pixel_bytes": self.pixel_bytes,
+        }
+
+
+class _Image(NamedTuple):
+    """The geometry of a converted image, as its convert record gives it."""
+
+    frames: int
+    height: int
+    width: int
+    channels: int
+    spacing_x_mm: float | None
+    spacing_y_mm: float | None
+    crop: str
+
+
+_Exclusion = tuple[str, str]
+"""``(code, reason)`` of a file left out."""
+
+
+@dataclass(slots=True)
+class _Previous:
+    """The newest journal record of one (type, key), kept compact until it is reused."""
+
+    size: Any
+    mtime: Any
+    opts: Any
+    value: _Header | _Image | _Exclusion
+    phi: tuple[str, ...]
+    line: int
+
+
+@dataclass(slots=True)
 class _SourceFile:
     """One file under SOURCE, as this run sees it."""
 
-    path: Path
     relative: str
     key: str
     size: int = -1
     mtime_ns: int = -1
-    scan: Record = field(default_factory=dict)
+    scan: _Header | _Exclusion = ("unreadable", "")
     display: str = ""
+    converted: _Image | _Exclusion | None = None
 
 
 class _Run:
-    """The state of one ingest run: secret, journal, and the records to keep."""
+    """The state of one ingest run: secret, journal, and what each file became.
 
-    def __init__(self, source: Path, out: Path, options: IngestOptions, secret: ProjectSecret):
+    Memory grows with the export only by one compact :class:`_SourceFile` per file: scan
+    and convert records go to the journal and are kept here in compact form only, and the
+    manifest rows are made while ``manifest.csv`` is written.
+    """
+
+    def __init__(
+        self,
+        source: Path,
+        out: Path,
+        options: IngestOptions,
+        secret: ProjectSecret,
+        labels: LabelTable | None = None,
+    ):
         self.source = source
         self.out = out
         self.options = options
         self.secret = secret
+        self.labels = labels
+        self._strings: dict[Any, Any] = {}
+        self._images: dict[tuple[_Image, type, type], _Image] = {}
+        self.phi: set[str] = set()
         self.journal = Journal(out / STATE_DIR / "journal.jsonl")
-        self.previous = self.journal.load()
-        self.keep: dict[tuple[str, str], Record] = {}
+        self.previous = self.journal.load_compact(self._previous)
+        self.kept_lines: set[int] = set()  # journal lines of the records reused
         self.timings: dict[str, float] = {}
         self.converted = 0
         self.reused = 0
+
+    def share(self, value: Any) -> Any:
+        """``value`` (a string or a tuple of strings), shared with equal earlier values."""
+        return self._strings.setdefault(value, value)
+
+    def path(self, item: _SourceFile) -> str:
+        return os.path.join(self.source, item.relative)
+
+    def _previous(self, line: int, entry: Record) -> _Previous | None:
+        """A journal record in compact form; ``None`` if it cannot be used (redone)."""
+        value = entry.get("v")
+        try:
+            if not isinstance(value, dict):
+                return None
+            compact = (
+                self._scanned(value)
+                if entry["t"] == "scan"
+                else self._converted(value)
+                if entry["t"] == "convert"
+                else None
+            )
+            phi = self.share(tuple(value.get("phi", ())))
+        except (KeyError, TypeError, ValueError):
+            return None
+        if compact is None:
+            return None
+        opts = entry.get("opts")
+        return _Previous(entry.get("size"), entry.get("mtime"), opts, compact, phi, line)
+
+    def _exclusion_of(self, value: Record) -> _Exclusion:
+        return self.share((str(value["code"]), str(value["reason"])))  # type: ignore[no-any-return]
+
+    def _scanned(self, value: Record) -> _Header | _Exclusion:
+        """The compact form of a scan record (see :class:`_Header`)."""
+        if value.get("status") != "dicom":
+            return self._exclusion_of(value)
+        share = self.share
+        join = value.get("join", {})
+        join_key = join.get(self.labels.keyword) if self.labels is not None else None
+        return _Header(
+            sop_class=share(value["sop_class"]),
+            sop_uid=value["sop_uid"],
+            study_uid=share(value["study_uid"]),
+            series_uid=share(value["series_uid"]),
+            modality=share(value["modality"]),
+            manufacturer=share(value["manufacturer"]),
+            model=share(value["model"]),
+            transfer_syntax=share(value["transfer_syntax"]),
+            photometric=share(value["photometric"]),
+            rows=value["rows"],
+            columns=value["columns"],
+            pixel_bytes=value["pixel_bytes"],
+            frame_time_ms=value["frame_time_ms"],
+            patient_key=share(value["patient_key"]),
+            join_key=join_key,
+        )
+
+    def _converted(self, value: Record) -> _Image | _Exclusion:
+        """The compact form of a convert record; equal geometries are shared."""
+        if value.get("status") != "converted":
+            return self._exclusion_of(value)
+        image = _Image(
+            frames=value["frames"],
+            height=value["height"],
+            width=value["width"],
+            channels=value["channels"],
+            spacing_x_mm=value["spacing_x_mm"],
+            spacing_y_mm=value["spacing_y_mm"],
+            crop=self.share(value["crop"]),
+        )
+        key = (image, type(image.spacing_x_mm), type(image.spacing_y_mm))
+        return self._images.setdefault(key, image)
 
     def record(self, kind: str, item: _SourceFile, value: Record, **extra: Any) -> None:
         entry = {"t": kind, "k": item.key, "size": item.size, "mtime": item.mtime_ns, "v": value}
         entry.update(extra)
         self.journal.append(entry)
-        self.keep[(kind, item.key)] = entry
 
-    def reuse(self, kind: str, item: _SourceFile, **extra: Any) -> Record | None:
-        entry = self.previous.get((kind, item.key))
-        if entry is None or entry.get("size") != item.size or entry.get("mtime") != item.mtime_ns:
+    def reuse(self, kind: str, item: _SourceFile, **extra: Any) -> _Previous | None:
+        entry = self.previous.pop((kind, item.key), None)
+        if entry is None or entry.size != item.size or entry.mtime != item.mtime_ns:
             return None
-        if entry["v"].get("code") in RETRIED_CODES:
+        if isinstance(entry.value, tuple) and entry.value[0] in RETRIED_CODES:
             return None
-        if any(entry.get(name) != value for name, value in extra.items()):
+        if any(getattr(entry, name) != value for name, value in extra.items()):
             return None
-        self.keep[(kind, item.key)] = entry
-        value: Record = entry["v"]
-        return value
+        self.kept_lines.add(entry.line)
+        return entry
 
     def scan(self, files: list[_SourceFile], progress: ProgressReporter) -> None:
         """Step 1: header of every file, reusing the journal for unchanged files."""
         started = time.perf_counter()
-        todo: list[_SourceFile] = []
+        todo: dict[str, _SourceFile] = {}
         for item in files:
-            stat, problem = check_file(item.path)
+            stat, problem = check_file(self.path(item))
             if stat is None or problem is not None:
-                item.scan = problem or {}
+                item.scan = self._exclusion_of(problem or {"code": "unreadable", "reason": ""})
                 continue
             item.size, item.mtime_ns = stat.st_size, stat.st_mtime_ns
             reused = self.reuse("scan", item)
-            if reused is not None:
-                item.scan = reused
+            if reused is not None and not isinstance(reused.value, _Image):
+                item.scan = reused.value
+                self.phi.update(reused.phi)
             else:
-                todo.append(item)
+                todo[self.path(item)] = item
+        # the scan records of files gone from the export are not needed any more
+        self.previous = {key: entry for key, entry in self.previous.items() if key[0] != "scan"}
         progress.phase("scan headers", len(files))
         progress.advance(len(files) - len(todo))
         results = map_files(
             _scan_worker,
-            [item.path for item in todo],
+            list(todo),
             workers=self.options.worker_count(),
             batch_size=32,
             initializer=init_worker,
@@ -246,11 +400,11 @@ class _Run:
                 "timeout", f"reading the header took over {DEFAULT_FILE_TIMEOUT_S:.0f} s"
             ),
         )
-        by_path = {item.path: item for item in todo}
         for path, record in results:
-            item = by_path[path]
-            item.scan = record
+            item = todo.pop(path)
             self.record("scan", item, record)
+            item.scan = self._scanned(record)
+            self.phi.update(record.get("phi", ()))
             progress.advance()
         self.journal.sync()
         self.timings["scan_s"] = time.perf_counter() - started
@@ -258,62 +412,69 @@ class _Run:
     def redactor(self, files: list[_SourceFile]) -> PathRedactor:
         """A redactor for every identifier word seen in the headers of this export."""
         redactor = PathRedactor(self.secret)
+        redactor.hashed = self.phi
         for item in files:
-            redactor.hashed.update(item.scan.get("phi", ()))
-        for item in files:
-            item.display = _display(redactor.redact(item.relative))
+            display = _display(redactor.redact(item.relative))
+            item.display = item.relative if display == item.relative else display
         return redactor
 
-    def select(self, files: list[_SourceFile]) -> tuple[list[_SourceFile], list[Record]]:
-        """Step 2: the SOP instances to convert, and exclusions for the rest."""
+    def select(
+        self, files: list[_SourceFile]
+    ) -> tuple[list[_SourceFile], list[tuple[str, str, str]]]:
+        """Step 2: the SOP instances to convert, and exclusions ``(path, code, reason)``."""
         selected: list[_SourceFile] = []
-        exclusions: list[Record] = []
+        exclusions: list[tuple[str, str, str]] = []
         seen: dict[str, _SourceFile] = {}
         modalities = {m.upper() for m in self.options.modalities}
         for item in files:
             scan = item.scan
-            if scan.get("status") != "dicom":
-                exclusions.append(self._exclusion(item, scan["code"], scan["reason"]))
+            if not isinstance(scan, _Header):
+                exclusions.append((item.display, *scan))
                 continue
             why = selection_reason(
-                scan, modalities=modalities, max_pixel_bytes=self.options.max_pixel_bytes
+                scan.selection_record(),
+                modalities=modalities,
+                max_pixel_bytes=self.options.max_pixel_bytes,
             )
             if why is not None:
-                exclusions.append(self._exclusion(item, *why))
+                exclusions.append((item.display, *why))
                 continue
-            first = seen.setdefault(str(scan["sop_uid"]), item)
+            first = seen.setdefault(str(scan.sop_uid), item)
             if first is not item:
                 reason = f"duplicate SOP instance: same SOPInstanceUID as {first.display}"
-                exclusions.append(self._exclusion(item, "duplicate", reason))
+                exclusions.append((item.display, "duplicate", reason))
                 continue
             selected.append(item)
         return selected, exclusions
 
-    def _exclusion(self, item: _SourceFile, code: str, reason: str) -> Record:
-        return {"path": item.display, "code": code, "reason": reason}
-
     def convert(
         self, selected: list[_SourceFile], progress: ProgressReporter
-    ) -> tuple[list[Record], list[Record]]:
-        """Step 3: decode, crop and write each selected instance; reuse unchanged ones."""
+    ) -> list[tuple[str, str, str]]:
+        """Step 3: decode, crop and write each selected instance; reuse unchanged ones.
+
+        Sets ``converted`` on every selected file; returns the exclusions of those that
+        failed, ``(path, code, reason)``.
+        """
         started = time.perf_counter()
         options = (CONVERT_VERSION, self.options.keep_color)
         fingerprint = f"v{options[0]}-color{int(options[1])}"
-        rows: list[Record] = []
-        exclusions: list[Record] = []
-        todo: dict[Path, _SourceFile] = {}
+        todo: dict[str, _SourceFile] = {}
         tasks: list[ConvertTask] = []
-        done: dict[str, Record] = {}
         for item in selected:
             image_path = self.image_path(item)
             reused = self.reuse("convert", item, opts=fingerprint)
-            if reused is not None and (reused.get("status") != "converted" or image_path.exists()):
-                done[item.key] = reused
-                self.reused += 1
-                continue
-            frame_time = item.scan.get("frame_time_ms")
-            tasks.append(ConvertTask(item.path, image_path, self.options.keep_color, frame_time))
-            todo[item.path] = item
+            if reused is not None and not isinstance(reused.value, _Header):
+                if not isinstance(reused.value, _Image) or os.path.exists(image_path):
+                    item.converted = reused.value
+                    self.reused += 1
+                    continue
+                self.kept_lines.discard(reused.line)
+            assert isinstance(item.scan, _Header)
+            frame_time = item.scan.frame_time_ms
+            source = self.path(item)
+            tasks.append(ConvertTask(source, image_path, self.options.keep_color, frame_time))
+            todo[source] = item
+        self.previous = {}
         progress.phase("convert images", len(selected))
         progress.advance(len(selected) - len(tasks))
         results = map_files(
@@ -326,64 +487,70 @@ class _Run:
                 "timeout", f"decoding took over {DEFAULT_FILE_TIMEOUT_S:.0f} s"
             ),
         )
+        del tasks
         for task, record in results:
             if record.get("status") == "write_failed":  # never journaled: redone next run
                 failure = OSError(record["errno"], record["error"], record["path"])
                 raise _write_error(failure, self.out)
-            item = todo[task.source]
-            done[item.key] = record
+            item = todo.pop(task.source)
             self.record("convert", item, record, opts=fingerprint)
+            item.converted = self._converted(record)
             self.converted += 1
             progress.advance()
         self.journal.sync()
-        for item in selected:
-            record = done[item.key]
-            if record.get("status") == "converted":
-                rows.append(self._row(item, record))
-            else:
-                exclusions.append(self._exclusion(item, record["code"], record["reason"]))
+        exclusions = [
+            (item.display, *item.converted)
+            for item in selected
+            if isinstance(item.converted, tuple) and not isinstance(item.converted, _Image)
+        ]
         self.timings["convert_s"] = time.perf_counter() - started
-        return rows, exclusions
+        return exclusions
 
     def image_id(self, item: _SourceFile) -> str:
-        return self.secret.pseudonym(str(item.scan["sop_uid"]), namespace="image")
+        assert isinstance(item.scan, _Header)
+        return self.secret.pseudonym(str(item.scan.sop_uid), namespace="image")
 
-    def image_path(self, item: _SourceFile) -> Path:
-        return self.out / IMAGES_DIR / f"{self.image_id(item)}.nii.gz"
+    def image_path(self, item: _SourceFile) -> str:
+        return os.path.join(self.out, IMAGES_DIR, f"{self.image_id(item)}.nii.gz")
 
-    def _row(self, item: _SourceFile, converted: Record) -> Record:
-        scan = item.scan
-        image_id = self.image_id(item)
-        return {
-            "image_id": image_id,
-            "image_path": f"{IMAGES_DIR}/{image_id}.nii.gz",
-            "patient_key": scan["patient_key"],
-            "study_uid": scan["study_uid"],
-            "series_uid": scan["series_uid"],
-            "sop_uid": scan["sop_uid"],
-            "label": "",
-            "frames": converted["frames"],
-            "height": converted["height"],
-            "width": converted["width"],
-            "channels": converted["channels"],
-            "spacing_x_mm": converted["spacing_x_mm"],
-            "spacing_y_mm": converted["spacing_y_mm"],
-            "crop": converted["crop"],
-            "manufacturer": scan["manufacturer"],
-            "model": scan["model"],
-            "modality": scan["modality"],
-            "sop_class": sop_class_name(str(scan["sop_class"])),
-            "photometric": scan["photometric"],
-            "transfer_syntax": scan["transfer_syntax"],
-            "frame_time_ms": scan["frame_time_ms"],
-            "source_path": item.display,
-            "source_size": item.size,
-            "_join": scan.get("join", {}),
-        }
+    def rows(self, images: list[_SourceFile], unlabelled: list[int]) -> Iterator[Record]:
+        """The manifest rows of ``images``, made one at a time, with their labels joined;
+        counts the rows without a label in ``unlabelled[0]``."""
+        for item in images:
+            scan, converted = item.scan, item.converted
+            assert isinstance(scan, _Header) and isinstance(converted, _Image)
+            label = self.labels.lookup_key(scan.join_key) if self.labels is not None else None
+            unlabelled[0] += label is None
+            image_id = self.image_id(item)
+            yield {
+                "image_id": image_id,
+                "image_path": f"{IMAGES_DIR}/{image_id}.nii.gz",
+                "patient_key": scan.patient_key,
+                "study_uid": scan.study_uid,
+                "series_uid": scan.series_uid,
+                "sop_uid": scan.sop_uid,
+                "label": label or "",
+                "frames": converted.frames,
+                "height": converted.height,
+                "width": converted.width,
+                "channels": converted.channels,
+                "spacing_x_mm": converted.spacing_x_mm,
+                "spacing_y_mm": converted.spacing_y_mm,
+                "crop": converted.crop,
+                "manufacturer": scan.manufacturer,
+                "model": scan.model,
+                "modality": scan.modality,
+                "sop_class": sop_class_name(str(scan.sop_class)),
+                "photometric": scan.photometric,
+                "transfer_syntax": scan.transfer_syntax,
+                "frame_time_ms": scan.frame_time_ms,
+                "source_path": item.display,
+                "source_size": item.size,
+            }
 
 
-def _scan_worker(path: Path) -> Record:
-    return scan_file(path)
+def _scan_worker(path: str) -> Record:
+    return scan_file(Path(path))
 
 
 def _convert_worker(task: ConvertTask) -> Record:
@@ -403,17 +570,6 @@ def _convert_worker(task: ConvertTask) -> Record:
             "path": str(err.filename or task.image_path),
         }
     return record
-
-
-def _label_rows(rows: list[Record], labels: LabelTable | None) -> int:
-    """Join labels onto rows in place; return how many rows stay unlabelled."""
-    unlabelled = 0
-    for row in rows:
-        join = row.pop("_join")
-        label = labels.lookup(join) if labels is not None else None
-        row["label"] = label or ""
-        unlabelled += label is None
-    return unlabelled
 
 
 def _prune_images(images: Path, keep: set[str]) -> int:
@@ -464,42 +620,48 @@ def _ingest_locked(
     started = time.perf_counter()
     skip = out if out.is_relative_to(source) else None
     files = [
-        _SourceFile(path, relative, secret.pseudonym(relative, namespace="path"))
+        _SourceFile(relative, secret.pseudonym(relative, namespace="path"))
         for path in walk_files(source, skip=skip)
         for relative in [path.relative_to(source).as_posix()]
     ]
     if not files:
         message = f"SOURCE {source} holds no files; check the path of the export."
         raise InvalidSourceError(message)
-    run = _Run(source, out, options, secret)
+    run = _Run(source, out, options, secret, labels)
     run.timings["walk_s"] = time.perf_counter() - started
     try:
         run.scan(files, progress)
         run.redactor(files)
         selected, exclusions = run.select(files)
-        rows, failed = run.convert(selected, progress)
+        exclusions.extend(run.convert(selected, progress))
     finally:
         run.journal.close()
-    exclusions.extend(failed)
-    unlabelled = _label_rows(rows, labels)
-    rows.sort(key=lambda row: str(row["source_path"]))
-    exclusions.sort(key=lambda row: str(row["path"]))
+    images = [item for item in selected if isinstance(item.converted, _Image)]
+    del selected
+    images.sort(key=lambda item: item.display)
+    exclusions.sort(key=lambda exclusion: exclusion[0])
 
     staging = out / STATE_DIR / STAGING_DIR
-    write_manifest(staging / "manifest.csv", rows)
-    write_excluded(staging / "excluded.csv", exclusions)
-    by_code = dict(sorted(Counter(str(e["code"]) for e in exclusions).items()))
+    unlabelled = [0]
+    write_manifest(staging / "manifest.csv", run.rows(images, unlabelled))
+    write_excluded(
+        staging / "excluded.csv",
+        ({"path": path, "code": code, "reason": reason} for path, code, reason in exclusions),
+    )
+    by_code = dict(sorted(Counter(code for _, code, _ in exclusions).items()))
     run.timings["total_s"] = time.perf_counter() - started
     summary = {
         "usdcm_version": __version__,
         "n_files": len(files),
-        "n_images": len(rows),
+        "n_images": len(images),
         "n_excluded": len(exclusions),
         "excluded_by_code": by_code,
         "n_converted": run.converted,
         "n_reused": run.reused,
         "output_folder_skipped": skip is not None,
-        "labels": labels.summary(unlabelled) if labels else {"unlabelled_images": unlabelled},
+        "labels": (
+            labels.summary(unlabelled[0]) if labels else {"unlabelled_images": unlabelled[0]}
+        ),
         "options": {
             "workers": options.worker_count(),
             "modalities": sorted(options.modalities),
@@ -510,15 +672,15 @@ def _ingest_locked(
         "versions": _versions(),
     }
     atomic_write_text(staging / "ingest.json", json.dumps(summary, indent=2) + "\n")
-    run.journal.rewrite(run.keep[key] for key in sorted(run.keep))
+    run.journal.compact(run.kept_lines)
     # nothing below needs disk space: renames, then removals
     for name in ("excluded.csv", "ingest.json", "manifest.csv"):  # the manifest last
         os.replace(staging / name, out / name)
-    _prune_images(out / IMAGES_DIR, {Path(str(row["image_path"])).name for row in rows})
+    _prune_images(out / IMAGES_DIR, {f"{run.image_id(item)}.nii.gz" for item in images})
     return IngestResult(
         out=out,
         n_files=len(files),
-        n_images=len(rows),
+        n_images=len(images),
         n_excluded=len(exclusions),
         n_converted=run.converted,
         n_reused=run.reused,

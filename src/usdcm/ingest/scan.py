@@ -57,7 +57,9 @@ def walk_files(source: Path, skip: Path | None = None) -> Iterator[Path]:
     yield from sorted(unlisted)
 
 
-def check_file(path: Path) -> tuple[os.stat_result | None, dict[str, Any] | None]:
+def check_file(
+    path: str | os.PathLike[str],
+) -> tuple[os.stat_result | None, dict[str, Any] | None]:
     """Return ``(stat, None)`` for a regular file that can be read, else ``(None, exclusion)``.
 
     Symbolic links to files are followed: the stat is the target's. A link to a folder, a
@@ -66,12 +68,12 @@ def check_file(path: Path) -> tuple[os.stat_result | None, dict[str, Any] | None
     ``unreadable``. Never opens the file.
     """
     try:
-        link = path.lstat()
+        link = os.lstat(path)
     except OSError as err:
         return None, excluded("unreadable", f"cannot stat file ({_error_name(err)})")
     is_link = stat.S_ISLNK(link.st_mode)
     try:
-        info = path.stat() if is_link else link
+        info = os.stat(path) if is_link else link
     except OSError as err:
         if err.errno == errno.ELOOP:
             reason = "symbolic link loop: the link never reaches a file; not followed"
