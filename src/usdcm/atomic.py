@@ -11,46 +11,16 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
-from contextvars import ContextVar
 from pathlib import Path
 from typing import IO
 
-_FAILURES: ContextVar[list[OSError] | None] = ContextVar("usdcm_write_failures", default=None)
-
-
-@contextlib.contextmanager
-def collect_write_failures() -> Iterator[list[OSError]]:
-    """Collect the ``OSError`` of every atomic write that fails inside the block.
-
-    For callers whose callee folds errors into a result (a worker that turns any error into
-    an exclusion): afterwards they can tell a failed write of an output from a bad input.
-
-    >>> with tempfile.TemporaryDirectory() as folder, collect_write_failures() as failures:
-    ...     blocker = Path(folder) / "a-file"
-    ...     _ = blocker.write_text("not a folder")
-    ...     try:
-    ...         atomic_write_text(blocker / "out.txt", "x")
-    ...     except OSError:
-    ...         pass
-    >>> len(failures), failures[0].filename.endswith("out.txt")
-    (1, True)
-    """
-    failures: list[OSError] = []
-    token = _FAILURES.set(failures)
-    try:
-        yield failures
-    finally:
-        _FAILURES.reset(token)
-
 
 def _failed(err: BaseException, path: Path) -> None:
-    """Name ``path`` in a failed write's ``OSError`` and report it to a collector."""
-    if isinstance(err, OSError):
-        if err.filename is None or str(err.filename).startswith(str(path.parent)):
-            err.filename = str(path)  # not the temp file's random name
-        sink = _FAILURES.get()
-        if sink is not None:
-            sink.append(err)
+    """Name ``path``, not the temp file's random name, in a failed write's ``OSError``."""
+    if isinstance(err, OSError) and (
+        err.filename is None or str(err.filename).startswith(str(path.parent))
+    ):
+        err.filename = str(path)
 
 
 @contextlib.contextmanager

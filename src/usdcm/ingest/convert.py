@@ -114,13 +114,27 @@ def exclusion_for(err: BaseException) -> dict[str, Any]:
 def convert_file(
     source: Path, image_path: Path, *, keep_color: bool, frame_time_ms: float | None
 ) -> dict[str, Any]:
-    """Decode ``source``, crop to the largest 2D tissue region, and write ``image_path``."""
+    """Decode ``source``, crop to the largest 2D tissue region, and write ``image_path``.
+
+    A source that cannot be decoded gives an exclusion record. An image that cannot be
+    written (a full disk) is not the source's fault: it gives a ``write_failed`` record,
+    which stops the run and is never journaled, so the next run converts the file again.
+    """
     try:
         decoded = decode_volume(source, keep_color=keep_color)
         spacing = decoded.spacing_mm
-        atomic_write_bytes(image_path, nifti_bytes(decoded.volume, spacing, frame_time_ms))
+        data = nifti_bytes(decoded.volume, spacing, frame_time_ms)
     except Exception as err:  # a damaged file may break pydicom or a codec in any way
         return exclusion_for(err)
+    try:
+        atomic_write_bytes(image_path, data)
+    except OSError as err:
+        return {
+            "status": "write_failed",
+            "errno": err.errno,
+            "error": err.strerror or type(err).__name__,
+            "path": str(err.filename or image_path),
+        }
     return {
         "status": "converted",
         "frames": decoded.frames,

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from usdcm import __version__
-from usdcm.atomic import atomic_write_text, collect_write_failures
+from usdcm.atomic import atomic_write_text
 from usdcm.dicom.sop import sop_class_name
 from usdcm.errors import InvalidSourceError, UsdcmError
 from usdcm.ingest.convert import ConvertTask, run_convert_task
@@ -478,7 +478,7 @@ class _Run:
         progress.phase("convert images", len(selected))
         progress.advance(len(selected) - len(tasks))
         results = map_files(
-            _convert_worker,
+            run_convert_task,
             tasks,
             workers=self.options.worker_count(),
             batch_size=2,
@@ -551,25 +551,6 @@ class _Run:
 
 def _scan_worker(path: str) -> Record:
     return scan_file(Path(path))
-
-
-def _convert_worker(task: ConvertTask) -> Record:
-    """Convert one file; a failed write of its image is a ``write_failed`` record.
-
-    The converter turns every error into an exclusion of the source file, but an image
-    that cannot be written (a full disk) is not the source's fault: the run must stop.
-    """
-    with collect_write_failures() as failures:
-        record = run_convert_task(task)
-    if failures and record.get("status") != "converted":
-        err = failures[0]
-        return {
-            "status": "write_failed",
-            "errno": err.errno,
-            "error": err.strerror or type(err).__name__,
-            "path": str(err.filename or task.image_path),
-        }
-    return record
 
 
 def _prune_images(images: Path, keep: set[str]) -> int:
