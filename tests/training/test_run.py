@@ -172,3 +172,21 @@ def test_a_non_square_input_size_trains_and_evaluates(
     item = {"image": str(manifest.parent / "images" / "img000.nii.gz"), "label": 0}
     predictions = predict_items(trained, [{**item, "image_id": "img000"}])
     assert predictions.probabilities.shape == (1, 2)
+
+
+def test_disk_and_partial_caches_train_like_the_full_ram_cache(
+    tiny_manifest: TinyManifest, tmp_path: Path
+) -> None:
+    manifest = tiny_manifest()
+    full = train(manifest, tiny_config(), tmp_path / "ram")
+    disk_dir = tmp_path / "cache"
+    disk = train(
+        manifest, tiny_config(data={"persistent_cache_dir": str(disk_dir)}), tmp_path / "d"
+    )
+    part = train(manifest, tiny_config(data={"cache_rate": 0.25}), tmp_path / "part")
+
+    assert _metrics(tmp_path / "d") == _metrics(tmp_path / "ram")
+    assert _metrics(tmp_path / "part") == _metrics(tmp_path / "ram")
+    assert len(list(disk_dir.rglob("*.pt"))) == 16 + 8  # train + val, never test
+    assert disk.cache_bytes == 0
+    assert 0 < part.cache_bytes < full.cache_bytes
