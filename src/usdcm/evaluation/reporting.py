@@ -240,9 +240,8 @@ def _render(
 
     data = dict(context.get("data", {}))
     model = dict(context.get("model", {}))
-    commands = [str(c) for c in context.get("commands", [])]
-    if metrics["provenance"]["command"] not in commands:
-        commands.append(str(metrics["provenance"]["command"]))
+    recorded = [*context.get("commands", []), metrics["provenance"]["command"]]
+    commands = list(dict.fromkeys(str(command) for command in recorded))  # in order, once
     report_context = ReportContext(
         intended_use=options.intended_use or str(context.get("intended_use") or ""),
         data=data,

@@ -507,7 +507,7 @@ def _failure_table(
             else:
                 row.append(NA)
         rows.append(tuple(row))
-    header: tuple[str, ...] = ("Pseudonymous id", "Predicted probability", "True label", "Images")
+    header: tuple[str, ...] = ("Case key", "Predicted probability", "True label", "Images")
     if with_thumbnails:
         header = (*header, "Thumbnail")
     return Table(header, tuple(rows), align="lrll" + ("l" if with_thumbnails else ""))
@@ -520,7 +520,8 @@ def _failures(
     blocks: list[Block] = [
         Paragraph(
             f"The most confident errors at the threshold, at most {_MAX_FAILURES} of each kind, "
-            "named by pseudonymous id only.",
+            "named by the key of their level: a pseudonymous key (patient, image) or the "
+            "study or series UID, never a patient identifier.",
         ),
         Subheading("False positives"),
         _failure_table(get(failures, "false_positives"), context.failure_thumbnails, figures),
