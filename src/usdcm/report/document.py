@@ -40,8 +40,9 @@ from usdcm.report.limitations import (
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 PRIVACY_STATEMENT = (
-    "This report holds no patient identifiers: cases are named only by the pseudonymous "
-    "keys that ingest assigned (patient_key, study and image ids derived from them)."
+    "This report holds no patient identifiers (names, IDs, birth dates, accession numbers): "
+    "patients and images are named by the keyed pseudonyms ingest assigned (patient_key, "
+    "image_id), studies and series by their DICOM UIDs."
 )
 
 _MAX_IMAGE_IDS = 3
