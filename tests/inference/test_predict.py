@@ -59,3 +59,25 @@ def test_a_checkpoint_carrying_code_is_refused_and_not_run(
     with pytest.raises(CheckpointError, match="nothing in it was executed"):
         load_trained_model(tmp_path, "cpu")
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_predict_survives_the_trap_tree_and_accounts_for_every_entry(
+    evaluated_run: Evaluated, tmp_path: Path
+) -> None:
+    from tests.hostile.test_traps import N_REAL_IN_BIG, build_trap_tree, expected_entries
+
+    root = tmp_path / "export"
+    tree = build_trap_tree(root)
+    trained = load_trained_model(evaluated_run.run, "cpu")
+    secret = ProjectSecret.load_or_create(tmp_path / "secret")
+    found = predict_source(trained, root, secret=secret)
+
+    entries = expected_entries(root)
+    assert len(found.rows) + len(found.excluded) == len(entries)
+    excluded = {row["path"]: row["code"] for row in found.excluded}
+    assert set(excluded) <= set(entries)
+    assert excluded["fifo"] == "unreadable"
+    assert excluded["loop"] == excluded["up"] == "symlink"
+    assert tree["moved"] not in excluded  # the image with a non-UTF-8 name is classified
+    # every image of the export (the "alias" link is a duplicate), "sealed/inner", "big/real*"
+    assert len(found.rows) == len(tree["summary"].image_paths) + 1 + N_REAL_IN_BIG
