@@ -16,6 +16,7 @@ from typing import Any
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from usdcm.dicom.deflate import check_inflated_size
 from usdcm.dicom.regions import UltrasoundRegion, read_regions
 from usdcm.errors import NotDicomError, UnsupportedDicomError
 
@@ -205,6 +206,8 @@ def read_header(path: Path) -> SopInstance:
     for a DICOM header pydicom cannot parse. Messages never quote header values.
     """
     part10 = sniff_dicom(path)
+    if part10:
+        check_inflated_size(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -17,6 +17,7 @@ import numpy as np
 import pydicom
 
 from usdcm.atomic import atomic_write_bytes
+from usdcm.dicom.deflate import check_inflated_size
 from usdcm.dicom.header import sniff_dicom
 from usdcm.dicom.pixels import crop_frames, decode_frames, frames_to_volume
 from usdcm.dicom.regions import read_regions, select_tissue_region
@@ -78,6 +79,8 @@ def decode_volume(source: Path, *, keep_color: bool) -> DecodedVolume:
         :func:`exclusion_for`.
     """
     part10 = sniff_dicom(source)
+    if part10:
+        check_inflated_size(source)
     # pydicom converts values lazily, and its warnings may quote them (names included):
     # silence them for the whole read, not only for dcmread.
     with warnings.catch_warnings():
