@@ -31,3 +31,7 @@ class LabelsError(UsdcmError):
 
 class ManifestError(UsdcmError):
     """A manifest that is missing, malformed or inconsistent."""
+
+
+class TrainingError(UsdcmError):
+    """A training run that cannot start or go on (too few labels, a bad resume, ...)."""

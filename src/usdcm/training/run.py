@@ -21,21 +21,53 @@ import math
 import shlex
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 from usdcm.atomic import atomic_write_text
-from usdcm.errors import UsdcmError
+from usdcm.data.datasets import class_weights, seed_epoch
+from usdcm.data.splits import label_map, labelled_rows
+from usdcm.data.transforms import spatial_size
+from usdcm.errors import TrainingError
 from usdcm.manifest import read_manifest
+from usdcm.models.factory import build_model
+from usdcm.training.checkpoint import (
+    load_checkpoint,
+    package_versions,
+    save_checkpoint,
+    sha256_file,
+    unwrap_model,
+)
 from usdcm.training.config import TrainConfig, dump_config
+from usdcm.training.data import RunData, prepare_data
+from usdcm.training.device import (
+    amp_policy,
+    autocast,
+    configure_backends,
+    describe_device,
+    make_grad_scaler,
+    maybe_compile,
+    select_device,
+    to_channels_last,
+)
+from usdcm.training.distributed import (
+    all_gather_objects,
+    all_reduce_mean,
+    barrier,
+    cleanup,
+    context_from_env,
+    init_distributed,
+)
+from usdcm.training.engine import classification_metrics, predict_clips, train_one_epoch
+
+__all__ = ["EpochRecord", "TrainResult", "TrainingError", "train"]
 
 LOGGER_NAME = "usdcm.train"
-
-
-class TrainingError(UsdcmError):
-    """A run that cannot start or go on (too few labels, a bad resume, ...)."""
 
 
 @dataclass
@@ -108,8 +140,6 @@ def _scheduler(
     optimizer: Any, config: TrainConfig, steps_per_epoch: int
 ) -> tuple[Any | None, bool]:
     """The learning-rate schedule and whether it steps per batch (True) or per epoch."""
-    import torch
-
     schedule = config.optim.schedule
     if schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -133,6 +163,71 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return int(sequence.generate_state(1, dtype=np.uint32)[0])
 
 
+def _restore(
+    last_path: Path,
+    manifest_sha: str,
+    parts: dict[str, Any],
+    device: torch.device,
+) -> tuple[int, float, int, int]:
+    """Load ``last.pt`` into the model, optimizer, scheduler and scaler of ``parts``.
+
+    Returns the epoch to start at, the best AUC and epoch so far, and the stale epochs.
+    """
+    state = load_checkpoint(last_path, map_location=device)
+    if state.get("manifest_sha256") != manifest_sha:
+        message = (
+            f"{last_path} was trained on another manifest (sha256 differs); resume with the "
+            "same manifest, or start a new run folder."
+        )
+        raise TrainingError(message)
+    parts["model"].load_state_dict(state["model_state"])
+    parts["optimizer"].load_state_dict(state["optimizer_state"])
+    if parts["scheduler"] is not None and state.get("scheduler_state"):
+        parts["scheduler"].load_state_dict(state["scheduler_state"])
+    if state.get("scaler_state"):
+        parts["scaler"].load_state_dict(state["scaler_state"])
+    return (
+        int(state["epoch"]) + 1,
+        float(state["best_auc"]),
+        int(state["best_epoch"]),
+        int(state["stale_epochs"]),
+    )
+
+
+def _checkpoint_base(
+    config: TrainConfig,
+    labels: dict[str, int],
+    data: RunData,
+    manifest_path: Path,
+    manifest_sha: str,
+) -> dict[str, Any]:
+    """What every checkpoint of the run holds besides its weights and epoch."""
+    return {
+        "config": config.to_dict(),
+        "label_map": dict(labels),
+        "normalization": data.stats.to_dict(),
+        "input_size": list(config.data.image_size),
+        "in_channels": data.channels,
+        "manifest_sha256": manifest_sha,
+        "manifest_path": str(manifest_path),
+        "command": shlex.join(["usdcm", *sys.argv[1:]]),
+        "versions": package_versions(),
+    }
+
+
+def _labelled_classes(manifest_path: Path) -> tuple[list[Mapping[str, str]], dict[str, int]]:
+    rows = labelled_rows(read_manifest(manifest_path))
+    labels = label_map(rows)
+    if len(labels) < 2:
+        message = (
+            f"The manifest {manifest_path} has {len(rows)} labelled images in "
+            f"{len(labels)} class(es); training needs at least two classes. "
+            "Pass --labels to `usdcm ingest`, or fill the label column."
+        )
+        raise TrainingError(message)
+    return rows, labels
+
+
 def train(
     manifest_path: Path,
     config: TrainConfig,
@@ -154,75 +249,15 @@ def train(
     TrainingError
         Too few classes or images, or ``resume`` without a usable ``last.pt``.
     """
-    import torch
-    from torch import nn
-
-    from usdcm.data.datasets import (
-        EvalFramesDataset,
-        TrainFramesDataset,
-        build_cached_dataset,
-        cache_nbytes,
-        class_weights,
-        dataset_items,
-        make_loader,
-        seed_epoch,
-        weighted_sampler,
-    )
-    from usdcm.data.normalization import compute_stats
-    from usdcm.data.splits import assign_splits, label_map, labelled_rows, write_splits
-    from usdcm.data.transforms import (
-        preprocess_fingerprint,
-        preprocess_transforms,
-        spatial_size,
-        train_transforms,
-    )
-    from usdcm.models.factory import build_model
-    from usdcm.training.checkpoint import (
-        load_checkpoint,
-        package_versions,
-        save_checkpoint,
-        sha256_file,
-        unwrap_model,
-    )
-    from usdcm.training.device import (
-        amp_policy,
-        autocast,
-        configure_backends,
-        describe_device,
-        make_grad_scaler,
-        maybe_compile,
-        select_device,
-        to_channels_last,
-    )
-    from usdcm.training.distributed import (
-        all_gather_objects,
-        all_reduce_mean,
-        barrier,
-        cleanup,
-        context_from_env,
-        init_distributed,
-    )
-    from usdcm.training.engine import classification_metrics, predict_clips, train_one_epoch
-
     started = time.perf_counter()
     manifest_path = manifest_path.resolve()
-    all_rows = read_manifest(manifest_path)
-    rows = labelled_rows(all_rows)
-    labels = label_map(rows)
-    if len(labels) < 2:
-        message = (
-            f"The manifest {manifest_path} has {len(rows)} labelled images in "
-            f"{len(labels)} class(es); training needs at least two classes. "
-            "Pass --labels to `usdcm ingest`, or fill the label column."
-        )
-        raise TrainingError(message)
+    rows, labels = _labelled_classes(manifest_path)
     last_path = run_dir / "last.pt"
     if resume and not last_path.is_file():
         message = f"--resume needs {last_path}, which does not exist; drop --resume to start anew."
         raise TrainingError(message)
 
-    env = context_from_env()
-    device = select_device(config.runtime.device, local_rank=env.local_rank)
+    device = select_device(config.runtime.device, local_rank=context_from_env().local_rank)
     context = init_distributed(device.type)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -231,97 +266,25 @@ def train(
         configure_backends(device, deterministic=config.runtime.deterministic, seed=seed)
         policy = amp_policy(device, requested=config.runtime.amp)
         logger.info(
-            "device %s, world size %d, amp %s",
-            describe_device(device),
-            context.world_size,
-            policy,
+            "device %s, world size %d, amp %s", describe_device(device), context.world_size, policy
         )
-
-        splits = assign_splits(
+        data = prepare_data(
             rows,
-            val_fraction=config.split.val_fraction,
-            test_fraction=config.split.test_fraction,
-            seed=config.split.seed,
+            labels,
+            root=manifest_path.parent,
+            config=config,
+            context=context,
+            device=device,
+            run_dir=run_dir,
+            logger=logger,
         )
-        items = dataset_items(rows, splits, root=manifest_path.parent, labels=labels)
-        train_items, val_items = items.get("train", []), items.get("val", [])
-        if not train_items or not val_items:
-            message = (
-                f"The split has {len(train_items)} training and {len(val_items)} validation "
-                "images; both need at least one. Add data or change split.val_fraction."
-            )
-            raise TrainingError(message)
         if context.is_main:
-            write_splits(run_dir / "splits.csv", rows, splits)
             atomic_write_text(run_dir / "config.yaml", dump_config(config))
-        n_images = {name: len(values) for name, values in sorted(items.items())}
-        logger.info("classes %s", labels)
-        logger.info("images per split %s (the test split is never read here)", n_images)
 
-        channels = int(rows[0].get("channels") or 1)
-        norm = config.data.normalization
-        stats = compute_stats(
-            [item["image"] for item in train_items],
-            mode=norm.mode,
-            lower_percentile=norm.lower_percentile,
-            upper_percentile=norm.upper_percentile,
-            sample_images=norm.sample_images,
-            seed=seed,
-        )
-        logger.info("intensity normalization %s (from the training split)", stats.to_dict())
-        on_gpu_cache = config.data.cache_on_device and device.type == "cuda"
-        preprocess = preprocess_transforms(
-            config.data.image_size,
-            stats,
-            channels,
-            cache_device=device if on_gpu_cache else None,
-        )
-        cache_options: dict[str, Any] = {
-            "cache_rate": config.data.cache_rate,
-            "persistent_cache_dir": config.data.persistent_cache_dir or None,
-            "num_workers": config.data.num_workers,
-            "cache_key": preprocess_fingerprint(config.data.image_size, stats, channels),
-        }
-        train_cache = build_cached_dataset(train_items, preprocess, **cache_options)
-        val_cache = build_cached_dataset(val_items, preprocess, **cache_options)
-        cache_bytes = cache_nbytes(train_cache) + cache_nbytes(val_cache)
-        logger.info(
-            "cache holds %.1f MB (%s, cache_rate %.2f)",
-            cache_bytes / 1e6,
-            "GPU" if on_gpu_cache else "RAM",
-            config.data.cache_rate,
-        )
-
-        clip_frames = config.data.clip_frames
-        train_set = TrainFramesDataset(train_cache, train_transforms(config.augment, clip_frames))
-        val_set = EvalFramesDataset(
-            val_cache, n_frames=config.data.eval_frames, clip_frames=clip_frames
-        )
-        shard = (context.rank, context.world_size)
-        per_rank_batch = max(config.optim.batch_size // context.world_size, 1)
         n_classes = len(labels)
-        train_labels = train_set.labels
-        loader_options: dict[str, Any] = {
-            "seed": seed,
-            "num_workers": 0 if on_gpu_cache else config.data.num_workers,
-            "loader": config.data.loader,
-            "device": device,
-            "distributed": shard,
-            "pin_memory": False if on_gpu_cache else None,
-        }
-        sampler = None
-        if config.optim.class_weighting == "sampler":
-            sampler = weighted_sampler(train_labels, seed, n_classes=n_classes, distributed=shard)
-        train_loader = make_loader(
-            train_set, batch_size=per_rank_batch, shuffle=True, sampler=sampler, **loader_options
-        )
-        val_loader = make_loader(
-            val_set, batch_size=max(per_rank_batch // 4, 1), shuffle=False, **loader_options
-        )
-
         model: nn.Module = build_model(
             config.model.name,
-            in_channels=channels * clip_frames,
+            in_channels=data.channels * config.data.clip_frames,
             num_classes=n_classes,
             image_size=spatial_size(config.data.image_size),  # (W, H), as the loader stacks
             dropout=config.model.dropout,
@@ -330,33 +293,21 @@ def train(
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
         )
-        scheduler, per_step = _scheduler(optimizer, config, len(train_loader))
+        scheduler, per_step = _scheduler(optimizer, config, len(data.train_loader))
         scaler = make_grad_scaler(policy, device)
         weight = None
         if config.optim.class_weighting == "loss":
-            weight = class_weights(train_labels, n_classes).to(device)
+            weight = class_weights(data.train_labels, n_classes).to(device)
         loss_fn = nn.CrossEntropyLoss(weight=weight)
 
         manifest_sha = sha256_file(manifest_path)
         start_epoch, best_auc, best_epoch, stale = 0, float("nan"), -1, 0
         if resume:
-            state = load_checkpoint(last_path, map_location=device)
-            if state.get("manifest_sha256") != manifest_sha:
-                message = (
-                    f"{last_path} was trained on another manifest (sha256 differs); resume "
-                    "with the same manifest, or start a new run folder."
-                )
-                raise TrainingError(message)
-            model.load_state_dict(state["model_state"])
-            optimizer.load_state_dict(state["optimizer_state"])
-            if scheduler is not None and state.get("scheduler_state"):
-                scheduler.load_state_dict(state["scheduler_state"])
-            if state.get("scaler_state"):
-                scaler.load_state_dict(state["scaler_state"])
-            start_epoch = int(state["epoch"]) + 1
-            best_auc = float(state["best_auc"])
-            best_epoch = int(state["best_epoch"])
-            stale = int(state["stale_epochs"])
+            parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
+            parts["scaler"] = scaler
+            start_epoch, best_auc, best_epoch, stale = _restore(
+                last_path, manifest_sha, parts, device
+            )
             logger.info("resumed from %s after epoch %d", last_path, start_epoch - 1)
 
         network = maybe_compile(model, config.runtime.compile)
@@ -369,27 +320,18 @@ def train(
         def run_autocast() -> Any:
             return autocast(policy, device)
 
-        payload_base: dict[str, Any] = {
-            "config": config.to_dict(),
-            "label_map": dict(labels),
-            "normalization": stats.to_dict(),
-            "input_size": list(config.data.image_size),
-            "in_channels": channels,
-            "manifest_sha256": manifest_sha,
-            "manifest_path": str(manifest_path),
-            "command": shlex.join(["usdcm", *sys.argv[1:]]),
-            "versions": package_versions(),
-        }
+        payload_base = _checkpoint_base(config, labels, data, manifest_path, manifest_sha)
         metrics_path = run_dir / "metrics.jsonl"
         result = TrainResult(
             run_dir=run_dir,
-            n_images=n_images,
-            cache_bytes=cache_bytes,
+            n_images=data.n_images,
+            cache_bytes=data.cache_bytes,
             device=describe_device(device),
             is_main=context.is_main,
         )
         result.epochs = _read_metrics(metrics_path, start_epoch) if resume else []
         result.best_epoch, result.best_auc = best_epoch, best_auc
+        train_loader, val_loader = data.train_loader, data.val_loader
         bar = _EpochBar(enabled=progress and context.is_main)
         with bar:
             for epoch in range(start_epoch, config.optim.epochs):
