@@ -36,3 +36,10 @@ def test_demo_runs_the_whole_job_and_prints_the_report_path(tmp_path: Path) -> N
     other = CliRunner().invoke(app, ["demo", str(out), "--patients", "9", "-q"])
     assert other.exit_code == 2
     assert "pass another folder" in other.output
+
+    # a demo elsewhere draws the same pseudonyms, hence the same split and the same numbers
+    twin = tmp_path / "twin"
+    result = CliRunner().invoke(app, ["demo", str(twin), "--patients", "8", "--epochs", "2", "-q"])
+    assert result.exit_code == 0, result.output
+    for name in ("data/manifest.csv", "run/splits.csv", "run/eval/predictions.csv"):
+        assert (twin / name).read_bytes() == (out / name).read_bytes(), name

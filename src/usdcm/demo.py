@@ -8,6 +8,7 @@ or trains by itself.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from usdcm.atomic import atomic_write_text
+from usdcm.atomic import atomic_write_bytes, atomic_write_text
 from usdcm.errors import UsdcmError
 
 DEMO_CONFIG: dict[str, Any] = {
@@ -50,6 +51,22 @@ class DemoResult:
 
 
 Step = Callable[[str], None]
+
+
+def _write_demo_secret(data: Path, seed: int) -> None:
+    """Give the demo a pseudonym secret that follows from ``seed``, where none exists yet.
+
+    Splits are drawn over keyed pseudonyms, so a random secret (what ingest creates for
+    real data) would give every demo run another split and other numbers. The demo's data
+    are synthetic, so a derived secret hides nothing and makes the demo reproducible.
+    Never do this for real patients.
+    """
+    from usdcm.ingest.pipeline import STATE_DIR
+
+    path = data / STATE_DIR / "secret"
+    if not path.exists():
+        key = hashlib.sha256(f"usdcm demo secret, seed {seed}".encode()).hexdigest()
+        atomic_write_bytes(path, key.encode("ascii") + b"\n", mode=0o600)
 
 
 def run_demo(
@@ -98,6 +115,7 @@ def run_demo(
 
     started = time.perf_counter()
     say(f"2/4 ingest: {pacs} -> {data}")
+    _write_demo_secret(data, seed)
     ingest(pacs, data, IngestOptions(labels=pacs / "labels.csv"), progress)
     result.seconds["ingest"] = time.perf_counter() - started
 
