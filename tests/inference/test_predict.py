@@ -14,11 +14,12 @@ from usdcm.privacy import ProjectSecret
 from usdcm.training.checkpoint import CheckpointError
 
 
-def test_predict_on_the_raw_export_matches_evaluate(evaluated_run: Evaluated) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_predict_on_the_raw_export_matches_evaluate(evaluated_run: Evaluated, workers: int) -> None:
     export = evaluated_run.ingested.export
     trained = load_trained_model(evaluated_run.run, "cpu")
     secret = ProjectSecret.load_or_create(evaluated_run.ingested.root / ".usdcm" / "secret")
-    found = predict_source(trained, export.root, secret=secret, chunk=5)
+    found = predict_source(trained, export.root, secret=secret, chunk=5, workers=workers)
 
     n_files = sum(1 for p in export.root.rglob("*") if p.is_file())
     assert len(found.rows) + len(found.excluded) == n_files

@@ -29,6 +29,9 @@ def predict_command(
     device: Annotated[DeviceChoice, typer.Option(help="Where to run the model.")] = (
         DeviceChoice.auto
     ),
+    workers: Annotated[
+        int, typer.Option(min=0, help="Processes that scan and decode; 0 means one per core.")
+    ] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Classify DICOM files that were never ingested, decoding them in memory.
@@ -66,6 +69,7 @@ def predict_command(
                 source,
                 secret=secret,
                 modalities=frozenset(m.upper() for m in (modality or ["US"])),
+                workers=workers,
                 on_file=progress.advance,
             )
         excluded_path = write_source_predictions(out, found.rows, found.excluded, trained.classes)

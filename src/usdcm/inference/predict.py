@@ -8,7 +8,8 @@ clips), exactly as validation during training computed it. Never writes images.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,9 +86,27 @@ class SourcePredictions:
     excluded: list[dict[str, str]] = field(default_factory=list)
 
 
-def _chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
+def _scan(path: Path) -> dict[str, Any]:
+    """Worker: the header scan record of one file (the worker holds the secret)."""
+    from usdcm.ingest.scan import scan_file
+
+    return scan_file(path)
+
+
+def _decode(task: tuple[int, Path, bool]) -> dict[str, Any]:
+    """Worker: decode one file in memory, as ingest does; an exclusion record on failure."""
+    from usdcm.ingest.convert import decode_volume, exclusion_for
+
+    _, path, keep_color = task
+    try:
+        decoded = decode_volume(path, keep_color=keep_color)
+    except Exception as err:  # a damaged file may break a codec in any way
+        return exclusion_for(err)
+    return {
+        "status": "decoded",
+        "volume": decoded.volume.astype(np.float32),
+        "frames": decoded.frames,
+    }
 
 
 def predict_source(
@@ -98,6 +117,7 @@ def predict_source(
     modalities: frozenset[str] = frozenset({"US"}),
     max_pixel_bytes: int | None = None,
     chunk: int = 16,
+    workers: int | None = None,
     on_file: ProgressHook | None = None,
 ) -> SourcePredictions:
     """Scan, select, decode and classify every file under ``source`` (a file or a folder).
@@ -108,73 +128,120 @@ def predict_source(
     :class:`usdcm.privacy.ProjectSecret`): an image gets the same ``image_id`` and
     ``patient_key`` as ingest gives it under the same secret, and its study and series are
     named by keyed hashes of their UIDs (``study_key``, ``series_key``), never by the UIDs.
+    Headers are scanned and files decoded in ``workers`` processes (default: one per core)
+    while this process classifies ``chunk`` images at a time; rows and exclusions come out
+    in file order whatever the order the workers finish in.
     """
-    from usdcm.ingest.convert import decode_volume, exclusion_for
-    from usdcm.ingest.scan import init_worker, scan_file, walk_files
+    from usdcm.ingest.parallel import map_files
+    from usdcm.ingest.scan import excluded, init_worker, walk_files
     from usdcm.ingest.select import DEFAULT_MAX_PIXEL_BYTES, selection_reason
     from usdcm.privacy import PathRedactor
 
-    init_worker(secret.to_bytes())
+    n_workers = workers if workers and workers > 0 else (os.cpu_count() or 1)
     files = [source] if source.is_file() else sorted(walk_files(source))
     base = source.parent if source.is_file() else source
     # Headers first, all of them: a folder named after a patient is only recognised once
     # the identifiers of every header are known.
-    scanned = [scan_file(path) for path in files]
+    init_worker(secret.to_bytes())
+    scanned_by_path = dict(
+        map_files(
+            _scan,
+            files,
+            workers=n_workers,
+            batch_size=32,
+            initializer=init_worker,
+            initargs=(secret.to_bytes(),),
+            on_crash=lambda _path: excluded("unreadable", "header reader crashed"),
+        )
+    )
+    scanned = [scanned_by_path[path] for path in files]
     redactor = PathRedactor(secret)
     for record in scanned:
         redactor.hashed.update(record.get("phi", ()))
-    result = SourcePredictions()
+
+    def shown(index: int) -> str:
+        relative = redactor.redact(files[index].relative_to(base).as_posix())
+        return relative.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+    exclusions: dict[int, dict[str, str]] = {}
+    tasks: list[tuple[int, Path, bool]] = []
     seen: set[str] = set()
     limit = DEFAULT_MAX_PIXEL_BYTES if max_pixel_bytes is None else max_pixel_bytes
-    for batch in _chunks(list(zip(files, scanned, strict=True)), chunk):
-        items: list[dict[str, Any]] = []
-        records: list[dict[str, Any]] = []
-        for path, record in batch:
-            relative = path.relative_to(base).as_posix()
-            shown = redactor.redact(relative).encode("utf-8", "surrogateescape")
-            reason: tuple[str, str] | None = None
-            if record["status"] != "dicom":
-                reason = (record["code"], record["reason"])
-            else:
-                reason = selection_reason(record, modalities=modalities, max_pixel_bytes=limit)
-                if reason is None and record["sop_uid"] in seen:
-                    reason = ("duplicate", "same SOPInstanceUID as an earlier file")
-            if reason is None:
-                try:
-                    decoded = decode_volume(path, keep_color=trained.channels == 3)
-                except Exception as err:  # a damaged file may break a codec in any way
-                    failed = exclusion_for(err)
-                    reason = (failed["code"], failed["reason"])
-            if reason is not None:
-                result.excluded.append(
-                    {
-                        "path": shown.decode("utf-8", "backslashreplace"),
-                        "code": reason[0],
-                        "reason": reason[1],
-                    }
-                )
-                continue
-            seen.add(str(record["sop_uid"]))
-            image_id = secret.pseudonym(str(record["sop_uid"]), namespace="image")
-            volume = decoded.volume.astype(np.float32)
-            items.append({"image": volume, "label": -1, "image_id": image_id})
-            records.append({**record, "image_id": image_id, "frames": decoded.frames})
-        if items:
-            predictions = predict_items(trained, items)
-            for record, probs in zip(records, predictions.probabilities, strict=True):
-                row: dict[str, Any] = {
-                    "image_id": record["image_id"],
-                    "patient_key": record["patient_key"],
-                    "study_key": secret.pseudonym(str(record["study_uid"]), namespace="study"),
-                    "series_key": secret.pseudonym(str(record["series_uid"]), namespace="series"),
-                    "manufacturer": record["manufacturer"],
-                    "model": record["model"],
-                    "frames": record["frames"],
-                }
-                for name, value in zip(trained.classes, probs, strict=True):
-                    row[f"prob_{name}"] = float(value)
-                row["predicted"] = trained.classes[int(np.argmax(probs))]
-                result.rows.append(row)
+    for index, record in enumerate(scanned):
+        reason: tuple[str, str] | None = None
+        if record["status"] != "dicom":
+            reason = (record["code"], record["reason"])
+        else:
+            reason = selection_reason(record, modalities=modalities, max_pixel_bytes=limit)
+            if reason is None and record["sop_uid"] in seen:
+                reason = ("duplicate", "same SOPInstanceUID as an earlier file")
+        if reason is not None:
+            exclusions[index] = {"path": shown(index), "code": reason[0], "reason": reason[1]}
+            continue
+        seen.add(str(record["sop_uid"]))
+        tasks.append((index, files[index], trained.channels == 3))
+    if on_file is not None:
+        on_file(len(exclusions))
+
+    rows: dict[int, dict[str, Any]] = {}
+    pending: list[tuple[int, dict[str, Any]]] = []
+
+    def classify() -> None:
+        items = [
+            {"image": decoded["volume"], "label": -1, "image_id": f"{index}"}
+            for index, decoded in pending
+        ]
+        predictions = predict_items(trained, items)
+        for (index, decoded), probs in zip(pending, predictions.probabilities, strict=True):
+            rows[index] = _row(scanned[index], decoded["frames"], probs, trained, secret)
         if on_file is not None:
-            on_file(len(batch))
-    return result
+            on_file(len(pending))
+        pending.clear()
+
+    # Workers decode while this process classifies: at most 2 * workers files in flight.
+    decoded_files = map_files(
+        _decode,
+        tasks,
+        workers=n_workers,
+        batch_size=2,
+        on_crash=lambda _task: excluded("decode_error", "decoder crashed the worker"),
+        on_timeout=lambda _task: excluded("timeout", "decoding took too long"),
+    )
+    for (index, _path, _color), decoded in decoded_files:
+        if decoded["status"] != "decoded":
+            exclusions[index] = {
+                "path": shown(index),
+                "code": decoded["code"],
+                "reason": decoded["reason"],
+            }
+            if on_file is not None:
+                on_file(1)
+            continue
+        pending.append((index, decoded))
+        if len(pending) >= chunk:
+            classify()
+    if pending:
+        classify()
+    return SourcePredictions(
+        rows=[rows[index] for index in sorted(rows)],
+        excluded=[exclusions[index] for index in sorted(exclusions)],
+    )
+
+
+def _row(
+    record: dict[str, Any], frames: int, probs: Any, trained: TrainedModel, secret: Any
+) -> dict[str, Any]:
+    """One output row: pseudonymous keys, scanner, frames, probabilities, predicted class."""
+    row: dict[str, Any] = {
+        "image_id": secret.pseudonym(str(record["sop_uid"]), namespace="image"),
+        "patient_key": record["patient_key"],
+        "study_key": secret.pseudonym(str(record["study_uid"]), namespace="study"),
+        "series_key": secret.pseudonym(str(record["series_uid"]), namespace="series"),
+        "manufacturer": record["manufacturer"],
+        "model": record["model"],
+        "frames": frames,
+    }
+    for name, value in zip(trained.classes, probs, strict=True):
+        row[f"prob_{name}"] = float(value)
+    row["predicted"] = trained.classes[int(np.argmax(probs))]
+    return row
