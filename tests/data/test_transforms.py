@@ -343,3 +343,28 @@ def test_evaluation_clips_fit_inside_the_cine() -> None:
         [3, 103, 4, 104, 5, 105, 6, 106],
         [6, 106, 7, 107, 8, 108, 9, 109],
     ]
+
+
+@pytest.mark.parametrize("n_frames", [1, 3, 10, 17])
+def test_selecting_evaluation_frames_first_classifies_the_same_frames(
+    tmp_path: Path, write_nifti: NiftiWriter, n_frames: int
+) -> None:
+    from monai.data import Dataset
+
+    from usdcm.data.datasets import EvalFramesDataset
+
+    rng = np.random.default_rng(n_frames)
+    volume = rng.integers(0, 255, size=(37, 29, n_frames)).astype(np.uint8)
+    path = write_nifti(tmp_path / "cine.nii.gz", volume)
+    stats = IntensityStats("percentile", lower=5.0, upper=240.0, mean=120.0, std=60.0)
+    outputs = []
+    for selected in (None, 4):
+        preprocess = preprocess_transforms([24, 20], stats, only_evaluation_frames=selected)
+        frames = EvalFramesDataset(
+            Dataset([{"image": str(path), "label": 0, "image_id": "a"}], preprocess),
+            n_frames=4,
+            clip_frames=1,
+        )
+        outputs.append(frames[0]["image"])
+    assert outputs[0].shape == outputs[1].shape == (min(4, n_frames), 1, 20, 24)
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=1e-6)

@@ -161,12 +161,37 @@ class LoadVolumed(MapTransform):  # type: ignore[misc]  # MONAI is untyped here
         return volume.unsqueeze(0) if self.channels == 1 else volume.movedim(-1, 0).contiguous()
 
 
+class SelectEvaluationFramesd(MapTransform):  # type: ignore[misc]  # MONAI is untyped here
+    """Keep the frames of a ``(C, W, H, F)`` volume that single-frame evaluation uses.
+
+    Those are :func:`evaluation_starts` ``(F, n, 1)``, in order; over the result, which has
+    at most ``n`` frames, :func:`evaluation_frames` takes every frame.
+
+    >>> volume = torch.arange(10.0).reshape(1, 1, 1, 10)
+    >>> SelectEvaluationFramesd("image", 4)({"image": volume})["image"].flatten().tolist()
+    [0.0, 3.0, 6.0, 9.0]
+    """
+
+    def __init__(self, keys: KeysArg, n: int, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.n = n
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        out = dict(data)
+        for key in self.key_iterator(out):
+            volume = torch.as_tensor(out[key])
+            keep = evaluation_starts(int(volume.shape[-1]), self.n, 1)
+            out[key] = volume[..., keep]
+        return out
+
+
 def preprocess_transforms(
     image_size: Sequence[int],
     stats: IntensityStats,
     channels: int = 1,
     *,
     cache_device: torch.device | None = None,
+    only_evaluation_frames: int | None = None,
 ) -> Compose:
     """The deterministic pipeline from a NIfTI path to the cached volume.
 
@@ -188,14 +213,22 @@ def preprocess_transforms(
         With a CUDA device, the volume is moved there as the last step, so the cache lives
         in GPU memory (``data.cache_on_device``); load it with ``num_workers=0`` and
         ``pin_memory=False``. Any other device adds nothing.
+    only_evaluation_frames : int, optional
+        For inference with ``clip_frames == 1``: keep only the frames
+        :func:`evaluation_starts` picks for ``n`` evaluation frames, before resizing.
+        Frames are resized and normalized one by one, so an
+        :class:`~usdcm.data.datasets.EvalFramesDataset` over the result classifies
+        exactly the frames it would over the whole cine, for a fraction of the work.
 
     Returns
     -------
     monai.transforms.Compose
     """
     width, height = spatial_size(image_size)
-    transforms: list[Any] = [
-        LoadVolumed(IMAGE_KEY, channels),
+    transforms: list[Any] = [LoadVolumed(IMAGE_KEY, channels)]
+    if only_evaluation_frames is not None:
+        transforms.append(SelectEvaluationFramesd(IMAGE_KEY, only_evaluation_frames))
+    transforms += [
         Resized(IMAGE_KEY, spatial_size=(width, height, -1), mode="area"),
         NormalizeIntensityStatsd(IMAGE_KEY, stats),
         EnsureTyped(IMAGE_KEY, dtype=torch.float32, track_meta=False),

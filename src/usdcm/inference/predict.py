@@ -52,7 +52,13 @@ def predict_items(
     from usdcm.training.engine import predict_clips
 
     config = trained.config
-    preprocess = preprocess_transforms(config.data.image_size, trained.stats, trained.channels)
+    single_frames = config.data.clip_frames == 1
+    preprocess = preprocess_transforms(
+        config.data.image_size,
+        trained.stats,
+        trained.channels,
+        only_evaluation_frames=config.data.eval_frames if single_frames else None,
+    )
     frames = EvalFramesDataset(
         Dataset(data=list(items), transform=preprocess),
         n_frames=config.data.eval_frames,
