@@ -16,8 +16,6 @@ from usdcm.data.transforms import (
     AugmentDraw,
     LoadVolumed,
     PreprocessError,
-    RandFramed,
-    RandSpeckleNoised,
     adjust_gamma,
     affine_resample,
     augment_clip,
@@ -119,35 +117,36 @@ def test_fingerprint_changes_with_what_the_cache_depends_on() -> None:
     assert len({base, preprocess_fingerprint([64, 64], STATS, 3)}) == 2
 
 
-def test_rand_framed_picks_one_whole_frame() -> None:
+def test_training_picks_one_whole_frame() -> None:
     volume = cached_volume(1, 5, 4, 7)
-    transform = RandFramed("image", clip_frames=1)
+    transform = train_transforms(NO_AUGMENT, clip_frames=1)
     transform.set_random_state(0)
     seen = set()
     for _ in range(60):
         out = transform({"image": volume})["image"]
         assert out.shape == (1, 5, 4)
-        assert torch.all(out == transform.start)
-        seen.add(transform.start)
+        assert torch.all(out == transform.draw.start)
+        seen.add(transform.draw.start)
     assert seen == set(range(7))
 
 
-def test_rand_framed_stacks_consecutive_frames_frame_major() -> None:
+def test_training_stacks_consecutive_frames_frame_major() -> None:
     volume = cached_volume(3, 5, 4, 6)
-    transform = RandFramed("image", clip_frames=2)
+    transform = train_transforms(NO_AUGMENT, clip_frames=2)
     transform.set_random_state(1)
     starts = set()
     for _ in range(40):
         out = transform({"image": volume})["image"]
-        start = transform.start
+        start = transform.draw.start
         starts.add(start)
         expected = [start, start + 100, start + 200, start + 1, start + 101, start + 201]
         assert out[:, 0, 0].tolist() == expected
     assert starts == set(range(5))
 
 
-def test_rand_framed_repeats_the_last_frame_of_a_short_cine() -> None:
-    out = RandFramed("image", clip_frames=4)({"image": cached_volume(1, 3, 3, 2)})["image"]
+def test_training_repeats_the_last_frame_of_a_short_cine() -> None:
+    transform = train_transforms(NO_AUGMENT, clip_frames=4)
+    out = transform({"image": cached_volume(1, 3, 3, 2)})["image"]
     assert out[:, 0, 0].tolist() == [0, 1, 1, 1]
 
 
@@ -307,10 +306,12 @@ def test_speckle_noise_is_multiplicative_and_seeded() -> None:
     assert torch.equal(noisy, speckle_noise(image, 0.1, seed=3))
     assert (noisy / image - 1).std().item() == pytest.approx(0.1, rel=0.05)
     assert torch.equal(speckle_noise(torch.zeros(1, 4, 4), 0.5, seed=3), torch.zeros(1, 4, 4))
-    transform = RandSpeckleNoised("image", prob=1.0, std=0.1)
+    only_speckle = AugmentConfig(**{**NO_AUGMENT.__dict__, "speckle_std": 0.1, "prob": 1.0})
+    transform = train_transforms(only_speckle, clip_frames=1)
     transform.set_random_state(0)
-    out = transform({"image": image})["image"]
-    assert torch.equal(out, speckle_noise(image, 0.1, transform.noise_seed))
+    out = transform({"image": image[..., None]})["image"]
+    assert transform.draw.noise_seed is not None
+    assert torch.equal(out, speckle_noise(image, 0.1, transform.draw.noise_seed))
     reused = torch.Generator().manual_seed(99)
     assert torch.equal(speckle_noise(image, 0.1, 3, reused), noisy)
 

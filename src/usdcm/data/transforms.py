@@ -34,7 +34,6 @@ from monai.transforms import (
     EnsureTyped,
     MapTransform,
     Randomizable,
-    RandomizableTransform,
     Resized,
     ToDeviced,
 )
@@ -307,45 +306,6 @@ def last_clip_start(n_frames: int, clip_frames: int) -> int:
     return max(n_frames - clip_frames, 0)
 
 
-class RandFramed(Randomizable, MapTransform):  # type: ignore[misc]  # MONAI is untyped here
-    """Pick a random frame, or clip of consecutive frames, from a cached ``(C, W, H, F)`` volume.
-
-    Draws a start uniformly among the starts where a whole clip fits, records it as
-    :attr:`start`, and returns :func:`take_clip`: ``(C * clip_frames, W, H)``. A cine shorter
-    than the clip starts at 0 and repeats its last frame. Every key gets the same frames.
-
-    Parameters
-    ----------
-    keys : str or sequence of str
-        Keys of the volumes.
-    clip_frames : int
-        Consecutive frames per sample, at least 1.
-    """
-
-    def __init__(self, keys: KeysArg, clip_frames: int, allow_missing_keys: bool = False) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        if clip_frames < 1:
-            message = f"clip_frames is {clip_frames}; expected at least 1."
-            raise ValueError(message)
-        self.clip_frames = clip_frames
-        self.start = 0
-        """The start frame drawn for the last call."""
-
-    def randomize(self, data: int) -> None:
-        """Draw the start frame for a volume of ``data`` frames."""
-        self.start = int(self.R.randint(0, last_clip_start(data, self.clip_frames) + 1))
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        out = dict(data)
-        keys = list(self.key_iterator(out))
-        if not keys:
-            return out
-        self.randomize(int(out[keys[0]].shape[-1]))
-        for key in keys:
-            out[key] = take_clip(_as_tensor(out[key]), self.start, self.clip_frames)
-        return out
-
-
 def speckle_noise(
     image: torch.Tensor, std: float, seed: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -359,49 +319,6 @@ def speckle_noise(
     generator.manual_seed(seed)
     noise = torch.randn(image.shape, generator=generator, device=image.device, dtype=image.dtype)
     return image * noise.mul_(std).add_(1)
-
-
-class RandSpeckleNoised(RandomizableTransform, MapTransform):  # type: ignore[misc]  # untyped
-    """With probability ``prob``, apply :func:`speckle_noise` with a drawn seed.
-
-    Records :attr:`noise_seed` and whether it applied (``_do_transform``); the same noise
-    multiplies every key.
-
-    Parameters
-    ----------
-    keys : str or sequence of str
-        Keys of the images.
-    prob : float
-        Probability of applying the noise.
-    std : float
-        Standard deviation of the multiplicative noise, at least 0.
-    """
-
-    def __init__(
-        self, keys: KeysArg, prob: float, std: float, allow_missing_keys: bool = False
-    ) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, prob)
-        if std < 0:
-            message = f"Speckle std is {std}; expected at least 0."
-            raise ValueError(message)
-        self.std = std
-        self.noise_seed = 0
-        """The noise seed drawn for the last call (meaningful when it applied)."""
-
-    def randomize(self, data: Any = None) -> None:
-        """Draw whether to apply, then the noise seed (always, so the stream stays aligned)."""
-        super().randomize(None)
-        self.noise_seed = int(self.R.randint(MAX_SEED, dtype=np.uint32))
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        out = dict(data)
-        self.randomize()
-        if not self._do_transform:
-            return out
-        for key in self.key_iterator(out):
-            out[key] = speckle_noise(_as_tensor(out[key]), self.std, self.noise_seed)
-        return out
 
 
 def _check_augment(augment: AugmentConfig) -> None:
@@ -645,8 +562,8 @@ def train_transforms(augment: AugmentConfig, clip_frames: int) -> RandAugmentFra
     """The random pipeline applied per access to a cached ``(C, W, H, F)`` volume.
 
     ``{"image": (C, W, H, F)}`` -> ``{"image": float32 tensor (C * clip_frames, W, H)}``, in
-    this order: a random frame or clip (start uniform among those where a whole clip fits,
-    as :class:`RandFramed`); rotation by up to ``rotate_degrees`` either way; zoom by a factor
+    this order: a random frame or clip (start uniform among those where a whole clip fits;
+    a cine shorter than the clip repeats its last frame); rotation by up to ``rotate_degrees`` either way; zoom by a factor
     in ``[1 - scale, 1 + scale]`` (size kept); left-right flip (column axis only) with
     probability ``flip_lr_prob``; intensity scaling by ``1 + f``, ``f`` in
     ``[-contrast, contrast]``; gamma in ``[1 - gamma, 1 + gamma]``; speckle noise of
