@@ -563,11 +563,12 @@ def train_transforms(augment: AugmentConfig, clip_frames: int) -> RandAugmentFra
 
     ``{"image": (C, W, H, F)}`` -> ``{"image": float32 tensor (C * clip_frames, W, H)}``, in
     this order: a random frame or clip (start uniform among those where a whole clip fits;
-    a cine shorter than the clip repeats its last frame); rotation by up to ``rotate_degrees`` either way; zoom by a factor
-    in ``[1 - scale, 1 + scale]`` (size kept); left-right flip (column axis only) with
-    probability ``flip_lr_prob``; intensity scaling by ``1 + f``, ``f`` in
-    ``[-contrast, contrast]``; gamma in ``[1 - gamma, 1 + gamma]``; speckle noise of
-    ``speckle_std``. Each of these but the flip fires with probability ``augment.prob``;
+    a cine shorter than the clip repeats its last frame); rotation by up to
+    ``rotate_degrees`` either way; zoom by a factor in ``[1 - scale, 1 + scale]`` (size
+    kept); left-right flip (column axis only) with probability ``flip_lr_prob``; intensity
+    scaling by ``1 + f``, ``f`` in ``[-contrast, contrast]``; gamma in
+    ``[1 - gamma, 1 + gamma]``; speckle noise of ``speckle_std``. Each of these but the flip
+    fires with probability ``augment.prob``;
     one whose strength is 0 never fires. Rotation, zoom and flip are one bilinear resample
     (:func:`affine_resample`) that fills with 0. All values are uniform draws.
 

@@ -148,7 +148,6 @@ def predict_source(
     base = source.parent if source.is_file() else source
     # Headers first, all of them: a folder named after a patient is only recognised once
     # the identifiers of every header are known.
-    init_worker(secret.to_bytes())
     scanned_by_path = dict(
         map_files(
             _scan,
