@@ -18,6 +18,8 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "image_id",
     "image_path",
     "patient_key",
+    "study_key",
+    "series_key",
     "study_uid",
     "series_uid",
     "sop_uid",

@@ -526,6 +526,8 @@ class _Run:
                 "image_id": image_id,
                 "image_path": f"{IMAGES_DIR}/{image_id}.nii.gz",
                 "patient_key": scan.patient_key,
+                "study_key": self.secret.pseudonym(str(scan.study_uid), namespace="study"),
+                "series_key": self.secret.pseudonym(str(scan.series_uid), namespace="series"),
                 "study_uid": scan.study_uid,
                 "series_uid": scan.series_uid,
                 "sop_uid": scan.sop_uid,
