@@ -35,3 +35,7 @@ class ManifestError(UsdcmError):
 
 class TrainingError(UsdcmError):
     """A training run that cannot start or go on (too few labels, a bad resume, ...)."""
+
+
+class SchemaVersionError(UsdcmError):
+    """An artifact file written by another version of usdcm (or by hand, without a version)."""
