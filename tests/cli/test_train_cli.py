@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,45 @@ def test_train_prints_the_summary_table(tmp_path: Path) -> None:
     assert "val AUC" in result.output and "best epoch" in result.output
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert resolved["optim"]["epochs"] == 2 and resolved["runtime"]["seed"] == 3
+
+
+def test_train_records_the_users_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from usdcm.training.checkpoint import load_checkpoint
+
+    manifest = write_tiny_manifest(tmp_path / "data")
+    config = tmp_path / "tiny config.yaml"
+    config.write_text(yaml.safe_dump(tiny_config().to_dict()))
+    out = tmp_path / "run"
+    args = ["train", str(manifest), "--config", str(config), "-o", str(out), "--epochs", "1", "-q"]
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/usdcm", *args])
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    recorded = load_checkpoint(out / "best.pt")["command"]
+    assert recorded == shlex.join(["usdcm", *args])
+    assert shlex.split(recorded)[4] == str(config)  # the space survives quoting
+
+
+def test_nproc_workers_record_the_users_command_not_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from usdcm.training import distributed
+
+    seen: list[list[str]] = []
+
+    def fake_launch(nproc: int, argv: list[str]) -> int:
+        seen.append(argv)
+        return 0
+
+    monkeypatch.setattr(distributed, "launch", fake_launch)
+    args = ["train", "m.csv", "--nproc", "2", "--epochs", "3"]
+    monkeypatch.setattr(sys, "argv", ["usdcm", *args])
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (argv,) = seen
+    assert "--nproc" not in argv and "--out" in argv
+    assert argv[-2:] == ["--record-command", shlex.join(["usdcm", *args])]
 
 
 @pytest.mark.parametrize(
@@ -84,3 +124,7 @@ def test_nproc_2_launches_torchrun_and_writes_one_run(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("best epoch") == 1  # only rank 0 prints and writes
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+    from usdcm.training.checkpoint import load_checkpoint
+
+    recorded = load_checkpoint(out / "best.pt")["command"]
+    assert recorded == shlex.join(["usdcm", *command[3:]])  # the user's, --nproc included

@@ -190,3 +190,17 @@ def test_disk_and_partial_caches_train_like_the_full_ram_cache(
     assert len(list(disk_dir.rglob("*.pt"))) == 16 + 8  # train + val, never test
     assert disk.cache_bytes == 0
     assert 0 < part.cache_bytes < full.cache_bytes
+
+
+def test_the_command_passed_in_is_recorded_and_sys_argv_is_not_read(
+    tiny_manifest: TinyManifest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["pytest", "--not-the-command"])
+    manifest = tiny_manifest()
+    config = tiny_config(optim={"epochs": 1})
+    command = "usdcm train data/manifest.csv --out 'runs/a b'"
+    train(manifest, config, tmp_path / "given", command=command)
+    for name in ("best.pt", "last.pt"):
+        assert load_checkpoint(tmp_path / "given" / name)["command"] == command
+    train(manifest, config, tmp_path / "unknown")
+    assert load_checkpoint(tmp_path / "unknown" / "best.pt")["command"] is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -43,6 +44,10 @@ def train_command(
         typer.Option(min=1, help="Processes (GPUs) to train on; >1 launches torchrun (DDP)."),
     ] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    record_command: Annotated[
+        str | None,
+        typer.Option(hidden=True, help="The user's command line (set for torchrun workers)."),
+    ] = None,
 ) -> None:
     """Train a classifier on an ingested manifest, reproducibly, on GPU when there is one.
 
@@ -50,6 +55,7 @@ def train_command(
     """
     with user_errors():
         run_dir = out or _default_run_dir(manifest)
+        command = record_command or shlex.join(["usdcm", *sys.argv[1:]])
         if nproc > 1:
             from usdcm.training.distributed import launch
 
@@ -57,6 +63,7 @@ def train_command(
             argv = _strip_nproc_value(argv)
             if "--out" not in argv and "-o" not in argv:
                 argv += ["--out", str(run_dir)]
+            argv = _strip_record_command(argv) + ["--record-command", command]
             raise typer.Exit(launch(nproc, argv))
 
         from usdcm.cli._train_report import print_summary
@@ -71,7 +78,9 @@ def train_command(
         if seed is not None:
             overrides["runtime.seed"] = seed
         resolved = load_config(config, overrides)
-        result = train(manifest, resolved, run_dir, resume=resume, progress=not quiet)
+        result = train(
+            manifest, resolved, run_dir, resume=resume, progress=not quiet, command=command
+        )
         if result.is_main:
             print_summary(result)
 
@@ -88,4 +97,20 @@ def _strip_nproc_value(argv: list[str]) -> list[str]:
             skip = True
             continue
         cleaned.append(arg)
+    return cleaned
+
+
+def _strip_record_command(argv: list[str]) -> list[str]:
+    """Drop a ``--record-command VALUE`` pair or ``--record-command=VALUE``."""
+    cleaned: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--record-command":
+            skip = True
+            continue
+        if not arg.startswith("--record-command="):
+            cleaned.append(arg)
     return cleaned

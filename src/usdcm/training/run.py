@@ -18,8 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shlex
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -200,8 +198,13 @@ def _checkpoint_base(
     data: RunData,
     manifest_path: Path,
     manifest_sha: str,
+    command: str | None,
 ) -> dict[str, Any]:
-    """What every checkpoint of the run holds besides its weights and epoch."""
+    """What every checkpoint of the run holds besides its weights and epoch.
+
+    ``command`` is the command line that started the run, as the caller passed it; None
+    means it was not recorded (the library never reads ``sys.argv``).
+    """
     return {
         "config": config.to_dict(),
         "label_map": dict(labels),
@@ -210,7 +213,7 @@ def _checkpoint_base(
         "in_channels": data.channels,
         "manifest_sha256": manifest_sha,
         "manifest_path": str(manifest_path),
-        "command": shlex.join(["usdcm", *sys.argv[1:]]),
+        "command": command,
         "versions": package_versions(),
     }
 
@@ -236,6 +239,7 @@ def train(
     resume: bool = False,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     progress: bool = False,
+    command: str | None = None,
 ) -> TrainResult:
     """Train on ``manifest_path`` with ``config`` into ``run_dir``; see the module docstring.
 
@@ -243,6 +247,9 @@ def train(
     comes from the environment torchrun sets. A single process uses the same sampler as
     rank 0 of a one-process group, so that N processes see, step by step, the same global
     batches as one process does.
+
+    ``command`` is the exact command line to record in the checkpoints (the CLI builds it
+    with ``shlex.join(["usdcm", *args])``); None records that it is unknown.
 
     Raises
     ------
@@ -320,7 +327,7 @@ def train(
         def run_autocast() -> Any:
             return autocast(policy, device)
 
-        payload_base = _checkpoint_base(config, labels, data, manifest_path, manifest_sha)
+        payload_base = _checkpoint_base(config, labels, data, manifest_path, manifest_sha, command)
         metrics_path = run_dir / "metrics.jsonl"
         result = TrainResult(
             run_dir=run_dir,
