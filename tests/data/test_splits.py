@@ -147,18 +147,46 @@ def test_missing_patient_key_is_refused() -> None:
         assign_splits(rows, val_fraction=0.2, test_fraction=0.2, seed=0)
 
 
-def test_leakage_through_a_shared_study_is_refused_with_its_uid() -> None:
+def test_leakage_through_a_shared_study_is_refused_with_its_key() -> None:
+    columns = ("image_id", "patient_key", "study_key", "study_uid", "label", "split")
+    rows = [
+        dict(zip(columns, values, strict=True))
+        for values in [
+            ("a", "pA", "skey1", "9.9.1", "x", "train"),
+            ("b", "pB", "skey1", "9.9.1", "x", "test"),  # another patient, same study
+            ("c", "pC", "skey2", "9.9.2", "y", "val"),
+        ]
+    ]
+    with pytest.raises(
+        LeakageError, match=r"1 study_key in more than one split: skey1 \(test"
+    ) as e:
+        assign_splits(rows, val_fraction=0.2, test_fraction=0.2, seed=0)
+    assert "9.9.1" not in str(e.value)
+
+
+def test_leakage_through_a_study_known_by_uid_only_is_counted_never_shown() -> None:
     columns = ("image_id", "patient_key", "study_uid", "label", "split")
     rows = [
         dict(zip(columns, values, strict=True))
         for values in [
             ("a", "pA", "9.9.1", "x", "train"),
-            ("b", "pB", "9.9.1", "x", "test"),  # another patient, same study, other split
+            ("b", "pB", "9.9.1", "x", "test"),  # hand-written manifest: no study_key
             ("c", "pC", "9.9.2", "y", "val"),
         ]
     ]
-    with pytest.raises(LeakageError, match=r"1 study_uid in more than one split: 9\.9\.1 \(test"):
+    with pytest.raises(LeakageError, match=r"1 study_uid in more than one split \(not listed") as e:
         assign_splits(rows, val_fraction=0.2, test_fraction=0.2, seed=0)
+    assert "9.9.1" not in str(e.value)
+
+
+def test_grouping_by_study_key_gives_the_split_grouping_by_uid_gave() -> None:
+    with_uids = make_rows(40)
+    keyed = [
+        {**{k: v for k, v in row.items() if k != "study_uid"}, "study_key": f"k{row['study_uid']}"}
+        for row in with_uids
+    ]
+    first = assign_splits(with_uids, val_fraction=0.2, test_fraction=0.2, seed=2)
+    assert assign_splits(keyed, val_fraction=0.2, test_fraction=0.2, seed=2) == first
 
 
 def test_leakage_message_lists_sorted_keys_and_counts_the_rest() -> None:
@@ -197,6 +225,8 @@ def test_majority_label_ties_are_broken_the_same_way_every_time() -> None:
 def test_write_splits_writes_one_row_per_split_image(tmp_path: Path) -> None:
     rows = make_rows(6)
     rows[0]["label"] = ""
+    for row in rows[2:]:
+        row["study_key"] = "key-" + row["study_uid"].replace(".", "")
     splits = assign_splits(rows, val_fraction=0.2, test_fraction=0.2, seed=0)
     path = tmp_path / "run" / "splits.csv"
     assert write_splits(path, rows, splits) == len(rows) - 1
@@ -206,6 +236,11 @@ def test_write_splits_writes_one_row_per_split_image(tmp_path: Path) -> None:
         written = list(reader)
     assert {row["image_id"]: row["split"] for row in written} == splits
     assert written[0]["patient_key"] == rows[1]["patient_key"]
+    # keys are copied; a row without one gets an empty cell, never its UID
+    assert written[0]["study_key"] == ""
+    assert [row["study_key"] for row in written[1:]] == [row["study_key"] for row in rows[2:]]
+    text = path.read_text(encoding="utf-8")
+    assert not any(row["study_uid"] in text for row in rows)
 
 
 @pytest.mark.parametrize(("val", "test"), [(-0.1, 0.2), (0.6, 0.5)])

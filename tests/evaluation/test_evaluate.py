@@ -26,7 +26,7 @@ def test_predictions_hold_val_and_test_of_the_run(evaluated_run: Evaluated) -> N
         assert splits[row["image_id"]] == row["split"]
         total = float(row["prob_abnormal"]) + float(row["prob_normal"])
         assert total == pytest.approx(1.0, abs=1e-6)
-        assert row["patient_key"] and row["study_uid"] and row["manufacturer"]
+        assert row["patient_key"] and row["study_key"] and row["series_key"] and row["manufacturer"]
     expected = sum(1 for split in splits.values() if split in ("val", "test"))
     assert len(rows) == expected
 

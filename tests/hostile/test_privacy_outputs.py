@@ -1,4 +1,5 @@
-"""No fake patient identifier reaches any output, and no burned-in text reaches any image.
+"""No fake patient identifier reaches any output, no burned-in text reaches any image, and no
+DICOM UID of the export reaches an output meant to leave the secret's folder.
 
 The whole job runs on a synthetic export (synth -> ingest -> train -> evaluate -> predict,
 through the CLI). Then every output file (bytes, decompressed if gzipped), every file and
@@ -13,6 +14,12 @@ Burned-in text: the synth draws the banner (name, ID, birth date) in the top row
 the tissue region. For each image the stored NIfTI must have exactly the shape of its
 manifest ``crop``, the crop must be the tissue region the synth wrote, and the banner's
 text pixels, rendered again with the synth's own ``draw_text``, must all lie outside it.
+
+UIDs: every StudyInstanceUID, SeriesInstanceUID and SOPInstanceUID of the export, read back
+with pydicom, is searched for in every file and file name written by ``evaluate`` (on the
+run's test split and on an external manifest), ``report`` and ``predict``, in the run's
+``splits.csv`` and in what the commands print. Only the manifest, which lives beside the
+secret, may hold UIDs.
 """
 
 from __future__ import annotations
@@ -25,11 +32,13 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 import torch
 import yaml
 from typer.testing import CliRunner
 
+from tests.evaluation.conftest import Evaluated, evaluated_run
 from tests.training.conftest import tiny_config
 from usdcm.cli.app import app
 from usdcm.manifest import read_manifest
@@ -40,6 +49,7 @@ from usdcm.training.checkpoint import load_checkpoint
 
 PATIENTS, SEED = 6, 0
 runner = CliRunner()
+__all__ = ["evaluated_run"]  # the shared trained run, as a fixture of this module
 
 
 def variants(phi: frozenset[str]) -> set[str]:
@@ -170,3 +180,72 @@ def check_no_burned_text(data: Path, summary: Any) -> None:
         burned = text.any(axis=-1)
         assert burned.sum() > 50, "the banner should be drawn somewhere"
         assert not burned[y0 : y1 + 1, x0 : x1 + 1].any(), "banner text inside the stored crop"
+
+
+def export_uids(root: Path) -> set[str]:
+    """Every study, series and SOP instance UID of the DICOM files under ``root``."""
+    uids: set[str] = set()
+    for path in root.rglob("*"):
+        if not path.is_file():
+            continue
+        try:
+            dataset = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        except Exception:  # junk files of the export: not DICOM, nothing to collect
+            continue
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+            value = str(dataset.get(keyword, "") or "").strip()
+            if value:
+                uids.add(value)
+    return uids
+
+
+def test_no_dicom_uid_in_any_evaluate_report_or_predict_output(
+    evaluated_run: Evaluated, tmp_path: Path
+) -> None:
+    ingested = evaluated_run.ingested
+    uids = export_uids(ingested.export.root)
+    manifest_uids = {
+        row[c] for row in ingested.rows for c in ("study_uid", "series_uid", "sop_uid")
+    }
+    assert manifest_uids <= uids  # pydicom found every UID the ingest kept, and more
+    assert len(uids) > len(ingested.rows)
+
+    run = evaluated_run.run
+    evaluation, external = tmp_path / "eval", tmp_path / "external"
+    audit, predictions = tmp_path / "audit", tmp_path / "pred" / "today.csv"
+    commands = [
+        ["evaluate", str(run), "--out", str(evaluation), "--bootstrap", "20", "-q"],
+        ["evaluate", str(run), "--out", str(external), "--bootstrap", "20", "-q"]
+        + ["--manifest", str(ingested.root / "manifest.csv"), "--level", "study"],
+        ["report", str(evaluation / "predictions.csv"), "--out", str(audit), "--bootstrap", "20"]
+        + ["--level", "series"],
+        ["predict", str(run), str(ingested.export.root), "--out", str(predictions), "-q"],
+    ]
+    printed: dict[str, str] = {}
+    for index, command in enumerate(commands):
+        args = command if command[0] == "report" else [*command, "--device", "cpu"]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, (command[0], result.output, result.exception)
+        printed[f"output of usdcm {command[0]} #{index}"] = result.output
+
+    outputs = [evaluation, external, audit, predictions.parent, evaluated_run.eval_dir]
+    files = [path for folder in outputs for path in sorted(folder.rglob("*")) if path.is_file()]
+    files.append(run / "splits.csv")
+    names = {path.name for path in files}
+    expected = {"predictions.csv", "evaluation.json", "metrics.json", "report.html", "report.md"}
+    expected |= {"splits.csv", "today.csv", "today.excluded.csv"}
+    assert expected <= names, expected - names
+    texts = {str(path): file_text(path) for path in files}
+    texts |= {f"name of {path}": path.as_posix() for path in files}
+    texts |= printed
+    leaks = sorted(
+        f"{where}: {uid}" for where, text in texts.items() for uid in uids if uid in text
+    )
+    assert not leaks, "UIDs in shared outputs:\n" + "\n".join(leaks[:30])
+
+    # the keys that replace them are there, and the scan does find a UID where there is one
+    with (evaluation / "predictions.csv").open(encoding="utf-8") as handle:
+        header = handle.readline()
+    assert "study_key" in header and "series_key" in header
+    manifest_text = (ingested.root / "manifest.csv").read_text(encoding="utf-8")
+    assert sum(uid in manifest_text for uid in uids) >= len(manifest_uids)

@@ -25,8 +25,8 @@ def row(
     return {
         "image_id": image_id,
         "patient_key": patient,
-        "study_uid": study,
-        "series_uid": series,
+        "study_key": study,
+        "series_key": series,
         "label": label,
         "prob_abnormal": str(prob),
         "prob_normal": str(1 - prob),
@@ -103,7 +103,7 @@ def test_a_series_spanning_two_patients_is_an_error() -> None:
     [
         ({"image_id": ""}, "row 1 has no image_id"),
         ({"patient_key": " "}, "image 'i1' has no patient_key"),
-        ({"study_uid": ""}, "image 'i1' has no study_uid"),
+        ({"study_key": ""}, "image 'i1' has no study_key"),
         ({"prob_abnormal": "high"}, "prob_abnormal='high'"),
         ({"prob_normal": "1.5"}, "prob_normal='1.5'"),
         ({"frames": "0"}, "frames='0'"),
@@ -153,4 +153,4 @@ def test_aggregation_rule_names_the_key_column() -> None:
     assert aggregation_rule("patient") == (
         "mean of image probabilities per patient (grouped by patient_key)"
     )
-    assert aggregation_rule("series").endswith("(grouped by series_uid)")
+    assert aggregation_rule("series").endswith("(grouped by series_key)")

@@ -74,8 +74,8 @@ def make_rows(
                         "label": label,
                         **{f"prob_{c}": repr(probs[c]) for c in classes},
                         "patient_key": f"pat-{p:03d}",
-                        "study_uid": f"1.2.{p}.{s}",
-                        "series_uid": f"1.2.{p}.{s}.{i % 2}",
+                        "study_key": f"1.2.{p}.{s}",
+                        "series_key": f"1.2.{p}.{s}.{i % 2}",
                         "manufacturer": manufacturer,
                         "model": "M1",
                         "frames": str(1 + i * 4),
@@ -105,7 +105,7 @@ def study_means(rows: list[dict[str, str]], column: str) -> dict[str, tuple[str,
     """Independent study-level aggregation: label and mean of ``column`` per study."""
     groups: dict[str, list[dict[str, str]]] = defaultdict(list)
     for row in rows:
-        groups[row["study_uid"]].append(row)
+        groups[row["study_key"]].append(row)
     return {
         key: (members[0]["label"], float(np.mean([float(r[column]) for r in members])))
         for key, members in groups.items()
@@ -187,7 +187,7 @@ def test_binary_statistics_match_independent_computations(
     assert summary["brier"] == pytest.approx(brier_score_loss(y, s))
     assert summary["ece"]["bins"] == 10
     assert sum(summary["reliability"]["count"]) == len(y)
-    assert summary["aggregation"] == "mean of image probabilities per study (grouped by study_uid)"
+    assert summary["aggregation"] == "mean of image probabilities per study (grouped by study_key)"
 
 
 def test_counts_threshold_and_bootstrap_blocks(
@@ -195,8 +195,8 @@ def test_counts_threshold_and_bootstrap_blocks(
 ) -> None:
     assert summary["counts"] == {
         "patients": len({r["patient_key"] for r in rows}),
-        "studies": len({r["study_uid"] for r in rows}),
-        "series": len({r["series_uid"] for r in rows}),
+        "studies": len({r["study_key"] for r in rows}),
+        "series": len({r["series_key"] for r in rows}),
         "images": len(rows),
         "frames": sum(int(r["frames"]) for r in rows),
     }
@@ -267,7 +267,7 @@ def test_failures_list_the_most_confident_errors_with_their_images(
     assert all(entry["label"] == "normal" for entry in listed)
     first = listed[0]
     assert first["prob"] == pytest.approx(means[first["id"]][1])
-    assert first["image_ids"] == [r["image_id"] for r in rows if r["study_uid"] == first["id"]]
+    assert first["image_ids"] == [r["image_id"] for r in rows if r["study_key"] == first["id"]]
     negatives = summary["failures"]["false_negatives"]
     assert len(negatives) == min(3, summary["confusion_matrix"]["counts"][1][0])
     probs = [entry["prob"] for entry in negatives]

@@ -3,6 +3,9 @@
 Owns which image goes to which split, the label-to-index map, the leakage check and
 ``splits.csv``. Works on manifest rows (``dict[str, str]``) only: it never opens an image
 and never decides how images are transformed. Rows without a label take part in no split.
+Studies are told apart by ``study_key`` (the keyed pseudonym ingest writes), or by
+``study_uid`` in a hand-written manifest without one; a UID is used for grouping only and
+never written into ``splits.csv`` or shown in a message.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from usdcm.manifest import write_csv
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 """The split names, in the order they are used."""
 
-SPLIT_COLUMNS: tuple[str, ...] = ("image_id", "patient_key", "study_uid", "label", "split")
-"""Columns of ``splits.csv``."""
+SPLIT_COLUMNS: tuple[str, ...] = ("image_id", "patient_key", "study_key", "label", "split")
+"""Columns of ``splits.csv``: keyed pseudonyms only, never a DICOM UID."""
 
 _MAX_SHOWN = 10
 
@@ -44,6 +47,22 @@ def row_label(row: Row) -> str:
     ('abnormal', '', '')
     """
     return (row.get("label") or "").strip()
+
+
+def study_of(row: Row) -> str:
+    """The study of a manifest row: ``k:<study_key>``, else ``u:<study_uid>``, else ``""``.
+
+    The prefix keeps a key and a UID apart; ingest writes both, so its rows always give
+    the key. Used to group and to compare, never written anywhere.
+
+    >>> study_of({"study_key": "ab12", "study_uid": "1.2.3"}), study_of({"study_uid": "1.2.3"})
+    ('k:ab12', 'u:1.2.3')
+    """
+    key = (row.get("study_key") or "").strip()
+    if key:
+        return "k:" + key
+    uid = (row.get("study_uid") or "").strip()
+    return "u:" + uid if uid else ""
 
 
 def labelled_rows(rows: Iterable[Row]) -> list[Row]:
@@ -81,7 +100,7 @@ def assign_splits(
     If every labelled row has a non-empty ``split`` column, that column is used as given
     (case and surrounding spaces are ignored). If no labelled row has one, the split is
     computed: images are grouped so that all images of a patient (``patient_key``), and all
-    images of a study (``study_uid``), land in the same split; groups are stratified by their
+    images of a study (:func:`study_of`), land in the same split; groups are stratified by their
     majority label (a tie goes to the alphabetically first label), each stratum is shuffled
     with ``seed`` and cut by the fractions. A stratum of at least 3 groups gives val and test
     at least one group each when their fraction is above 0, and train always keeps at least
@@ -217,7 +236,7 @@ def _grouped_splits(
 
 
 def _groups(rows: Sequence[Row]) -> dict[str, list[Row]]:
-    """Connected components of rows linked by a shared patient_key or study_uid.
+    """Connected components of rows linked by a shared patient_key or study.
 
     A group is named by its smallest patient_key, so the names do not depend on row order.
     """
@@ -239,7 +258,7 @@ def _groups(rows: Sequence[Row]) -> dict[str, list[Row]]:
     for row in rows:
         patient = "p:" + row["patient_key"].strip()
         parent.setdefault(patient, patient)
-        study = (row.get("study_uid") or "").strip()
+        study = study_of(row)
         if study:
             node = "s:" + study
             parent.setdefault(node, node)
@@ -273,6 +292,59 @@ def _cut(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
     return n_val, n_test
 
 
+def find_leaks(
+    rows: Iterable[Row], splits: Mapping[str, str]
+) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """The patients and the studies whose images lie in more than one split.
+
+    Parameters
+    ----------
+    rows : iterable of mapping
+        Manifest (or ``splits.csv``) rows; those whose ``image_id`` is not in ``splits`` are
+        ignored.
+    splits : mapping of str to str
+        ``{image_id: split}``.
+
+    Returns
+    -------
+    tuple of dict
+        ``({patient_key: splits}, {study: splits})``, only the leaked ones; a study is named
+        as by :func:`study_of`.
+
+    Examples
+    --------
+    >>> rows = [{"image_id": "a", "patient_key": "p1", "study_key": "s1"},
+    ...         {"image_id": "b", "patient_key": "p2", "study_key": "s1"}]
+    >>> find_leaks(rows, {"a": "train", "b": "test"})
+    ({}, {'k:s1': {'test', 'train'}})
+    """
+    patients: defaultdict[str, set[str]] = defaultdict(set)
+    studies: defaultdict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        split = splits.get((row.get("image_id") or "").strip())
+        if split is None:
+            continue
+        patient = (row.get("patient_key") or "").strip()
+        if patient:
+            patients[patient].add(split)
+        study = study_of(row)
+        if study:
+            studies[study].add(split)
+    return (
+        {key: found for key, found in patients.items() if len(found) > 1},
+        {key: found for key, found in studies.items() if len(found) > 1},
+    )
+
+
+def _listed(column: str, leaked: Mapping[str, set[str]], prefix: str = "") -> str:
+    names = sorted(key for key in leaked)
+    shown = ", ".join(
+        f"{key[len(prefix) :]} ({', '.join(sorted(leaked[key]))})" for key in names[:_MAX_SHOWN]
+    )
+    more = f" and {len(names) - _MAX_SHOWN} more" if len(names) > _MAX_SHOWN else ""
+    return f"{len(names)} {column} in more than one split: {shown}{more}"
+
+
 def check_leakage(rows: Iterable[Row], splits: Mapping[str, str]) -> None:
     """Refuse splits in which a patient or a study has images in two splits.
 
@@ -286,8 +358,9 @@ def check_leakage(rows: Iterable[Row], splits: Mapping[str, str]) -> None:
     Raises
     ------
     LeakageError
-        Listing the offending patient keys and study UIDs (sorted, the first 10 of each
-        and a count). They are pseudonyms and UIDs, not patient identifiers.
+        Listing the offending patient keys and study keys (sorted, the first 10 of each and
+        a count): pseudonyms, not identifiers. Studies known only by their ``study_uid`` (a
+        hand-written manifest) are counted, never listed: a UID identifies.
 
     Examples
     --------
@@ -297,28 +370,19 @@ def check_leakage(rows: Iterable[Row], splits: Mapping[str, str]) -> None:
     Traceback (most recent call last):
     usdcm.data.splits.LeakageError: 1 patient_key in more than one split: p1 (test, train); ...
     """
-    seen: dict[str, defaultdict[str, set[str]]] = {
-        "patient_key": defaultdict(set),
-        "study_uid": defaultdict(set),
-    }
-    for row in rows:
-        split = splits.get((row.get("image_id") or "").strip())
-        if split is None:
-            continue
-        for column, by_key in seen.items():
-            key = (row.get(column) or "").strip()
-            if key:
-                by_key[key].add(split)
+    patients, studies = find_leaks(rows, splits)
     problems: list[str] = []
-    for column, by_key in seen.items():
-        leaked = sorted(key for key, found in by_key.items() if len(found) > 1)
-        if not leaked:
-            continue
-        shown = ", ".join(
-            f"{key} ({', '.join(sorted(by_key[key]))})" for key in leaked[:_MAX_SHOWN]
+    if patients:
+        problems.append(_listed("patient_key", patients))
+    keyed = {key: found for key, found in studies.items() if key.startswith("k:")}
+    if keyed:
+        problems.append(_listed("study_key", keyed, prefix="k:"))
+    n_uids = len(studies) - len(keyed)
+    if n_uids:
+        problems.append(
+            f"{n_uids} study_uid in more than one split (not listed: UIDs identify; "
+            "`usdcm ingest` writes study_key pseudonyms)"
         )
-        more = f" and {len(leaked) - _MAX_SHOWN} more" if len(leaked) > _MAX_SHOWN else ""
-        problems.append(f"{len(leaked)} {column} in more than one split: {shown}{more}")
     if problems:
         message = (
             "; ".join(problems) + "; put every image of a patient and of a study into one "
@@ -330,13 +394,14 @@ def check_leakage(rows: Iterable[Row], splits: Mapping[str, str]) -> None:
 def write_splits(path: Path, rows: Iterable[Row], splits: Mapping[str, str]) -> int:
     """Write ``splits.csv`` atomically: one row per image in ``splits``, in manifest order.
 
-    Columns are :data:`SPLIT_COLUMNS`. Returns the number of rows written.
+    Columns are :data:`SPLIT_COLUMNS`; a row without a ``study_key`` gets an empty one, never
+    its UID. Returns the number of rows written.
     """
     records = (
         {
             "image_id": image_id,
             "patient_key": row.get("patient_key", ""),
-            "study_uid": row.get("study_uid", ""),
+            "study_key": row.get("study_key", ""),
             "label": row_label(row),
             "split": splits[image_id],
         }

@@ -149,8 +149,8 @@ def evaluate_run(
                 "label": row["label"],
                 **{f"prob_{c}": float(p) for c, p in zip(trained.classes, probs, strict=True)},
             }
-            for column in ("patient_key", "study_uid", "series_uid", "manufacturer", "model"):
-                record[column] = row.get(column, "")
+            for column in ("patient_key", "study_key", "series_key", "manufacturer", "model"):
+                record[column] = row.get(column, "")  # keyed pseudonyms only, never a UID
             record["frames"] = row.get("frames", "")
             rows_out.append(record)
 
@@ -211,8 +211,8 @@ def _context(
             "split_source": (
                 "external manifest (every labelled image)"
                 if split == "external"
-                else "the run's splits.csv (manifest split column, or grouped by patient_key "
-                "and study_uid, stratified by label)"
+                else "the run's splits.csv (manifest split column, or grouped by patient and "
+                "study, stratified by label)"
             ),
             "leakage_check": "passed",
         },

@@ -1,7 +1,9 @@
 """``predictions.csv``: one row per image, the only input ``usdcm report`` needs.
 
-Owns its columns, and reading and writing it atomically. Holds pseudonymous keys and UIDs
-only, never a patient identifier. Never computes a metric.
+Owns its columns, and reading and writing it atomically. Holds keyed pseudonyms only
+(``patient_key``, ``study_key``, ``series_key``), never a DICOM UID or a patient identifier:
+the file is meant to leave the folder that holds the pseudonym secret. Never computes a
+metric.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from usdcm.manifest import write_csv
 
 PROB_PREFIX = "prob_"
 KEY_COLUMNS = ("image_id", "split", "label")
-CONTEXT_COLUMNS = ("patient_key", "study_uid", "series_uid", "manufacturer", "model", "frames")
+CONTEXT_COLUMNS = ("patient_key", "study_key", "series_key", "manufacturer", "model", "frames")
 
 
 class PredictionsError(UsdcmError):

@@ -6,7 +6,7 @@ consistent (one label, one patient) and the subgroup values of a group. Works on
 statistic.
 
 A predictions row has ``image_id``, ``label``, ``prob_<class>`` for every class,
-``patient_key``, ``study_uid``, ``series_uid``, ``frames`` and subgroup columns such as
+``patient_key``, ``study_key``, ``series_key``, ``frames`` and subgroup columns such as
 ``manufacturer`` and ``model``. Errors name the pseudonymous ``image_id`` or group key,
 never anything else from the row.
 """
@@ -43,11 +43,11 @@ class Level(StrEnum):
 
 KEY_COLUMNS: dict[Level, str] = {
     Level.IMAGE: "image_id",
-    Level.SERIES: "series_uid",
-    Level.STUDY: "study_uid",
+    Level.SERIES: "series_key",
+    Level.STUDY: "study_key",
     Level.PATIENT: "patient_key",
 }
-"""The column that identifies a case at each level."""
+"""The column that identifies a case at each level: keyed pseudonyms, never DICOM UIDs."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class AggregatedCase:
     Attributes
     ----------
     id : str
-        The group's key: ``image_id``, ``series_uid``, ``study_uid`` or ``patient_key``.
+        The group's key: ``image_id``, ``series_key``, ``study_key`` or ``patient_key``.
     label : str
         The label shared by all images of the group.
     probs : dict of str to float
@@ -103,7 +103,7 @@ def aggregation_rule(level: str | Level) -> str:
     """One sentence saying how image predictions became cases at ``level``.
 
     >>> aggregation_rule("study")
-    'mean of image probabilities per study (grouped by study_uid)'
+    'mean of image probabilities per study (grouped by study_key)'
     >>> aggregation_rule("image")
     'one case per image; no aggregation'
     """
@@ -143,7 +143,7 @@ def aggregate(
     rows : iterable of mapping
         Image-level prediction rows.
     level : {"image", "series", "study", "patient"}
-        Unit of a case; grouped by ``image_id``, ``series_uid``, ``study_uid`` or
+        Unit of a case; grouped by ``image_id``, ``series_key``, ``study_key`` or
         ``patient_key``.
     classes : sequence of str
         Class names; every row needs ``prob_<class>`` for each, and a label among them.
@@ -168,9 +168,9 @@ def aggregate(
     Examples
     --------
     >>> rows = [
-    ...     {"image_id": "i1", "series_uid": "s1", "patient_key": "p1", "label": "a",
+    ...     {"image_id": "i1", "series_key": "s1", "patient_key": "p1", "label": "a",
     ...      "prob_a": "0.875", "prob_b": "0.125", "frames": "10", "manufacturer": "X"},
-    ...     {"image_id": "i2", "series_uid": "s1", "patient_key": "p1", "label": "a",
+    ...     {"image_id": "i2", "series_key": "s1", "patient_key": "p1", "label": "a",
     ...      "prob_a": "0.375", "prob_b": "0.625", "frames": "1", "manufacturer": "Y"},
     ... ]
     >>> (case,) = aggregate(rows, "series", ["a", "b"], subgroup_columns=["manufacturer"])
@@ -225,7 +225,7 @@ def _case(
     if len(patients) > 1:
         message = (
             f"{level} {key!r} holds images of {len(patients)} patients; a {level} must belong "
-            "to one patient_key. Check the UIDs in the predictions."
+            "to one patient_key. Check the keys in the predictions."
         )
         raise AggregationError(message)
     probs = {

@@ -155,8 +155,8 @@ def summarize(
     Examples
     --------
     >>> rows = [
-    ...     {"image_id": f"i{n}", "patient_key": f"p{n}", "study_uid": f"s{n}",
-    ...      "series_uid": f"r{n}", "label": "abnormal" if n % 2 else "normal",
+    ...     {"image_id": f"i{n}", "patient_key": f"p{n}", "study_key": f"s{n}",
+    ...      "series_key": f"r{n}", "label": "abnormal" if n % 2 else "normal",
     ...      "prob_abnormal": str(p), "prob_normal": str(1 - p), "frames": "1",
     ...      "manufacturer": "X", "model": "M"}
     ...     for n, p in enumerate([0.1, 0.9, 0.3, 0.6, 0.7, 0.8])
@@ -330,8 +330,8 @@ def _counts(rows: list[Row], cases: list[AggregatedCase]) -> dict[str, int]:
 
     return {
         "patients": distinct("patient_key"),
-        "studies": distinct("study_uid"),
-        "series": distinct("series_uid"),
+        "studies": distinct("study_key"),
+        "series": distinct("series_key"),
         "images": sum(case.n_images for case in cases),
         "frames": sum(case.n_frames for case in cases),
     }
