@@ -71,3 +71,44 @@ def test_overrides_win_and_floats_accept_ints(tmp_path: Path) -> None:
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="No config file"):
         load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("augment:\n  rotate_degrees: -5\n", "augment.rotate_degrees is -5.0; expected >= 0."),
+        ("augment:\n  scale: 1.0\n", "augment.scale is 1.0; expected in [0, 1)."),
+        ("augment:\n  flip_lr_prob: 1.5\n", "augment.flip_lr_prob is 1.5; expected in [0, 1]."),
+        ("augment:\n  contrast: -0.1\n", "augment.contrast is -0.1; expected in [0, 1)."),
+        ("augment:\n  gamma: 1.5\n", "augment.gamma is 1.5; expected in [0, 1)."),
+        ("augment:\n  speckle_std: -1\n", "augment.speckle_std is -1.0; expected >= 0."),
+        ("augment:\n  rotate_degrees: .inf\n", "augment.rotate_degrees is inf; expected a finite"),
+        (
+            "data:\n  normalization:\n    sample_images: 0\n",
+            "data.normalization.sample_images is 0; expected >= 1.",
+        ),
+        ("optim:\n  weight_decay: -0.1\n", "optim.weight_decay is -0.1; expected >= 0."),
+        ("optim:\n  lr: .nan\n", "optim.lr is nan; expected a finite number."),
+    ],
+)
+def test_every_value_is_checked_when_the_config_is_loaded(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    """Values that used to pass loading and fail only after splits and statistics."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"Config key {message}")
+    assert "\n" not in str(info.value)
+
+
+def test_a_section_out_of_range_cannot_be_built() -> None:
+    from usdcm.training.config import AugmentConfig
+
+    with pytest.raises(ConfigError, match=r"augment\.rotate_degrees is -5; expected >= 0"):
+        AugmentConfig(rotate_degrees=-5)
+    config = TrainConfig()
+    config.optim.epochs = 0  # changed in place: validate() checks again
+    with pytest.raises(ConfigError, match="optim.epochs is 0"):
+        config.validate()

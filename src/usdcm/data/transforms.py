@@ -42,7 +42,7 @@ from nibabel.filebasedimages import ImageFileError
 
 from usdcm.data.normalization import IntensityStats, NormalizeIntensityStatsd
 from usdcm.errors import UsdcmError
-from usdcm.training.config import AugmentConfig, ConfigError
+from usdcm.training.config import AugmentConfig
 
 IMAGE_KEY = "image"
 """The key of the image in every data dictionary."""
@@ -321,22 +321,6 @@ def speckle_noise(
     return image * noise.mul_(std).add_(1)
 
 
-def _check_augment(augment: AugmentConfig) -> None:
-    checks: list[tuple[bool, str, float, str]] = [
-        (augment.rotate_degrees >= 0, "rotate_degrees", augment.rotate_degrees, ">= 0"),
-        (0 <= augment.scale < 1, "scale", augment.scale, "in [0, 1)"),
-        (0 <= augment.flip_lr_prob <= 1, "flip_lr_prob", augment.flip_lr_prob, "in [0, 1]"),
-        (0 <= augment.contrast < 1, "contrast", augment.contrast, "in [0, 1)"),
-        (0 <= augment.gamma < 1, "gamma", augment.gamma, "in [0, 1)"),
-        (augment.speckle_std >= 0, "speckle_std", augment.speckle_std, ">= 0"),
-        (0 <= augment.prob <= 1, "prob", augment.prob, "in [0, 1]"),
-    ]
-    for ok, key, value, expected in checks:
-        if not ok:
-            message = f"Config key augment.{key} is {value!r}; expected {expected}."
-            raise ConfigError(message)
-
-
 @functools.lru_cache(maxsize=16)
 def _identity_grid(
     width: int, height: int, device: torch.device, dtype: torch.dtype
@@ -486,7 +470,8 @@ class RandAugmentFramed(Randomizable):  # type: ignore[misc]  # MONAI is untyped
     Parameters
     ----------
     augment : AugmentConfig
-        Strengths and probabilities; a strength of 0 never fires.
+        Strengths and probabilities, checked when the config was built; a strength of 0
+        never fires.
     clip_frames : int
         Consecutive frames per sample, at least 1.
     key : str, optional
@@ -494,7 +479,6 @@ class RandAugmentFramed(Randomizable):  # type: ignore[misc]  # MONAI is untyped
     """
 
     def __init__(self, augment: AugmentConfig, clip_frames: int, key: str = IMAGE_KEY) -> None:
-        _check_augment(augment)
         if clip_frames < 1:
             message = f"clip_frames is {clip_frames}; expected at least 1."
             raise ValueError(message)
@@ -586,11 +570,6 @@ def train_transforms(augment: AugmentConfig, clip_frames: int) -> RandAugmentFra
     Returns
     -------
     RandAugmentFramed
-
-    Raises
-    ------
-    ConfigError
-        If an augmentation strength is out of range.
     """
     return RandAugmentFramed(augment, clip_frames)
 

@@ -1,12 +1,15 @@
 """The training configuration: typed sections, loaded from YAML and validated at load time.
 
 Owns every key ``usdcm train`` understands, its type and its default; ``configs/default.yaml``
-documents them. An unknown key or a wrong type is a ``ConfigError`` naming the dotted key.
+documents them. Every value is checked here, when the config is loaded, and nowhere else: an
+unknown key, a wrong type or a value out of range is a ``ConfigError`` naming the dotted key,
+the value and what is allowed, before any data is read.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +27,21 @@ class ConfigError(UsdcmError):
     """A configuration file or override with an unknown key or a value of the wrong type."""
 
 
+def _check(key: str, value: object, ok: bool, expected: str) -> None:
+    """Raise a :class:`ConfigError` naming ``key``, its ``value`` and the ``expected`` range."""
+    if not ok:
+        message = f"Config key {key} is {value!r}; expected {expected}."
+        raise ConfigError(message)
+
+
+def _check_finite(section: Any, prefix: str) -> None:
+    """Refuse NaN and infinity in every float field of ``section`` (YAML's .nan and .inf)."""
+    for item in dataclasses.fields(section):
+        value = getattr(section, item.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            _check(prefix + item.name, value, False, "a finite number")
+
+
 @dataclass
 class SplitConfig:
     """How the manifest is split when it has no ``split`` column."""
@@ -31,6 +49,13 @@ class SplitConfig:
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_finite(self, "split.")
+        val, test = self.val_fraction, self.test_fraction
+        _check("split.val_fraction", val, 0 <= val < 1, "in [0, 1)")
+        _check("split.test_fraction", test, 0 <= test < 1, "in [0, 1)")
+        _check("split.test_fraction", test, val + test < 1, "val_fraction + test_fraction < 1")
 
 
 @dataclass
@@ -41,6 +66,19 @@ class NormalizationConfig:
     lower_percentile: float = 0.5
     upper_percentile: float = 99.5
     sample_images: int = 64
+
+    def __post_init__(self) -> None:
+        _check_finite(self, "data.normalization.")
+        lower, upper = self.lower_percentile, self.upper_percentile
+        if not 0 <= lower < upper <= 100:
+            message = (
+                "Config keys data.normalization.lower_percentile/upper_percentile are "
+                f"{lower}/{upper}; expected 0 <= lower < upper <= 100."
+            )
+            raise ConfigError(message)
+        _check(
+            "data.normalization.sample_images", self.sample_images, self.sample_images >= 1, ">= 1"
+        )
 
 
 @dataclass
@@ -57,6 +95,16 @@ class DataConfig:
     cache_on_device: bool = False
     normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
 
+    def __post_init__(self) -> None:
+        _check_finite(self, "data.")
+        size = self.image_size
+        _check("data.image_size", size, len(size) == 2, "[H, W]")
+        _check("data.image_size", size, all(s >= 16 for s in size), "sides of at least 16")
+        _check("data.clip_frames", self.clip_frames, self.clip_frames >= 1, ">= 1")
+        _check("data.eval_frames", self.eval_frames, self.eval_frames >= 1, ">= 1")
+        _check("data.cache_rate", self.cache_rate, 0 < self.cache_rate <= 1, "in (0, 1]")
+        _check("data.num_workers", self.num_workers, self.num_workers >= 0, ">= 0")
+
 
 @dataclass
 class AugmentConfig:
@@ -70,6 +118,20 @@ class AugmentConfig:
     speckle_std: float = 0.1
     prob: float = 0.5
 
+    def __post_init__(self) -> None:
+        _check_finite(self, "augment.")
+        checks: list[tuple[str, float, bool, str]] = [
+            ("rotate_degrees", self.rotate_degrees, self.rotate_degrees >= 0, ">= 0"),
+            ("scale", self.scale, 0 <= self.scale < 1, "in [0, 1)"),
+            ("flip_lr_prob", self.flip_lr_prob, 0 <= self.flip_lr_prob <= 1, "in [0, 1]"),
+            ("contrast", self.contrast, 0 <= self.contrast < 1, "in [0, 1)"),
+            ("gamma", self.gamma, 0 <= self.gamma < 1, "in [0, 1)"),
+            ("speckle_std", self.speckle_std, self.speckle_std >= 0, ">= 0"),
+            ("prob", self.prob, 0 <= self.prob <= 1, "in [0, 1]"),
+        ]
+        for key, value, ok, expected in checks:
+            _check(f"augment.{key}", value, ok, expected)
+
 
 @dataclass
 class ModelConfig:
@@ -77,6 +139,10 @@ class ModelConfig:
 
     name: Literal["seed_cnn", "densenet121", "resnet18", "resnet34", "efficientnet-b0"] = "seed_cnn"
     dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_finite(self, "model.")
+        _check("model.dropout", self.dropout, 0 <= self.dropout < 1, "in [0, 1)")
 
 
 @dataclass
@@ -90,6 +156,14 @@ class OptimConfig:
     schedule: Literal["cosine", "onecycle", "none"] = "cosine"
     patience: int = 5
     class_weighting: Literal["loss", "sampler", "none"] = "loss"
+
+    def __post_init__(self) -> None:
+        _check_finite(self, "optim.")
+        _check("optim.epochs", self.epochs, self.epochs >= 1, ">= 1")
+        _check("optim.batch_size", self.batch_size, self.batch_size >= 1, ">= 1")
+        _check("optim.lr", self.lr, self.lr > 0, "> 0")
+        _check("optim.weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0")
+        _check("optim.patience", self.patience, self.patience >= 1, ">= 1")
 
 
 @dataclass
@@ -106,7 +180,12 @@ class RuntimeConfig:
 
 @dataclass
 class TrainConfig:
-    """Everything ``usdcm train`` needs besides the manifest."""
+    """Everything ``usdcm train`` needs besides the manifest.
+
+    Every section checks its values' ranges when it is built (``__post_init__``), and
+    :func:`config_from_dict` checks their types first, so a config that exists is valid:
+    nothing later in a run (splits, statistics, transforms, the model) finds a bad value.
+    """
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -117,56 +196,18 @@ class TrainConfig:
     intended_use: str = ""
 
     def validate(self) -> TrainConfig:
-        """Check value ranges that types alone cannot; return ``self``."""
-        checks: list[tuple[bool, str, object, str]] = [
-            (len(self.data.image_size) == 2, "data.image_size", self.data.image_size, "[H, W]"),
-            (
-                all(s >= 16 for s in self.data.image_size),
-                "data.image_size",
-                self.data.image_size,
-                "sides of at least 16",
-            ),
-            (self.data.clip_frames >= 1, "data.clip_frames", self.data.clip_frames, ">= 1"),
-            (self.data.eval_frames >= 1, "data.eval_frames", self.data.eval_frames, ">= 1"),
-            (0 < self.data.cache_rate <= 1, "data.cache_rate", self.data.cache_rate, "in (0, 1]"),
-            (self.data.num_workers >= 0, "data.num_workers", self.data.num_workers, ">= 0"),
-            (
-                0 <= self.split.val_fraction < 1,
-                "split.val_fraction",
-                self.split.val_fraction,
-                "in [0, 1)",
-            ),
-            (
-                0 <= self.split.test_fraction < 1,
-                "split.test_fraction",
-                self.split.test_fraction,
-                "in [0, 1)",
-            ),
-            (
-                self.split.val_fraction + self.split.test_fraction < 1,
-                "split.test_fraction",
-                self.split.test_fraction,
-                "val_fraction + test_fraction < 1",
-            ),
-            (self.optim.epochs >= 1, "optim.epochs", self.optim.epochs, ">= 1"),
-            (self.optim.batch_size >= 1, "optim.batch_size", self.optim.batch_size, ">= 1"),
-            (self.optim.lr > 0, "optim.lr", self.optim.lr, "> 0"),
-            (self.optim.patience >= 1, "optim.patience", self.optim.patience, ">= 1"),
-            (0 <= self.model.dropout < 1, "model.dropout", self.model.dropout, "in [0, 1)"),
-            (0 <= self.augment.prob <= 1, "augment.prob", self.augment.prob, "in [0, 1]"),
-        ]
-        for ok, key, value, expected in checks:
-            if not ok:
-                message = f"Config key {key} is {value!r}; expected {expected}."
-                raise ConfigError(message)
-        norm = self.data.normalization
-        if not 0 <= norm.lower_percentile < norm.upper_percentile <= 100:
-            message = (
-                "Config keys data.normalization.lower_percentile/upper_percentile are "
-                f"{norm.lower_percentile}/{norm.upper_percentile}; expected 0 <= lower < upper "
-                "<= 100."
-            )
-            raise ConfigError(message)
+        """Check every value again (e.g. after a section was changed in place); return ``self``.
+
+        Raises
+        ------
+        ConfigError
+            The first value out of its range, naming its dotted key.
+        """
+        sections = (self.model, self.data, self.data.normalization, self.augment)
+        for section in (*sections, self.optim, self.split, self.runtime):
+            post_init = getattr(section, "__post_init__", None)
+            if post_init is not None:
+                post_init()
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -239,7 +280,7 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     usdcm.training.config.ConfigError: Unknown config key optim.epoch; ...
     """
     config: TrainConfig = _build(TrainConfig, values)
-    return config.validate()
+    return config
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
