@@ -1,13 +1,20 @@
-"""Fixtures for the report tests: a realistic metrics dict, a context, one written report.
+"""Fixtures for the report tests: metrics from the real metrics code, a context, one report.
 
-The metrics follow the shape of ``usdcm.metrics.summarize`` and are computed with numpy from
-seeded synthetic scores, so the curves look real; nothing here reads a DICOM file.
+The metrics dict is the output of :func:`usdcm.metrics.summarize` on seeded, generated
+image-level prediction rows (train, val and test), with the threshold chosen on the val rows
+the way :func:`usdcm.evaluation.reporting.build_report` chooses it. A key renamed in
+``usdcm.metrics`` therefore reaches these tests. Studies and series are named by keyed
+pseudonyms (``study_key``, ``series_key``) of generated DICOM UIDs; nothing here reads a
+DICOM file.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import functools
+import math
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,155 +22,201 @@ from typing import Any
 import numpy as np
 import pytest
 
+from usdcm.metrics import aggregate, choose_threshold, parse_threshold_rule, summarize
+from usdcm.privacy import ProjectSecret
 from usdcm.report import ReportContext, ReportFiles, write_report
 
 Metrics = dict[str, Any]
 MetricsFactory = Callable[..., Metrics]
+Row = dict[str, str]
 
-FALSE_POSITIVE_ID = "st_4f2a91"
-FALSE_NEGATIVE_ID = "st_77c0de"
+SECRET = ProjectSecret(b"usdcm report tests, not a secret")
+"""The pseudonym key of the generated rows (fixed, so the rows are the same every run)."""
 
+UID_ROOT = "1.2.826.0.1.3680043.8.498"
+"""Root of the generated DICOM UIDs (the pydicom example root)."""
 
-def _proportion(k: int, n: int) -> dict[str, Any]:
-    value = k / n
-    half = 1.96 * float(np.sqrt(value * (1 - value) / n))
-    return {
-        "value": value,
-        "ci95": [max(0.0, value - half), min(1.0, value + half)],
-        "k": k,
-        "n": n,
-    }
+CLASSES = ["abnormal", "normal"]
+POSITIVE = "abnormal"
+LEVEL = "study"
+THRESHOLD_RULE = "youden"
+N_BOOTSTRAP = 2000
+SEED = 0
 
+TEST_STUDIES, TEST_POSITIVES = 240, 80
+"""The evaluated (test) split at the study level: 240 studies, 80 abnormal."""
 
-def _curves(labels: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
-    order = np.argsort(-scores, kind="stable")
-    hits = labels[order]
-    tp = np.concatenate([[0], np.cumsum(hits)])
-    fp = np.concatenate([[0], np.cumsum(1 - hits)])
-    tpr, fpr = tp / hits.sum(), fp / (len(hits) - hits.sum())
-    precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 1.0)
-    auc = float(np.trapezoid(tpr, fpr))
-    ap = float(np.sum(np.diff(tpr) * precision[1:]))
-    return {
-        "auc": auc,
-        "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
-        "pr": {"precision": precision.tolist(), "recall": tpr.tolist(), "ap": ap},
-    }
+VAL_STUDIES, VAL_POSITIVES = 200, 68
+TRAIN_STUDIES, TRAIN_POSITIVES = 300, 99
+
+SCANNERS = (("GE", "GE Voluson E8"), ("Philips", "Philips EPIQ 7"))
 
 
-def build_metrics(n: int = 240, positives: int = 80, seed: int = 0) -> Metrics:
-    """A study-level binary metrics dict from seeded synthetic scores."""
+def study_uid(split: str, index: int) -> str:
+    """The generated StudyInstanceUID of study ``index`` of ``split`` (never in a report)."""
+    return f"{UID_ROOT}.{1 + ('train', 'val', 'test').index(split)}.{index}"
+
+
+def series_uid(split: str, study: int, series: int) -> str:
+    """The generated SeriesInstanceUID of ``series`` of ``study`` (never in a report)."""
+    return f"{study_uid(split, study)}.{series + 1}"
+
+
+def study_key(split: str, index: int) -> str:
+    """The keyed pseudonym of :func:`study_uid`, as ingest writes it into ``study_key``."""
+    return SECRET.pseudonym(study_uid(split, index), namespace="study")
+
+
+FALSE_POSITIVE_STUDY = 200
+"""Index of the test study planted as the most confident false positive (four images)."""
+
+FALSE_NEGATIVE_STUDY = 1
+"""Index of the test study planted as the most confident false negative (one image)."""
+
+FALSE_POSITIVE_ID = study_key("test", FALSE_POSITIVE_STUDY)
+FALSE_NEGATIVE_ID = study_key("test", FALSE_NEGATIVE_STUDY)
+
+
+def _sigmoid(value: float) -> float:
+    return 1 / (1 + math.exp(-value))
+
+
+def generate_rows(split: str, n_studies: int, n_positive: int, seed: int) -> list[Row]:
+    """Image-level prediction rows of one split, as ``predictions.csv`` holds them.
+
+    Studies ``0 .. n_positive - 1`` are abnormal. A study has one or two series of one to
+    four images; every third patient has two studies. The score of an image is a noisy
+    logistic of its study's latent score, so study-level AUC is about 0.9. In the test
+    split two studies are planted as confident errors (see :data:`FALSE_POSITIVE_ID`).
+    ``study_uid``/``series_uid`` carry the same keyed values as ``study_key``/``series_key``
+    (for the metrics code while it still groups by the old column names), never a UID.
+    """
     rng = np.random.default_rng(seed)
-    labels = np.array([1] * positives + [0] * (n - positives))
-    scores = 1 / (1 + np.exp(-(rng.normal(-1.2, 1.2, n) + 2.4 * labels)))
-    curves = _curves(labels, scores)
-    predicted = scores >= 0.5
-    tp = int(np.sum(predicted & (labels == 1)))
-    fp = int(np.sum(predicted & (labels == 0)))
-    fn, tn = positives - tp, (n - positives) - fp
-    edges = np.linspace(0, 1, 11)
-    bins = np.clip(np.digitize(scores, edges) - 1, 0, 9)
-    mean_predicted, observed, count = [], [], []
-    for b in range(10):
-        inside = bins == b
-        count.append(int(inside.sum()))
-        mean_predicted.append(float(scores[inside].mean()) if inside.any() else None)
-        observed.append(float(labels[inside].mean()) if inside.any() else None)
-    return {
-        "level": "study",
-        "positive_class": "abnormal",
-        "classes": ["abnormal", "normal"],
-        "n": n,
-        "n_positive": positives,
-        "prevalence": positives / n,
-        "aggregation": "A study's probability is the mean of its images' probabilities.",
-        "auc": {
-            "value": curves["auc"],
-            "ci95": [curves["auc"] - 0.04, min(1.0, curves["auc"] + 0.03)],
-            "method": "delong",
-            "bootstrap_ci95": [curves["auc"] - 0.045, min(1.0, curves["auc"] + 0.03)],
-        },
-        "sensitivity": _proportion(tp, positives),
-        "specificity": _proportion(tn, n - positives),
-        "ppv": _proportion(tp, tp + fp),
-        "npv": _proportion(tn, tn + fn),
-        "accuracy": _proportion(tp + tn, n),
-        "balanced_accuracy": {
-            "value": (tp / positives + tn / (n - positives)) / 2,
-            "ci95": [0.8, 0.9],
-        },
-        "threshold": {"value": 0.5, "rule": "youden", "chosen_on": "val", "exploratory": False},
-        "confusion_matrix": {
-            "labels": ["normal", "abnormal"],
-            "counts": [[tn, fp], [fn, tp]],
-            "normalized": [[tn / (tn + fp), fp / (tn + fp)], [fn / (fn + tp), tp / (fn + tp)]],
-        },
-        "roc": curves["roc"],
-        "pr": curves["pr"],
-        "brier": float(np.mean((scores - labels) ** 2)),
-        "ece": {"value": 0.041, "bins": 10},
-        "reliability": {
-            "bin_edges": edges.tolist(),
-            "mean_predicted": mean_predicted,
-            "observed": observed,
-            "count": count,
-        },
-        "counts": {"patients": 180, "studies": n, "series": 310, "images": 1450, "frames": 5200},
-        "bootstrap": {
-            "resamples": 2000,
-            "seed": 0,
-            "cluster": "patient_key",
-            "stratified": True,
-            "skipped": 0,
-        },
-        "subgroups": {
-            "manufacturer": [
-                {
-                    "group": "GE",
-                    "n": 150,
-                    "n_positive": 50,
-                    "prevalence": 1 / 3,
-                    "auc": {"value": 0.93, "ci95": [0.89, 0.97]},
-                    "too_small": False,
-                    "reason": "",
-                },
-                {
-                    "group": "Philips",
-                    "n": 90,
-                    "n_positive": 30,
-                    "prevalence": 1 / 3,
-                    "auc": {"value": 0.9, "ci95": [0.83, 0.96]},
-                    "too_small": False,
-                    "reason": "",
-                },
-            ]
-        },
-        "failures": {
-            "false_positives": [
-                {
-                    "id": FALSE_POSITIVE_ID,
-                    "prob": 0.97,
-                    "label": "normal",
-                    "image_ids": ["im_01", "im_02", "im_03", "im_04"],
-                },
-                {"id": "st_0b11aa", "prob": 0.91, "label": "normal", "image_ids": ["im_09"]},
-            ],
-            "false_negatives": [
-                {
-                    "id": FALSE_NEGATIVE_ID,
-                    "prob": 0.04,
-                    "label": "abnormal",
-                    "image_ids": ["im_11"],
-                },
-            ],
-        },
-        "multiclass": None,
-        "provenance": {"usdcm": "0.1.0", "run_id": "run-0001", "test_manifest_sha256": "ab" * 32},
+    rows: list[Row] = []
+    patient = 0
+    for study in range(n_studies):
+        if study % 3 != 2:  # every third study belongs to the previous study's patient
+            patient += 1
+        label = POSITIVE if study < n_positive else "normal"
+        manufacturer, model = SCANNERS[int(rng.random() < 0.4)]
+        latent = float(rng.normal(-1.2, 1.2)) + (2.4 if label == POSITIVE else 0.0)
+        planted: float | None = None
+        n_series, n_images = int(rng.integers(1, 3)), int(rng.integers(1, 5))
+        if split == "test" and study == FALSE_POSITIVE_STUDY:
+            label, planted, n_series, n_images = "normal", 0.995, 1, 4
+        elif split == "test" and study == FALSE_NEGATIVE_STUDY:
+            label, planted, n_series, n_images = POSITIVE, 0.004, 1, 1
+        key = SECRET.pseudonym(study_uid(split, study), namespace="study")
+        patient_key = SECRET.pseudonym(f"{split}-PAT{patient:04d}")
+        for series in range(n_series):
+            series_key = SECRET.pseudonym(series_uid(split, study, series), namespace="series")
+            for image in range(n_images if series == 0 else int(rng.integers(1, 5))):
+                noise = float(rng.normal(0, 0.4))
+                prob = planted if planted is not None else _sigmoid(latent + noise)
+                rows.append(
+                    {
+                        "image_id": SECRET.pseudonym(
+                            f"{series_uid(split, study, series)}.{image}", namespace="image"
+                        ),
+                        "split": split,
+                        "label": label,
+                        "prob_abnormal": f"{prob:.8f}",
+                        "prob_normal": f"{1 - prob:.8f}",
+                        "patient_key": patient_key,
+                        "study_key": key,
+                        "series_key": series_key,
+                        "study_uid": key,
+                        "series_uid": series_key,
+                        "manufacturer": manufacturer,
+                        "model": model,
+                        "frames": str(int(rng.integers(1, 8))),
+                    }
+                )
+    return rows
+
+
+@functools.cache
+def _all_rows() -> tuple[Row, ...]:
+    return (
+        *generate_rows("train", TRAIN_STUDIES, TRAIN_POSITIVES, seed=1),
+        *generate_rows("val", VAL_STUDIES, VAL_POSITIVES, seed=2),
+        *generate_rows("test", TEST_STUDIES, TEST_POSITIVES, seed=3),
+    )
+
+
+def prediction_rows() -> list[Row]:
+    """Every generated prediction row (train, val, test), fresh copies."""
+    return [dict(row) for row in _all_rows()]
+
+
+def choose_threshold_on_val(rows: Sequence[Row], rule: str = THRESHOLD_RULE) -> float:
+    """The threshold ``rule`` picks on the val rows at :data:`LEVEL`, as ``build_report`` does."""
+    cases = aggregate([row for row in rows if row["split"] == "val"], LEVEL, CLASSES)
+    labels = [int(case.label == POSITIVE) for case in cases]
+    scores = [float(case.probs[POSITIVE]) for case in cases]
+    return choose_threshold(labels, scores, parse_threshold_rule(rule))
+
+
+def summarize_rows(rows: Sequence[Row], **overrides: Any) -> Metrics:
+    """:func:`usdcm.metrics.summarize` of the test rows, threshold chosen on the val rows."""
+    rule = parse_threshold_rule(THRESHOLD_RULE)
+    options: dict[str, Any] = {
+        "level": LEVEL,
+        "classes": CLASSES,
+        "positive_class": POSITIVE,
+        "threshold": choose_threshold_on_val(rows),
+        "threshold_rule": str(rule),
+        "threshold_chosen_on": "val",
+        "exploratory": False,
+        "subgroup_columns": ("manufacturer", "model"),
+        "n_bootstrap": N_BOOTSTRAP,
+        "seed": SEED,
+        "provenance": {"usdcm": "0.1.0", "run_id": "run-0001", "evaluated_split": "test"},
     }
+    options.update(overrides)
+    return summarize([row for row in rows if row["split"] == "test"], **options)
+
+
+@functools.cache
+def _base_metrics() -> Metrics:
+    return summarize_rows(prediction_rows())
+
+
+def build_metrics() -> Metrics:
+    """The study-level binary metrics of the generated rows (a fresh deep copy)."""
+    return copy.deepcopy(_base_metrics())
+
+
+def _count(rows: Sequence[Row], column: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row[column]] = counts.get(row[column], 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def split_counts(rows: Sequence[Row]) -> dict[str, dict[str, int]]:
+    """Distinct patients and studies per split of ``rows``."""
+    return {
+        split: {
+            "patients": len({row["patient_key"] for row in rows if row["split"] == split}),
+            "studies": len({row["study_key"] for row in rows if row["split"] == split}),
+        }
+        for split in ("train", "val", "test")
+    }
+
+
+def prevalence_by_split(rows: Sequence[Row]) -> dict[str, float]:
+    """Image-level prevalence of the positive class per split, as ``build_report`` gives it."""
+    shares: dict[str, float] = {}
+    for split in ("train", "val", "test"):
+        labels = [row["label"] == POSITIVE for row in rows if row["split"] == split]
+        shares[split] = sum(labels) / len(labels)
+    return shares
 
 
 def build_context(**overrides: Any) -> ReportContext:
-    """A filled-in context: two manufacturers, leakage check passed, small prevalence shift."""
+    """A filled-in context from the generated rows: two manufacturers, leakage check passed."""
+    rows = _all_rows()
     fields: dict[str, Any] = {
         "title": "Adnexal mass ultrasound classifier: clinical validation",
         "intended_use": (
@@ -172,17 +225,13 @@ def build_context(**overrides: Any) -> ReportContext:
         ),
         "data": {
             "sources": ["Hospital A PACS export 2019-2023"],
-            "manufacturers": {"GE": 900, "Philips": 550},
-            "models": {"GE Voluson E8": 900, "Philips EPIQ 7": 550},
+            "manufacturers": _count(rows, "manufacturer"),
+            "models": _count(rows, "model"),
             "exclusions": {"not_ultrasound": 12, "burned_in_annotation": 7, "decode_error": 2},
-            "labels": {"abnormal": 400, "normal": 800},
+            "labels": _count(rows, "label"),
         },
         "split": {
-            "counts": {
-                "train": {"patients": 700, "studies": 900},
-                "val": {"patients": 150, "studies": 200},
-                "test": {"patients": 180, "studies": 240},
-            },
+            "counts": split_counts(rows),
             "leakage_check": "passed",
             "split_source": "grouped by patient_key, stratified by label",
         },
@@ -199,7 +248,7 @@ def build_context(**overrides: Any) -> ReportContext:
             "usdcm train out/ --seed 0",
             "usdcm evaluate out/run-0001 --level study",
         ],
-        "prevalence_by_split": {"train": 0.33, "val": 0.34, "test": 1 / 3},
+        "prevalence_by_split": prevalence_by_split(rows),
     }
     fields.update(overrides)
     return ReportContext(**fields)
@@ -207,10 +256,10 @@ def build_context(**overrides: Any) -> ReportContext:
 
 @pytest.fixture
 def make_metrics() -> MetricsFactory:
-    """``make_metrics(**overrides)``: a fresh realistic metrics dict with top-level overrides."""
+    """``make_metrics(**overrides)``: a fresh copy of the real metrics, top-level keys replaced."""
 
     def factory(**overrides: Any) -> Metrics:
-        metrics = copy.deepcopy(_BASE_METRICS)
+        metrics = build_metrics()
         metrics.update(overrides)
         return metrics
 
@@ -219,7 +268,7 @@ def make_metrics() -> MetricsFactory:
 
 @pytest.fixture
 def metrics(make_metrics: MetricsFactory) -> Metrics:
-    """The realistic metrics dict (a fresh copy per test)."""
+    """The real metrics dict (a fresh copy per test)."""
     return make_metrics()
 
 
@@ -268,4 +317,15 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> Written:
     )
 
 
-_BASE_METRICS = build_metrics()
+_DATA_URI = re.compile(r"data:image/png;base64,[A-Za-z0-9+/=]*")
+
+
+def html_section(html: str, key: str) -> str:
+    """The HTML of section ``key`` (``summary``, ``results``...), embedded PNGs removed."""
+    section = html.split(f'<section id="{key}"', 1)[1].split("</section>", 1)[0]
+    return _DATA_URI.sub("data:", section)
+
+
+def markdown_section(markdown: str, title: str) -> str:
+    """The Markdown of the section headed ``## {title}``, up to the next ``## `` heading."""
+    return markdown.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]

@@ -14,6 +14,9 @@ from tests.report.conftest import (
     MetricsFactory,
     Written,
     build_context,
+    choose_threshold_on_val,
+    prediction_rows,
+    summarize_rows,
     tiny_png,
 )
 from usdcm.report import FIGURE_NAMES, SECTIONS, ReportContext, write_report
@@ -81,7 +84,8 @@ def test_summary_states_auc_sensitivity_specificity_n_prevalence(written: Writte
 
 def test_results_show_threshold_confusion_matrix_and_curves(written: Written) -> None:
     results = written.html.split('<section id="results"', 1)[1].split("</section>", 1)[0]
-    assert "Threshold 0.500" in results and "chosen on val" in results
+    threshold = choose_threshold_on_val(prediction_rows())  # youden on the val studies
+    assert f"Threshold {threshold:.3f}" in results and "chosen on val" in results
     assert "Confusion matrix (counts)" in results
     assert "Confusion matrix (row-normalised)" in results
     assert results.count("data:image/png;base64,") == 3  # confusion, ROC, PR
@@ -176,7 +180,6 @@ def test_print_css_breaks_pages_and_keeps_figures_whole(written: Written) -> Non
 
 def test_rewriting_gives_identical_files(tmp_path: Path, written: Written) -> None:
     context = build_context(failure_thumbnails={FALSE_POSITIVE_ID: tiny_png()})
-    from tests.report.conftest import build_metrics
-
-    again = write_report(tmp_path, build_metrics(), context)
+    metrics = summarize_rows(prediction_rows())  # computed again by the metrics code
+    again = write_report(tmp_path, metrics, context)
     assert again.html.read_text(encoding="utf-8") == written.html

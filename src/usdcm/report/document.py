@@ -153,6 +153,20 @@ def _counts_table(header: str, value: object) -> Table | None:
     return Table((header, "Count"), tuple(items), align="lr")
 
 
+def _exploratory_note(threshold: object) -> str:
+    """``""`` for a threshold fixed before the test set, else what the reader must know.
+
+    >>> _exploratory_note({"exploratory": False}), _exploratory_note({"exploratory": True})
+    ('', '; exploratory')
+    >>> _exploratory_note({})
+    '; exploratory: n/a'
+    """
+    exploratory = get(threshold, "exploratory")
+    if exploratory is False:
+        return ""
+    return "; exploratory" if exploratory is True else f"; exploratory: {NA}"
+
+
 def _summary(metrics: Mapping[str, Any], n_limitations: int) -> Section:
     threshold = metrics.get("threshold")
     rows: list[tuple[Cell, ...]] = [
@@ -162,7 +176,8 @@ def _summary(metrics: Mapping[str, Any], n_limitations: int) -> Section:
         (
             "Threshold",
             f"{fmt_num(get(threshold, 'value'))} ({fmt_value(get(threshold, 'rule'))}, "
-            f"chosen on {fmt_value(get(threshold, 'chosen_on'))})",
+            f"chosen on {fmt_value(get(threshold, 'chosen_on'))}"
+            f"{_exploratory_note(threshold)})",
         ),
         ("n", f"{fmt_int(metrics.get('n'))} ({fmt_int(metrics.get('n_positive'))} positive)"),
         ("Prevalence", fmt_percent(metrics.get("prevalence"))),
@@ -179,9 +194,7 @@ def _summary(metrics: Mapping[str, Any], n_limitations: int) -> Section:
                 "banner",
             ),
         )
-    aggregation = metrics.get("aggregation")
-    if aggregation:
-        blocks.append(Paragraph(f"Aggregation: {fmt_value(aggregation)}"))
+    blocks.append(Paragraph(f"Aggregation: {fmt_value(metrics.get('aggregation'))}"))
     flagged = (
         f"{n_limitations} limitation(s) flagged automatically; see Limitations."
         if n_limitations
@@ -308,8 +321,10 @@ def _model(context: ReportContext) -> Section:
     return _section("model", blocks)
 
 
-def _proportion_row(name: str, entry: object) -> tuple[Cell, ...]:
-    return (name, fmt_num(get(entry, "value")), _ci_text(entry), fmt_fraction(entry))
+def _proportion_row(name: str, entry: object, *, has_k: bool = True) -> tuple[Cell, ...]:
+    """A metric row; ``has_k`` False for a statistic with no ``k/n`` (left blank, not n/a)."""
+    k_of_n = fmt_fraction(entry) if has_k else ""
+    return (name, fmt_num(get(entry, "value")), _ci_text(entry), k_of_n)
 
 
 def _ci_text(entry: object) -> str:
@@ -322,20 +337,20 @@ def _results(metrics: Mapping[str, Any]) -> Section:
         (f"AUC ({fmt_value(get(auc, 'method'))})", fmt_num(get(auc, "value")), _ci_text(auc), ""),
     ]
     bootstrap_ci = get(auc, "bootstrap_ci95")
-    if bootstrap_ci is not None:
-        rows.append(
-            ("AUC (bootstrap)", fmt_num(get(auc, "value")), _ci_text({"ci95": bootstrap_ci}), "")
-        )
+    rows.append(
+        ("AUC (bootstrap)", fmt_num(get(auc, "value")), _ci_text({"ci95": bootstrap_ci}), "")
+    )
     for key, name in (
         ("sensitivity", "Sensitivity"),
         ("specificity", "Specificity"),
         ("ppv", "PPV"),
         ("npv", "NPV"),
         ("accuracy", "Accuracy"),
-        ("balanced_accuracy", "Balanced accuracy"),
     ):
         rows.append(_proportion_row(name, metrics.get(key)))
-    rows.append(("Average precision", fmt_num(get(metrics, "pr", "ap")), NA, ""))
+    rows.append(_proportion_row("Balanced accuracy", metrics.get("balanced_accuracy"), has_k=False))
+    # no interval is computed for the average precision: a blank cell, not a missing value
+    rows.append(("Average precision", fmt_num(get(metrics, "pr", "ap")), "", ""))
     blocks: list[Block] = [
         Table(("Metric", "Estimate", "95% CI", "k/n"), tuple(rows), align="lrrr"),
     ]
@@ -376,7 +391,8 @@ def _confusion_blocks(matrix: object) -> list[Block]:
         (label, *(fmt_int(cell) for cell in row)) for label, row in zip(labels, counts, strict=True)
     )
     rate_rows = tuple(
-        (label, *(fmt_num(cell) for cell in row)) for label, row in zip(labels, rates, strict=False)
+        (label, *(fmt_num(cell) for cell in _matrix_row(rates, index, len(labels))))
+        for index, label in enumerate(labels)
     )
     align = "l" + "r" * len(labels)
     return [
@@ -385,6 +401,17 @@ def _confusion_blocks(matrix: object) -> list[Block]:
         Subheading("Confusion matrix (row-normalised)"),
         Table(header, rate_rows, align=align),
     ]
+
+
+def _matrix_row(matrix: object, index: int, width: int) -> list[object]:
+    """Row ``index`` of ``matrix``, padded with ``None`` (shown as n/a) where it is missing.
+
+    >>> _matrix_row([[0.9, 0.1]], 0, 2), _matrix_row([[0.9, 0.1]], 1, 2), _matrix_row(None, 0, 1)
+    ([0.9, 0.1], [None, None], [None])
+    """
+    row = matrix[index] if isinstance(matrix, Sequence) and index < len(matrix) else None
+    cells = list(row) if isinstance(row, Sequence) and not isinstance(row, str) else []
+    return (cells + [None] * width)[:width]
 
 
 def _multiclass_blocks(multiclass: object) -> list[Block]:
