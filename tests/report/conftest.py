@@ -88,8 +88,7 @@ def generate_rows(split: str, n_studies: int, n_positive: int, seed: int) -> lis
     four images; every third patient has two studies. The score of an image is a noisy
     logistic of its study's latent score, so study-level AUC is about 0.9. In the test
     split two studies are planted as confident errors (see :data:`FALSE_POSITIVE_ID`).
-    ``study_uid``/``series_uid`` carry the same keyed values as ``study_key``/``series_key``
-    (for the metrics code while it still groups by the old column names), never a UID.
+    Like ``predictions.csv``, the rows carry keyed ``study_key``/``series_key``, no UID.
     """
     rng = np.random.default_rng(seed)
     rows: list[Row] = []
@@ -125,8 +124,6 @@ def generate_rows(split: str, n_studies: int, n_positive: int, seed: int) -> lis
                         "patient_key": patient_key,
                         "study_key": key,
                         "series_key": series_key,
-                        "study_uid": key,
-                        "series_uid": series_key,
                         "manufacturer": manufacturer,
                         "model": model,
                         "frames": str(int(rng.integers(1, 8))),
