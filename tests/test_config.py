@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from usdcm.training.config import (
+from usdcm.config import (
     MODEL_NAMES,
     ConfigError,
     TrainConfig,
@@ -13,7 +13,7 @@ from usdcm.training.config import (
     load_config,
 )
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def test_default_yaml_documents_exactly_the_defaults() -> None:
@@ -104,7 +104,7 @@ def test_every_value_is_checked_when_the_config_is_loaded(
 
 
 def test_a_section_out_of_range_cannot_be_built() -> None:
-    from usdcm.training.config import AugmentConfig
+    from usdcm.config import AugmentConfig
 
     with pytest.raises(ConfigError, match=r"augment\.rotate_degrees is -5; expected >= 0"):
         AugmentConfig(rotate_degrees=-5)
@@ -112,3 +112,16 @@ def test_a_section_out_of_range_cannot_be_built() -> None:
     config.optim.epochs = 0  # changed in place: validate() checks again
     with pytest.raises(ConfigError, match="optim.epochs is 0"):
         config.validate()
+
+
+def test_the_config_and_the_layers_below_it_never_import_training_or_the_cli() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, usdcm.config, usdcm.data.transforms, usdcm.data.datasets, "
+        "usdcm.data.normalization, usdcm.models.factory\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('usdcm.training', 'usdcm.cli'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -1,5 +1,8 @@
 """The training configuration: typed sections, loaded from YAML and validated at load time.
 
+Sits below ``usdcm.data`` and ``usdcm.training`` (which read it) and above ``usdcm.models``
+(whose registry it checks ``model.name`` against); it never imports data, training or the CLI.
+
 Owns every key ``usdcm train`` understands, its type and its default; ``configs/default.yaml``
 documents them. Every value is checked here, when the config is loaded, and nowhere else: an
 unknown key, a wrong type or a value out of range is a ``ConfigError`` naming the dotted key,
@@ -277,7 +280,7 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     3
     >>> config_from_dict({"optim": {"epoch": 3}})
     Traceback (most recent call last):
-    usdcm.training.config.ConfigError: Unknown config key optim.epoch; ...
+    usdcm.config.ConfigError: Unknown config key optim.epoch; ...
     """
     config: TrainConfig = _build(TrainConfig, values)
     return config

@@ -11,6 +11,7 @@ import torch
 from tests.conftest import Ingested
 from torch.utils.data import WeightedRandomSampler
 
+from usdcm.config import AugmentConfig
 from usdcm.data.datasets import (
     EvalFramesDataset,
     Item,
@@ -29,7 +30,6 @@ from usdcm.data.normalization import IntensityStats
 from usdcm.data.splits import assign_splits, label_map
 from usdcm.data.transforms import preprocess_fingerprint, preprocess_transforms, train_transforms
 from usdcm.errors import ManifestError
-from usdcm.training.config import AugmentConfig
 
 IMAGE_SIZE = [24, 32]  # [H, W]: tensors are (C, 32, 24, F)
 STATS = IntensityStats("percentile", lower=0.0, upper=200.0, mean=70.0, std=40.0)

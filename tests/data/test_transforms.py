@@ -11,6 +11,7 @@ import torch
 from monai.transforms import AdjustContrast, Flip, Rotate, ToDeviced, Zoom
 from tests.data.conftest import NiftiWriter
 
+from usdcm.config import AugmentConfig, ConfigError
 from usdcm.data.normalization import IntensityStats
 from usdcm.data.transforms import (
     AugmentDraw,
@@ -28,7 +29,6 @@ from usdcm.data.transforms import (
     train_transforms,
     usdcm_cause,
 )
-from usdcm.training.config import AugmentConfig, ConfigError
 
 STATS = IntensityStats("percentile", lower=0.0, upper=100.0, mean=50.0, std=20.0)
 NO_AUGMENT = AugmentConfig(

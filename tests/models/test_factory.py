@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from usdcm.config import MODEL_NAMES, ConfigError
 from usdcm.models.factory import MIN_SIDE, build_model
 from usdcm.models.seed_cnn import SeedCNN, flattened_features
-from usdcm.training.config import MODEL_NAMES, ConfigError
 
 
 def _refuse_network(*args: Any, **kwargs: Any) -> Any:

@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from usdcm.training.config import TrainConfig, config_from_dict
+from usdcm.config import TrainConfig, config_from_dict
 
 TinyManifest = Callable[..., Path]
 

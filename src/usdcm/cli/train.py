@@ -67,7 +67,7 @@ def train_command(
             raise typer.Exit(launch(nproc, argv))
 
         from usdcm.cli._train_report import print_summary
-        from usdcm.training.config import load_config
+        from usdcm.config import load_config
         from usdcm.training.run import train
 
         overrides: dict[str, object] = {}

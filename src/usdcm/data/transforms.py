@@ -40,9 +40,9 @@ from monai.transforms import (
 from monai.utils import MAX_SEED
 from nibabel.filebasedimages import ImageFileError
 
+from usdcm.config import AugmentConfig
 from usdcm.data.normalization import IntensityStats, NormalizeIntensityStatsd
 from usdcm.errors import UsdcmError
-from usdcm.training.config import AugmentConfig
 
 IMAGE_KEY = "image"
 """The key of the image in every data dictionary."""

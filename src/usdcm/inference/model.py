@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from usdcm.config import TrainConfig, config_from_dict
 from usdcm.data.normalization import IntensityStats
 from usdcm.errors import UsdcmError
-from usdcm.training.config import TrainConfig, config_from_dict
 
 CHECKPOINT_NAME = "best.pt"
 

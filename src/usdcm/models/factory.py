@@ -13,8 +13,8 @@ from typing import Any
 
 from torch import nn
 
+from usdcm.config import MODEL_NAMES, ConfigError
 from usdcm.models.seed_cnn import SeedCNN
-from usdcm.training.config import MODEL_NAMES, ConfigError
 
 _Builder = Callable[[int, int, tuple[int, int], float], nn.Module]
 
@@ -158,7 +158,7 @@ def build_model(
     Parameters
     ----------
     name
-        One of ``usdcm.training.config.MODEL_NAMES``: ``seed_cnn`` (the 2-conv tutorial
+        One of ``usdcm.config.MODEL_NAMES``: ``seed_cnn`` (the 2-conv tutorial
         net), ``densenet121``, ``resnet18``, ``resnet34`` or ``efficientnet-b0``.
     in_channels
         1 for B-mode images, 3 for images kept in colour.
@@ -187,7 +187,7 @@ def build_model(
     torch.Size([4, 2])
     >>> build_model("vgg16", in_channels=1, num_classes=2, image_size=[64, 64])
     Traceback (most recent call last):
-    usdcm.training.config.ConfigError: Unknown model 'vgg16'; choose one of: seed_cnn, ...
+    usdcm.config.ConfigError: Unknown model 'vgg16'; choose one of: seed_cnn, ...
     """
     sides = _check_arguments(name, in_channels, num_classes, image_size, dropout)
     return _BUILDERS[name](in_channels, num_classes, sides, float(dropout))

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from usdcm.config import TrainConfig
 from usdcm.data.datasets import (
     EvalFramesDataset,
     TrainFramesDataset,
@@ -29,7 +30,6 @@ from usdcm.data.normalization import IntensityStats, compute_stats
 from usdcm.data.splits import assign_splits, write_splits
 from usdcm.data.transforms import preprocess_fingerprint, preprocess_transforms, train_transforms
 from usdcm.errors import TrainingError
-from usdcm.training.config import TrainConfig
 from usdcm.training.distributed import DistContext
 
 

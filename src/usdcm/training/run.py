@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from usdcm.atomic import atomic_write_text
+from usdcm.config import TrainConfig, dump_config
 from usdcm.data.datasets import class_weights, seed_epoch
 from usdcm.data.splits import label_map, labelled_rows
 from usdcm.data.transforms import spatial_size
@@ -41,7 +42,6 @@ from usdcm.training.checkpoint import (
     sha256_file,
     unwrap_model,
 )
-from usdcm.training.config import TrainConfig, dump_config
 from usdcm.training.data import RunData, prepare_data
 from usdcm.training.device import (
     amp_policy,

@@ -1,0 +1,18 @@
+"""Shim: the training config moved to :mod:`usdcm.config` (below data and models)."""
+
+# shim: removed at integration
+from usdcm.config import (  # noqa: F401
+    MODEL_NAMES,
+    AugmentConfig,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    NormalizationConfig,
+    OptimConfig,
+    RuntimeConfig,
+    SplitConfig,
+    TrainConfig,
+    config_from_dict,
+    dump_config,
+    load_config,
+)
