@@ -2,14 +2,18 @@ from __future__ import annotations
 
 import csv
 import os
+import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from tests.evaluation.conftest import Evaluated
 
 from usdcm.inference.model import RunError, load_trained_model
-from usdcm.inference.predict import predict_source
+from usdcm.inference.predict import SourcePredictions, predict_source
+from usdcm.ingest import IngestOptions, ingest
 from usdcm.privacy import ProjectSecret
 from usdcm.training.checkpoint import CheckpointError
 
@@ -37,6 +41,57 @@ def test_predict_on_the_raw_export_matches_evaluate(evaluated_run: Evaluated, wo
     text = repr(found.rows) + repr(found.excluded)
     for phi in export.phi:
         assert phi not in text
+
+
+def read_excluded(out: Path) -> dict[str, tuple[str, str]]:
+    with (out / "excluded.csv").open(encoding="utf-8", newline="") as handle:
+        return {row["path"]: (row["code"], row["reason"]) for row in csv.DictReader(handle)}
+
+
+def predicted_exclusions(found: SourcePredictions) -> dict[str, tuple[str, str]]:
+    return {row["path"]: (row["code"], row["reason"]) for row in found.excluded}
+
+
+def test_predict_and_ingest_exclude_every_file_of_a_synth_export_alike(
+    evaluated_run: Evaluated,
+) -> None:
+    export = evaluated_run.ingested.export
+    trained = load_trained_model(evaluated_run.run, "cpu")
+    secret = ProjectSecret.load_or_create(evaluated_run.ingested.root / ".usdcm" / "secret")
+    found = predict_source(trained, export.root, secret=secret, workers=1)
+    by_ingest = read_excluded(evaluated_run.ingested.root)
+    codes = {code for code, _ in by_ingest.values()}
+    assert {"duplicate", "not_dicom", "modality", "sop_class", "dicomdir"} <= codes
+    assert predicted_exclusions(found) == by_ingest
+    assert [row["path"] for row in found.excluded] == sorted(by_ingest)
+
+
+def test_a_slow_header_is_a_timeout_in_predict_as_in_ingest(
+    evaluated_run: Evaluated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.ingest.conftest import write_us
+
+    from usdcm.ingest import scan as scan_module
+
+    source = tmp_path / "export"
+    write_us(source / "slow", np.zeros((8, 8), np.uint8), seed=1)
+    write_us(source / "quick", np.zeros((8, 8), np.uint8), seed=2)
+    real = scan_module.read_header
+
+    def read_slowly(path: Path) -> Any:
+        if path.name == "slow":
+            time.sleep(30)
+        return real(path)
+
+    monkeypatch.setattr(scan_module, "read_header", read_slowly)
+    monkeypatch.setattr(scan_module, "HEADER_TIMEOUT_S", 0.5)
+    trained = load_trained_model(evaluated_run.run, "cpu")
+    secret = ProjectSecret.load_or_create(tmp_path / "secret")
+    found = predict_source(trained, source, secret=secret, workers=1)
+    ingest(source, tmp_path / "out", IngestOptions(workers=1, secret_path=tmp_path / "secret"))
+    slow = ("timeout", "reading the header took over 0.5 s")
+    assert predicted_exclusions(found) == read_excluded(tmp_path / "out") == {"slow": slow}
+    assert len(found.rows) == 1
 
 
 def test_a_folder_without_checkpoint_is_refused(tmp_path: Path) -> None:
@@ -72,6 +127,12 @@ def test_predict_survives_the_trap_tree_and_accounts_for_every_entry(
     trained = load_trained_model(evaluated_run.run, "cpu")
     secret = ProjectSecret.load_or_create(tmp_path / "secret")
     found = predict_source(trained, root, secret=secret)
+    ingest(root, tmp_path / "out", IngestOptions(workers=1, secret_path=tmp_path / "secret"))
+    # one selection path: every code and reason as ingest gives it, duplicates included
+    by_ingest = read_excluded(tmp_path / "out")
+    pair = {"alias", tree["linked"]}  # the link and its target: one of them is the duplicate
+    assert [by_ingest[path][0] for path in pair & set(by_ingest)] == ["duplicate"]
+    assert predicted_exclusions(found) == by_ingest
 
     entries = expected_entries(root)
     assert len(found.rows) + len(found.excluded) == len(entries)

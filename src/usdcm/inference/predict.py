@@ -92,20 +92,16 @@ class SourcePredictions:
     excluded: list[dict[str, str]] = field(default_factory=list)
 
 
-def _scan(path: Path) -> dict[str, Any]:
-    """Worker: the header scan record of one file (the worker holds the secret)."""
-    from usdcm.ingest.scan import scan_file
-
-    return scan_file(path)
-
-
 def _decode(task: tuple[int, Path, bool]) -> dict[str, Any]:
     """Worker: decode one file in memory, as ingest does; an exclusion record on failure."""
-    from usdcm.ingest.convert import decode_volume, exclusion_for
+    from usdcm.ingest.convert import decode_volume, exclusion_for, timeout_exclusion
+    from usdcm.ingest.parallel import FileTimeout
 
     _, path, keep_color = task
     try:
         decoded = decode_volume(path, keep_color=keep_color)
+    except FileTimeout as timeout:
+        return timeout_exclusion(timeout)
     except Exception as err:  # a damaged file may break a codec in any way
         return exclusion_for(err)
     return {
@@ -128,63 +124,54 @@ def predict_source(
 ) -> SourcePredictions:
     """Scan, select, decode and classify every file under ``source`` (a file or a folder).
 
-    The same header scan, selection rules and decoding as ``usdcm ingest``, in memory: no
-    image is written. Every file ends up in ``rows`` or in ``excluded`` with its reason;
-    rows are keyed by pseudonyms only, under ``secret`` (a
-    :class:`usdcm.privacy.ProjectSecret`): an image gets the same ``image_id`` and
-    ``patient_key`` as ingest gives it under the same secret, and its study and series are
-    named by keyed hashes of their UIDs (``study_key``, ``series_key``), never by the UIDs.
+    The same header scan (:func:`usdcm.ingest.scan.scan_headers`), selection
+    (:func:`usdcm.ingest.select.select_instances`) and decoding as ``usdcm ingest``, in
+    memory: no image is written, and every exclusion has ingest's code and reason. Every
+    file ends up in ``rows`` or in ``excluded`` with its reason; rows are keyed by
+    pseudonyms only, under ``secret`` (a :class:`usdcm.privacy.ProjectSecret`): an image
+    gets the same ``image_id`` and ``patient_key`` as ingest gives it under the same
+    secret, and its study and series are named by keyed hashes of their UIDs
+    (``study_key``, ``series_key``), never by the UIDs.
     Headers are scanned and files decoded in ``workers`` processes (default: one per core)
     while this process classifies ``chunk`` images at a time; rows and exclusions come out
-    in file order whatever the order the workers finish in.
+    in path order whatever the order the workers finish in.
     """
+    from usdcm.ingest.convert import DECODE_BATCH_SIZE, decode_crashed, decode_timed_out
     from usdcm.ingest.parallel import map_files
-    from usdcm.ingest.scan import excluded, init_worker, walk_files
-    from usdcm.ingest.select import DEFAULT_MAX_PIXEL_BYTES, selection_reason
+    from usdcm.ingest.scan import scan_headers, walk_files
+    from usdcm.ingest.select import DEFAULT_MAX_PIXEL_BYTES, SelectionOptions, select_instances
     from usdcm.privacy import PathRedactor
 
     n_workers = workers if workers and workers > 0 else (os.cpu_count() or 1)
-    files = [source] if source.is_file() else sorted(walk_files(source))
+    # walk order, as ingest selects in: the first file of a duplicated instance is the same
+    files = [source] if source.is_file() else list(walk_files(source))
     base = source.parent if source.is_file() else source
     # Headers first, all of them: a folder named after a patient is only recognised once
     # the identifiers of every header are known.
-    scanned_by_path = dict(
-        map_files(
-            _scan,
-            files,
-            workers=n_workers,
-            batch_size=32,
-            initializer=init_worker,
-            initargs=(secret.to_bytes(),),
-            on_crash=lambda _path: excluded("unreadable", "header reader crashed"),
-        )
-    )
+    scanned_by_path = dict(scan_headers(files, secret, workers=n_workers))
     scanned = [scanned_by_path[path] for path in files]
+    del scanned_by_path
     redactor = PathRedactor(secret)
     for record in scanned:
         redactor.hashed.update(record.get("phi", ()))
+    shown = [
+        redactor.redact(path.relative_to(base).as_posix())
+        .encode("utf-8", "surrogateescape")
+        .decode("utf-8", "backslashreplace")
+        for path in files
+    ]
 
-    def shown(index: int) -> str:
-        relative = redactor.redact(files[index].relative_to(base).as_posix())
-        return relative.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
+    limit = DEFAULT_MAX_PIXEL_BYTES if max_pixel_bytes is None else max_pixel_bytes
+    decisions = select_instances(
+        zip(shown, scanned, strict=True), SelectionOptions(modalities, limit)
+    )
     exclusions: dict[int, dict[str, str]] = {}
     tasks: list[tuple[int, Path, bool]] = []
-    seen: set[str] = set()
-    limit = DEFAULT_MAX_PIXEL_BYTES if max_pixel_bytes is None else max_pixel_bytes
-    for index, record in enumerate(scanned):
-        reason: tuple[str, str] | None = None
-        if record["status"] != "dicom":
-            reason = (record["code"], record["reason"])
+    for index, why in enumerate(decisions):
+        if why is not None:
+            exclusions[index] = {"path": shown[index], "code": why.code, "reason": why.reason}
         else:
-            reason = selection_reason(record, modalities=modalities, max_pixel_bytes=limit)
-            if reason is None and record["sop_uid"] in seen:
-                reason = ("duplicate", "same SOPInstanceUID as an earlier file")
-        if reason is not None:
-            exclusions[index] = {"path": shown(index), "code": reason[0], "reason": reason[1]}
-            continue
-        seen.add(str(record["sop_uid"]))
-        tasks.append((index, files[index], trained.channels == 3))
+            tasks.append((index, files[index], trained.channels == 3))
     if on_file is not None:
         on_file(len(exclusions))
 
@@ -208,14 +195,14 @@ def predict_source(
         _decode,
         tasks,
         workers=n_workers,
-        batch_size=2,
-        on_crash=lambda _task: excluded("decode_error", "decoder crashed the worker"),
-        on_timeout=lambda _task: excluded("timeout", "decoding took too long"),
+        batch_size=DECODE_BATCH_SIZE,
+        on_crash=decode_crashed,
+        on_timeout=decode_timed_out,
     )
     for (index, _path, _color), decoded in decoded_files:
         if decoded["status"] != "decoded":
             exclusions[index] = {
-                "path": shown(index),
+                "path": shown[index],
                 "code": decoded["code"],
                 "reason": decoded["reason"],
             }
@@ -227,9 +214,10 @@ def predict_source(
             classify()
     if pending:
         classify()
+    in_path_order = sorted(range(len(files)), key=files.__getitem__)
     return SourcePredictions(
-        rows=[rows[index] for index in sorted(rows)],
-        excluded=[exclusions[index] for index in sorted(exclusions)],
+        rows=[rows[index] for index in in_path_order if index in rows],
+        excluded=[exclusions[index] for index in in_path_order if index in exclusions],
     )
 
 

@@ -22,10 +22,12 @@ from usdcm.dicom.header import sniff_dicom
 from usdcm.dicom.pixels import crop_frames, decode_frames, frames_to_volume
 from usdcm.dicom.regions import read_regions, select_tissue_region
 from usdcm.errors import DecodeError, NotDicomError, UnsupportedDicomError
-from usdcm.ingest.parallel import FileTimeout
+from usdcm.ingest.parallel import DEFAULT_FILE_TIMEOUT_S, FileTimeout
 from usdcm.ingest.scan import excluded
 
 NIFTI_COMPRESSLEVEL = 1
+DECODE_BATCH_SIZE = 2
+"""Files per worker task when decoding: one image may take seconds and much memory."""
 
 
 def nifti_bytes(
@@ -114,6 +116,21 @@ def exclusion_for(err: BaseException) -> dict[str, Any]:
     return excluded("decode_error", f"pixel data could not be decoded ({type(err).__name__})")
 
 
+def timeout_exclusion(timeout: FileTimeout) -> dict[str, Any]:
+    """The exclusion of a file whose decoding ran past its time limit (caught in Python)."""
+    return excluded("timeout", f"{timeout}; the file is left out")
+
+
+def decode_crashed(_task: object) -> dict[str, Any]:
+    """The exclusion of a file whose decoder killed its worker process."""
+    return excluded("decode_error", "decoder crashed the worker")
+
+
+def decode_timed_out(_task: object) -> dict[str, Any]:
+    """The exclusion of a file whose decoder was stuck in C code past the time limit."""
+    return excluded("timeout", f"decoding took over {DEFAULT_FILE_TIMEOUT_S:g} s")
+
+
 def convert_file(
     source: Path, image_path: Path, *, keep_color: bool, frame_time_ms: float | None
 ) -> dict[str, Any]:
@@ -174,4 +191,4 @@ def run_convert_task(task: ConvertTask) -> dict[str, Any]:
             frame_time_ms=task.frame_time_ms,
         )
     except FileTimeout as timeout:
-        return excluded("timeout", f"{timeout}; the file is left out")
+        return timeout_exclusion(timeout)

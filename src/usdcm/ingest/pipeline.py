@@ -39,12 +39,18 @@ from usdcm import __version__
 from usdcm.atomic import atomic_write_text
 from usdcm.dicom.sop import sop_class_name
 from usdcm.errors import InvalidSourceError, UsdcmError
-from usdcm.ingest.convert import ConvertTask, run_convert_task
+from usdcm.ingest.convert import (
+    DECODE_BATCH_SIZE,
+    ConvertTask,
+    decode_crashed,
+    decode_timed_out,
+    run_convert_task,
+)
 from usdcm.ingest.journal import Journal, Record
 from usdcm.ingest.labels import LabelTable, read_labels
-from usdcm.ingest.parallel import DEFAULT_FILE_TIMEOUT_S, map_files
-from usdcm.ingest.scan import check_file, excluded, init_worker, scan_file, walk_files
-from usdcm.ingest.select import DEFAULT_MAX_PIXEL_BYTES, selection_reason
+from usdcm.ingest.parallel import map_files
+from usdcm.ingest.scan import check_file, scan_headers, walk_files
+from usdcm.ingest.select import DEFAULT_MAX_PIXEL_BYTES, SelectionOptions, select_instances
 from usdcm.manifest import write_excluded, write_manifest
 from usdcm.privacy import PathRedactor, ProjectSecret
 
@@ -197,8 +203,9 @@ class _Header:
     join_key: str | None
 
     def selection_record(self) -> Record:
-        """The fields :func:`selection_reason` reads."""
+        """The fields :func:`~usdcm.ingest.select.select_instances` reads."""
         return {
+            "status": "dicom",
             "sop_class": self.sop_class,
             "sop_uid": self.sop_uid,
             "modality": self.modality,
@@ -388,18 +395,7 @@ class _Run:
         self.previous = {key: entry for key, entry in self.previous.items() if key[0] != "scan"}
         progress.phase("scan headers", len(files))
         progress.advance(len(files) - len(todo))
-        results = map_files(
-            _scan_worker,
-            list(todo),
-            workers=self.options.worker_count(),
-            batch_size=32,
-            initializer=init_worker,
-            initargs=(self.secret.to_bytes(),),
-            on_crash=lambda _path: excluded("unreadable", "header reader crashed"),
-            on_timeout=lambda _path: excluded(
-                "timeout", f"reading the header took over {DEFAULT_FILE_TIMEOUT_S:.0f} s"
-            ),
-        )
+        results = scan_headers(list(todo), self.secret, workers=self.options.worker_count())
         for path, record in results:
             item = todo.pop(path)
             self.record("scan", item, record)
@@ -422,29 +418,24 @@ class _Run:
         self, files: list[_SourceFile]
     ) -> tuple[list[_SourceFile], list[tuple[str, str, str]]]:
         """Step 2: the SOP instances to convert, and exclusions ``(path, code, reason)``."""
+        options = SelectionOptions(self.options.modalities, self.options.max_pixel_bytes)
+        decisions = select_instances(
+            (
+                (
+                    item.display,
+                    item.scan.selection_record() if isinstance(item.scan, _Header) else item.scan,
+                )
+                for item in files
+            ),
+            options,
+        )
         selected: list[_SourceFile] = []
         exclusions: list[tuple[str, str, str]] = []
-        seen: dict[str, _SourceFile] = {}
-        modalities = {m.upper() for m in self.options.modalities}
-        for item in files:
-            scan = item.scan
-            if not isinstance(scan, _Header):
-                exclusions.append((item.display, *scan))
-                continue
-            why = selection_reason(
-                scan.selection_record(),
-                modalities=modalities,
-                max_pixel_bytes=self.options.max_pixel_bytes,
-            )
-            if why is not None:
+        for item, why in zip(files, decisions, strict=True):
+            if why is None:
+                selected.append(item)
+            else:
                 exclusions.append((item.display, *why))
-                continue
-            first = seen.setdefault(str(scan.sop_uid), item)
-            if first is not item:
-                reason = f"duplicate SOP instance: same SOPInstanceUID as {first.display}"
-                exclusions.append((item.display, "duplicate", reason))
-                continue
-            selected.append(item)
         return selected, exclusions
 
     def convert(
@@ -481,11 +472,9 @@ class _Run:
             run_convert_task,
             tasks,
             workers=self.options.worker_count(),
-            batch_size=2,
-            on_crash=lambda _task: excluded("decode_error", "decoder crashed the worker"),
-            on_timeout=lambda _task: excluded(
-                "timeout", f"decoding took over {DEFAULT_FILE_TIMEOUT_S:.0f} s"
-            ),
+            batch_size=DECODE_BATCH_SIZE,
+            on_crash=decode_crashed,
+            on_timeout=decode_timed_out,
         )
         del tasks
         for task, record in results:
@@ -549,10 +538,6 @@ class _Run:
                 "source_path": item.display,
                 "source_size": item.size,
             }
-
-
-def _scan_worker(path: str) -> Record:
-    return scan_file(Path(path))
 
 
 def _prune_images(images: Path, keep: set[str]) -> int:
@@ -635,6 +620,7 @@ def _ingest_locked(
     run.timings["total_s"] = time.perf_counter() - started
     summary = {
         "usdcm_version": __version__,
+        "secret_fingerprint": secret.pseudonym("fingerprint", namespace="secret"),  # same key?
         "n_files": len(files),
         "n_images": len(images),
         "n_excluded": len(exclusions),

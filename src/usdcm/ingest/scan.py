@@ -11,13 +11,14 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from usdcm.dicom.header import read_header
 from usdcm.errors import NotDicomError, UnsupportedDicomError
 from usdcm.ingest.labels import JOIN_KEYWORDS, join_hash
+from usdcm.ingest.parallel import DEFAULT_FILE_TIMEOUT_S, map_files
 from usdcm.privacy import PathRedactor, ProjectSecret, phi_tokens
 
 _SECRET: ProjectSecret | None = None
@@ -180,3 +181,47 @@ def scan_file(path: Path) -> dict[str, Any]:
         },
         "phi": PathRedactor(secret).hashes_of(tokens),
     }
+
+
+HEADER_BATCH_SIZE = 32
+"""Files per worker task in the header scan: headers are small and quick to read."""
+HEADER_TIMEOUT_S = DEFAULT_FILE_TIMEOUT_S
+"""Seconds one header may take to read before the file is excluded with code ``timeout``."""
+
+PathT = TypeVar("PathT", str, Path)
+
+
+def header_crashed(_path: object) -> dict[str, Any]:
+    """The exclusion of a file whose header reader killed its worker process."""
+    return excluded("unreadable", "header reader crashed")
+
+
+def header_timed_out(_path: object) -> dict[str, Any]:
+    """The exclusion of a file whose header took longer than :data:`HEADER_TIMEOUT_S`."""
+    return excluded("timeout", f"reading the header took over {HEADER_TIMEOUT_S:g} s")
+
+
+def _scan_worker(path: str | Path) -> dict[str, Any]:
+    return scan_file(Path(path))
+
+
+def scan_headers(
+    paths: Sequence[PathT], secret: ProjectSecret, *, workers: int
+) -> Iterator[tuple[PathT, dict[str, Any]]]:
+    """Yield ``(path, scan record)`` for every path, in completion order.
+
+    The one header scan of ``usdcm ingest`` and ``usdcm predict``: the same batch size,
+    time limit, and crash and timeout exclusions for both. ``workers <= 1`` scans in this
+    process.
+    """
+    return map_files(
+        _scan_worker,
+        paths,
+        workers=workers,
+        batch_size=HEADER_BATCH_SIZE,
+        initializer=init_worker,
+        initargs=(secret.to_bytes(),),
+        on_crash=header_crashed,
+        on_timeout=header_timed_out,
+        timeout_s=HEADER_TIMEOUT_S,
+    )

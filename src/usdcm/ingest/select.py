@@ -1,55 +1,164 @@
-"""Step 2 of ingest: decide which scanned SOP instances become images, and why not.
+"""Which scanned files become images, and why the others do not: the one selection path.
 
-Pure logic on scan records, run in the main process in sorted path order, so duplicates
-resolve the same way every time. Never reads files.
+:func:`select_instances` is the only place that decides. ``usdcm ingest`` and
+``usdcm predict`` call it on the header scan of a whole export; the PACS receiver calls it
+(or :class:`InstanceSelector`, file by file) on what arrives. Pure logic on scan outcomes,
+in the order the caller gives them (:func:`usdcm.ingest.scan.walk_files` order), so
+duplicates resolve the same way every time. Never reads files.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import Any
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from usdcm.dicom.sop import ULTRASOUND_IMAGE_SOP_CLASSES, non_image_kind, sop_class_name
+from usdcm.errors import UsdcmError
 
 DEFAULT_MAX_PIXEL_BYTES = 2 * 1024**3
 
 
+class Exclusion(NamedTuple):
+    """Why a file is left out: a reason code (see ``manifests/README.md``) and words."""
+
+    code: str
+    reason: str
+
+
+ScanOutcome = Mapping[str, Any] | tuple[str, str]
+"""What the header scan gave for one file: its scan record (``status`` ``"dicom"``, or an
+exclusion record with ``code`` and ``reason``), or an :class:`Exclusion` ``(code, reason)``."""
+
+
+@dataclass(frozen=True)
+class SelectionOptions:
+    """What to select: the modalities kept and the largest declared pixel data.
+
+    Modalities are compared in upper case, as DICOM code strings are written.
+
+    >>> SelectionOptions(modalities=frozenset({"us", "ivus"})).modalities == {"US", "IVUS"}
+    True
+    """
+
+    modalities: frozenset[str] = frozenset({"US"})
+    max_pixel_bytes: int = DEFAULT_MAX_PIXEL_BYTES
+
+    def __post_init__(self) -> None:
+        modalities = frozenset(str(modality).upper() for modality in self.modalities)
+        if self.max_pixel_bytes < 0:
+            message = f"max_pixel_bytes must be 0 or more, not {self.max_pixel_bytes}"
+            raise UsdcmError(message)
+        object.__setattr__(self, "modalities", modalities)
+
+
 def selection_reason(
-    record: dict[str, Any], *, modalities: Collection[str], max_pixel_bytes: int
-) -> tuple[str, str] | None:
-    """Return ``(code, reason)`` if a DICOM scan record is left out, else ``None``.
+    record: Mapping[str, Any], *, modalities: Iterable[str], max_pixel_bytes: int
+) -> Exclusion | None:
+    """Return ``(code, reason)`` if one DICOM scan record is left out by its own header
+    (duplicates aside: see :class:`InstanceSelector`), else ``None``.
 
     >>> record = {"sop_class": "1.2.840.10008.5.1.4.1.1.88.11", "modality": "SR", "rows": 0,
     ...           "columns": 0, "pixel_bytes": 0, "sop_uid": "1.2"}
     >>> selection_reason(record, modalities={"US"}, max_pixel_bytes=10)
-    ('non_image', 'not an image: structured report (SR)')
+    Exclusion(code='non_image', reason='not an image: structured report (SR)')
     """
     sop_class = str(record["sop_class"])
     kind = non_image_kind(sop_class)
     if kind is not None:
         code = "dicomdir" if kind.startswith("DICOMDIR") else "non_image"
-        return code, f"not an image: {kind}"
+        return Exclusion(code, f"not an image: {kind}")
     if not record["sop_uid"]:
-        return "unreadable", "no SOPInstanceUID in the header"
+        return Exclusion("unreadable", "no SOPInstanceUID in the header")
     modality = str(record["modality"]) or "(none)"
-    if modality not in modalities:
-        allowed = ", ".join(sorted(modalities))
-        return (
+    allowed = set(modalities)
+    if modality not in allowed:
+        names = ", ".join(sorted(allowed))
+        return Exclusion(
             "modality",
-            f"modality {modality} is not selected ({allowed}); add --modality {modality}",
+            f"modality {modality} is not selected ({names}); add --modality {modality}",
         )
     if modality == "US" and sop_class not in ULTRASOUND_IMAGE_SOP_CLASSES:
-        return (
+        return Exclusion(
             "sop_class",
             f"{sop_class_name(sop_class)} is not an ultrasound image SOP class "
             "(screen captures and reports are left out)",
         )
     if int(record["rows"]) <= 0 or int(record["columns"]) <= 0:
-        return "non_image", "no Rows/Columns: the object holds no image"
+        return Exclusion("non_image", "no Rows/Columns: the object holds no image")
     if int(record["pixel_bytes"]) > max_pixel_bytes:
-        return (
+        return Exclusion(
             "too_large",
             f"declared pixel data of {int(record['pixel_bytes']):,} bytes exceeds the limit "
             f"of {max_pixel_bytes:,}; raise --max-pixel-bytes to include it",
         )
     return None
+
+
+class InstanceSelector:
+    """Decide file by file, remembering the SOP instances selected so far.
+
+    The first file of a SOP instance is selected; every later file with the same
+    SOPInstanceUID is a ``duplicate`` that names the first by its display path. One
+    selector per export (or per receiving session): decisions depend on what came before.
+
+    >>> selector = InstanceSelector()
+    >>> selector.decide("a/IM1", ("not_dicom", "not DICOM: no 'DICM' marker"))
+    Exclusion(code='not_dicom', reason="not DICOM: no 'DICM' marker")
+    """
+
+    def __init__(self, options: SelectionOptions | None = None) -> None:
+        self.options = options or SelectionOptions()
+        self._first: dict[str, str] = {}  # SOPInstanceUID -> display path of its first file
+
+    def decide(self, display: str, outcome: ScanOutcome) -> Exclusion | None:
+        """``None`` when the file at ``display`` (its path as outputs show it) is selected,
+        else why it is left out."""
+        if not isinstance(outcome, Mapping):
+            return Exclusion(*outcome)
+        if outcome.get("status") != "dicom":
+            return Exclusion(str(outcome["code"]), str(outcome["reason"]))
+        why = selection_reason(
+            outcome,
+            modalities=self.options.modalities,
+            max_pixel_bytes=self.options.max_pixel_bytes,
+        )
+        if why is not None:
+            return why
+        first = self._first.setdefault(str(outcome["sop_uid"]), display)
+        if first != display:
+            reason = f"duplicate SOP instance: same SOPInstanceUID as {first}"
+            return Exclusion("duplicate", reason)
+        return None
+
+
+def select_instances(
+    outcomes: Iterable[tuple[str, ScanOutcome]], options: SelectionOptions | None = None
+) -> list[Exclusion | None]:
+    """Select the SOP instances of an export from the header scan of every file.
+
+    Parameters
+    ----------
+    outcomes
+        ``(display path, scan outcome)`` of every file, in walk order
+        (:func:`usdcm.ingest.scan.walk_files`). The display path is the file's path as
+        outputs show it (relative, redacted); a duplicate's reason names its first file by
+        it. A scan outcome is a scan record or an exclusion (see :data:`ScanOutcome`).
+    options
+        The modalities kept and the pixel-data limit (default: US, 2 GiB).
+
+    Returns
+    -------
+    list
+        One entry per file, in the order given: ``None`` for a selected file, else its
+        :class:`Exclusion` ``(code, reason)``. Codes are those of ``excluded.csv``.
+
+    Examples
+    --------
+    >>> us = {"status": "dicom", "sop_class": "1.2.840.10008.5.1.4.1.1.6.1", "sop_uid": "1.9",
+    ...       "modality": "US", "rows": 4, "columns": 4, "pixel_bytes": 16}
+    >>> select_instances([("a", us), ("b", us), ("c", ("not_dicom", "no marker"))])
+    [None, Exclusion(code='duplicate', reason='duplicate SOP instance: same SOPInstanceUID as a'), Exclusion(code='not_dicom', reason='no marker')]
+    """  # noqa: E501 (the doctest's output is one line)
+    selector = InstanceSelector(options)
+    return [selector.decide(display, outcome) for display, outcome in outcomes]
