@@ -2,8 +2,9 @@
 
 Symbolic links to files are followed; links to folders are listed but never followed (no
 loops, no file reached twice). FIFOs, sockets and devices are never opened. Runs in worker
-processes. Returns plain JSON-ready records: header facts, the patient
-pseudonym, hashed join keys and hashed identifier words, and never an identifier.
+processes, each task carrying the project secret (there is no module-level secret). Returns
+plain JSON-ready records: header facts, the patient pseudonym, hashed join keys and hashed
+identifier words, and never an identifier.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import errno
 import os
 import stat
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,14 +22,6 @@ from usdcm.errors import NotDicomError, UnsupportedDicomError
 from usdcm.ingest.labels import JOIN_KEYWORDS, join_hash
 from usdcm.ingest.parallel import DEFAULT_FILE_TIMEOUT_S, map_files
 from usdcm.privacy import PathRedactor, ProjectSecret, phi_tokens
-
-_SECRET: ProjectSecret | None = None
-
-
-def init_worker(key: bytes) -> None:
-    """Process-pool initializer: receive the project secret once per worker."""
-    global _SECRET
-    _SECRET = ProjectSecret(key)
 
 
 def walk_files(source: Path, skip: Path | None = None) -> Iterator[Path]:
@@ -122,10 +116,18 @@ def excluded(code: str, reason: str) -> dict[str, Any]:
     return {"status": "excluded", "code": code, "reason": reason}
 
 
-def scan_file(path: Path) -> dict[str, Any]:
-    """Read the header of one file and return its scan record (see module docstring)."""
-    assert _SECRET is not None, "init_worker() must run first"
-    secret = _SECRET
+def scan_file(path: Path, secret: ProjectSecret) -> dict[str, Any]:
+    """Read the header of one file and return its scan record (see module docstring).
+
+    ``secret`` keys the patient pseudonym, the join hashes and the identifier-word hashes;
+    it is passed in, never taken from the process (no global to forget to set).
+    """
+    if not isinstance(secret, ProjectSecret):
+        message = (
+            f"scan_file needs the project secret (a ProjectSecret), not {type(secret).__name__}; "
+            "load it with ProjectSecret.load_or_create()"
+        )
+        raise TypeError(message)
     _, problem = check_file(path)
     if problem is not None:
         return problem
@@ -201,8 +203,18 @@ def header_timed_out(_path: object) -> dict[str, Any]:
     return excluded("timeout", f"reading the header took over {HEADER_TIMEOUT_S:g} s")
 
 
-def _scan_worker(path: str | Path) -> dict[str, Any]:
-    return scan_file(Path(path))
+@dataclass(frozen=True)
+class HeaderScan:
+    """What the header-scan pool maps: :func:`scan_file` with its secret bound.
+
+    Picklable, so each worker task carries the secret with it: a worker never depends on
+    an initializer having run, and nothing checks for one with an ``assert``.
+    """
+
+    secret: ProjectSecret
+
+    def __call__(self, path: str | Path) -> dict[str, Any]:
+        return scan_file(Path(path), self.secret)
 
 
 def scan_headers(
@@ -215,12 +227,10 @@ def scan_headers(
     process.
     """
     return map_files(
-        _scan_worker,
+        HeaderScan(secret),
         paths,
         workers=workers,
         batch_size=HEADER_BATCH_SIZE,
-        initializer=init_worker,
-        initargs=(secret.to_bytes(),),
         on_crash=header_crashed,
         on_timeout=header_timed_out,
         timeout_s=HEADER_TIMEOUT_S,
