@@ -18,14 +18,23 @@ from pathlib import Path
 
 import numpy as np
 
+from usdcm.artifacts.splits import SPLIT_COLUMNS, SPLITS, SplitRow, write_splits_file
 from usdcm.errors import UsdcmError
-from usdcm.manifest import write_csv
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-"""The split names, in the order they are used."""
-
-SPLIT_COLUMNS: tuple[str, ...] = ("image_id", "patient_key", "study_key", "label", "split")
-"""Columns of ``splits.csv``: keyed pseudonyms only, never a DICOM UID."""
+__all__ = [
+    "SPLITS",
+    "SPLIT_COLUMNS",
+    "LeakageError",
+    "SplitError",
+    "assign_splits",
+    "check_leakage",
+    "find_leaks",
+    "label_map",
+    "labelled_rows",
+    "row_label",
+    "study_of",
+    "write_splits",
+]
 
 _MAX_SHOWN = 10
 
@@ -394,18 +403,18 @@ def check_leakage(rows: Iterable[Row], splits: Mapping[str, str]) -> None:
 def write_splits(path: Path, rows: Iterable[Row], splits: Mapping[str, str]) -> int:
     """Write ``splits.csv`` atomically: one row per image in ``splits``, in manifest order.
 
-    Columns are :data:`SPLIT_COLUMNS`; a row without a ``study_key`` gets an empty one, never
-    its UID. Returns the number of rows written.
+    The file is :mod:`usdcm.artifacts.splits`; a row without a ``study_key`` gets an empty
+    one, never its UID. Returns the number of rows written.
     """
     records = (
-        {
-            "image_id": image_id,
-            "patient_key": row.get("patient_key", ""),
-            "study_key": row.get("study_key", ""),
-            "label": row_label(row),
-            "split": splits[image_id],
-        }
+        SplitRow(
+            image_id=image_id,
+            patient_key=row.get("patient_key") or "",
+            study_key=row.get("study_key") or "",
+            label=row_label(row),
+            split=splits[image_id],
+        )
         for row in rows
         if (image_id := (row.get("image_id") or "").strip()) in splits
     )
-    return write_csv(path, SPLIT_COLUMNS, records)
+    return write_splits_file(path, records)

@@ -4,22 +4,25 @@ Owns choosing the images (the run's own ``splits.csv``, or every labelled row of
 manifest), predicting them with the training-time preprocessing, and writing
 ``predictions.csv`` plus ``evaluation.json`` (the context the report describes). The
 validation split is predicted too, so that the report can choose the threshold there,
-before it looks at the evaluated split. Never computes a metric: :mod:`.reporting` does.
+before it looks at the evaluated split. Also owns two checks: that the run's manifest is
+still the one the checkpoint was trained on (refused otherwise, unless allowed), and the
+leakage check (:mod:`.leakage`). Never computes a metric: :mod:`.reporting` does. Never
+reads ``sys.argv``: the caller passes the command line to record.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import shlex
-import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from usdcm.artifacts.evaluation import LeakageCheck, ManifestCheck
+from usdcm.artifacts.splits import SplitRow, read_splits_file
 from usdcm.atomic import atomic_write_text
 from usdcm.errors import UsdcmError
+from usdcm.evaluation.leakage import check_external, check_run_splits
 from usdcm.evaluation.predictions import write_predictions
 from usdcm.manifest import read_manifest
 
@@ -42,13 +45,8 @@ class EvaluationError(UsdcmError):
     """An evaluation that cannot run: no images in the split, no labels, a bad run."""
 
 
-def _read_splits(path: Path) -> dict[str, str]:
-    try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            return {row["image_id"]: row["split"] for row in csv.DictReader(handle)}
-    except (OSError, KeyError, csv.Error) as err:
-        message = f"Cannot read the run's splits {path} ({type(err).__name__}); retrain."
-        raise EvaluationError(message) from err
+class ManifestChangedError(EvaluationError):
+    """The run's manifest is not the one its checkpoint was trained on."""
 
 
 def ingest_summary(manifest: Path) -> dict[str, Any]:
@@ -59,6 +57,47 @@ def ingest_summary(manifest: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return loaded if isinstance(loaded, dict) else {}
+
+
+def same_secret(first: Path, second: Path) -> bool | None:
+    """Whether two manifests were ingested with the same pseudonym secret; None if unknown.
+
+    Told by the ``secret_fingerprint`` of the ``ingest.json`` beside each (a keyed hash of a
+    constant: equal exactly when the secrets are), or by the two being the same file.
+    """
+    try:
+        if first.resolve() == second.resolve():
+            return True
+    except OSError:
+        pass
+    prints = [str(ingest_summary(path).get("secret_fingerprint") or "") for path in (first, second)]
+    if not all(prints):
+        return None
+    return prints[0] == prints[1]
+
+
+def check_manifest(
+    manifest: Path, expected: str, checkpoint: Path, *, allow_changed: bool
+) -> ManifestCheck:
+    """Compare ``manifest``'s sha256 with the one the checkpoint recorded.
+
+    Raises
+    ------
+    ManifestChangedError
+        They differ and ``allow_changed`` is false: one line naming both hashes and the fix.
+    """
+    from usdcm.training.checkpoint import sha256_file
+
+    check = ManifestCheck.of(expected, sha256_file(manifest))
+    if check.status == "changed" and not allow_changed:
+        message = (
+            f"The manifest {manifest} has changed since {checkpoint} was trained on it "
+            f"(sha256 {check.actual_sha256}, trained on {check.expected_sha256}); restore the "
+            "manifest the run was trained on, or retrain on this one, or pass "
+            "--allow-changed-manifest to evaluate anyway (the report records the mismatch)."
+        )
+        raise ManifestChangedError(message)
+    return check
 
 
 def default_level(manifest: Path) -> str:
@@ -89,11 +128,24 @@ def evaluate_run(
     device: str = "auto",
     on_image: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    allow_changed_manifest: bool = False,
+    command: str | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Predict the evaluated images (and the validation split) of ``run`` into ``out``.
 
+    ``command`` is the exact command line to record (the CLI builds it with
+    ``shlex.join(["usdcm", *args])``); None records none. The run's manifest must be the
+    one its checkpoint was trained on (same sha256) unless ``allow_changed_manifest``.
+
     Returns the path of ``predictions.csv`` and the evaluation context written to
     ``evaluation.json``.
+
+    Raises
+    ------
+    ManifestChangedError
+        The run's manifest changed since training, and that was not allowed.
+    EvaluationError
+        No labelled images in the split, labels the model does not know, a missing image.
     """
     from usdcm.inference.model import load_trained_model
     from usdcm.inference.predict import predict_items
@@ -104,9 +156,23 @@ def evaluate_run(
     label_map = {name: index for index, name in enumerate(trained.classes)}
     by_split: dict[str, list[dict[str, str]]] = {}
     roots: dict[str, Path] = {}
+    split_rows: list[SplitRow] = []
+    train_rows: list[dict[str, str]] = []
+    manifest_check: ManifestCheck | None = None
+    splits_path = run_dir / "splits.csv"
     if train_manifest is not None and train_manifest.is_file():
-        splits = _read_splits(run_dir / "splits.csv")
-        for row in read_manifest(train_manifest):
+        expected = str(trained.payload.get("manifest_sha256") or "")
+        if expected:
+            manifest_check = check_manifest(
+                train_manifest,
+                expected,
+                trained.checkpoint_path,
+                allow_changed=allow_changed_manifest,
+            )
+        split_rows = read_splits_file(splits_path)
+        splits = {row.image_id: row.split for row in split_rows}
+        train_rows = read_manifest(train_manifest)
+        for row in train_rows:
             name = splits.get(row.get("image_id", ""))
             if name is not None:
                 by_split.setdefault(name, []).append(row)
@@ -122,6 +188,8 @@ def evaluate_run(
         rows = [row for row in read_manifest(manifest) if row.get("label", "").strip()]
         by_split["external"] = rows
         roots["external"] = manifest.parent
+        if not split_rows and splits_path.is_file():
+            split_rows = read_splits_file(splits_path)  # the run's manifest is gone
     if split not in by_split or not by_split[split]:
         message = (
             f"The split {split!r} holds no labelled images; choose one of "
@@ -159,7 +227,29 @@ def evaluate_run(
     write_predictions(predictions_path, rows_out, trained.classes)
     source_manifest = manifest or train_manifest
     assert source_manifest is not None
+    if manifest is None:
+        leakage = check_run_splits(split_rows, train_rows)
+    elif not split_rows:
+        leakage = LeakageCheck(
+            "not checkable",
+            f"Not checkable: the run has no splits.csv ({splits_path}) to compare the external "
+            "manifest with; evaluate a run folder written by `usdcm train`.",
+        )
+    else:
+        leakage = check_external(
+            by_split["external"],
+            [row for row in split_rows if row.split in ("train", "val")],
+            seen_manifest_rows=train_rows,
+            same_secret=(
+                same_secret(train_manifest, manifest) if train_manifest is not None else None
+            ),
+        )
     context = _context(trained, run_dir, source_manifest, split, by_split, roots)
+    context["split_info"]["leakage_check"] = leakage.to_dict()
+    context["model"]["manifest_check"] = (
+        manifest_check.to_dict() if manifest_check is not None else None
+    )
+    context["commands"] = [c for c in (str(trained.payload.get("command") or ""), command) if c]
     atomic_write_text(out / EVALUATION_JSON, json.dumps(context, indent=1, sort_keys=True))
     return predictions_path, context
 
@@ -188,14 +278,7 @@ def _context(
         "default_level": default_level(manifest),
         "image_roots": {name: str(path) for name, path in roots.items()},
         "intended_use": trained.config.intended_use,
-        "commands": [
-            command
-            for command in (
-                str(payload.get("command") or ""),
-                shlex.join(["usdcm", *sys.argv[1:]]),
-            )
-            if command
-        ],
+        "commands": [],
         "data": {
             "sources": [str(manifest)],
             "manufacturers": dict(manufacturers.most_common()),
@@ -214,7 +297,7 @@ def _context(
                 else "the run's splits.csv (manifest split column, or grouped by patient and "
                 "study, stratified by label)"
             ),
-            "leakage_check": "passed",
+            "leakage_check": None,
         },
         "model": {
             "architecture": trained.config.model.name,
