@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from usdcm.ingest.parallel import map_files
+from usdcm.parallel import map_files
 
 
 def square_or_die(value: int) -> int:

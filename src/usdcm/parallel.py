@@ -1,6 +1,8 @@
 """Run a per-file function over many files in worker processes, robustly.
 
-Owns the process pool and the per-file time limit. A file whose decoder kills its worker
+Owns the general-purpose process pool and the per-file time limit, used by ingest (header
+scan, conversion) and predict (header scan, decoding). Knows nothing of DICOM or of any
+stage, and imports nothing of usdcm. A file whose decoder kills its worker
 process (a segfault in a C codec, the OOM killer) is retried alone and then reported as a
 crash; a file that runs past the time limit is reported as a timeout; neither stops the run.
 """

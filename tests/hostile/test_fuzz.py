@@ -23,7 +23,7 @@ from usdcm.dicom.pixels import decode_frames
 from usdcm.errors import DecodeError
 from usdcm.ingest import IngestOptions, ingest, parallel
 from usdcm.ingest import convert as convert_module
-from usdcm.ingest.parallel import map_files
+from usdcm.parallel import map_files
 
 # Mutated headers make pydicom warn while the fuzzer writes them; that is the point.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:pydicom.*")

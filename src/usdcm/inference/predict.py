@@ -95,7 +95,7 @@ class SourcePredictions:
 def _decode(task: tuple[int, Path, bool]) -> dict[str, Any]:
     """Worker: decode one file in memory, as ingest does; an exclusion record on failure."""
     from usdcm.ingest.convert import decode_volume, exclusion_for, timeout_exclusion
-    from usdcm.ingest.parallel import FileTimeout
+    from usdcm.parallel import FileTimeout
 
     _, path, keep_color = task
     try:
@@ -137,9 +137,9 @@ def predict_source(
     in path order whatever the order the workers finish in.
     """
     from usdcm.ingest.convert import DECODE_BATCH_SIZE, decode_crashed, decode_timed_out
-    from usdcm.ingest.parallel import map_files
     from usdcm.ingest.scan import scan_headers, walk_files
     from usdcm.ingest.select import DEFAULT_MAX_PIXEL_BYTES, SelectionOptions, select_instances
+    from usdcm.parallel import map_files
     from usdcm.privacy import PathRedactor
 
     n_workers = workers if workers and workers > 0 else (os.cpu_count() or 1)

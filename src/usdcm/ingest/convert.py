@@ -22,8 +22,8 @@ from usdcm.dicom.header import sniff_dicom
 from usdcm.dicom.pixels import crop_frames, decode_frames, frames_to_volume
 from usdcm.dicom.regions import read_regions, select_tissue_region
 from usdcm.errors import DecodeError, NotDicomError, UnsupportedDicomError
-from usdcm.ingest.parallel import DEFAULT_FILE_TIMEOUT_S, FileTimeout
 from usdcm.ingest.scan import excluded
+from usdcm.parallel import DEFAULT_FILE_TIMEOUT_S, FileTimeout
 
 NIFTI_COMPRESSLEVEL = 1
 DECODE_BATCH_SIZE = 2

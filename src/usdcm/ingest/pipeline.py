@@ -48,10 +48,10 @@ from usdcm.ingest.convert import (
 )
 from usdcm.ingest.journal import Journal, Record
 from usdcm.ingest.labels import LabelTable, read_labels
-from usdcm.ingest.parallel import map_files
 from usdcm.ingest.scan import check_file, scan_headers, walk_files
 from usdcm.ingest.select import DEFAULT_MAX_PIXEL_BYTES, SelectionOptions, select_instances
 from usdcm.manifest import write_excluded, write_manifest
+from usdcm.parallel import map_files
 from usdcm.privacy import PathRedactor, ProjectSecret
 
 STATE_DIR = ".usdcm"

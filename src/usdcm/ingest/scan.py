@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from usdcm.dicom.header import read_header
 from usdcm.errors import NotDicomError, UnsupportedDicomError
 from usdcm.ingest.labels import JOIN_KEYWORDS, join_hash
-from usdcm.ingest.parallel import DEFAULT_FILE_TIMEOUT_S, map_files
+from usdcm.parallel import DEFAULT_FILE_TIMEOUT_S, map_files
 from usdcm.privacy import PathRedactor, ProjectSecret, phi_tokens
 
 
