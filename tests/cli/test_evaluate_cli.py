@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -8,9 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 from tests.evaluation.conftest import Evaluated
+from tests.training.conftest import tiny_config, write_tiny_manifest
 from typer.testing import CliRunner
 
 from usdcm.cli.app import app
+from usdcm.training.run import train
 
 runner = CliRunner()
 
@@ -136,3 +139,30 @@ def test_a_crafted_checkpoint_is_refused_by_the_cli(
     assert "nothing in it was executed" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_evaluate_refuses_a_changed_manifest_in_one_line(tmp_path: Path) -> None:
+    manifest = write_tiny_manifest(tmp_path / "data", side=24)
+    trained_sha = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    train(manifest, tiny_config(optim={"epochs": 1}), tmp_path / "run")
+    text = manifest.read_text(encoding="utf-8")
+    manifest.write_text(text.replace(",abnormal,", ",normal,", 1), encoding="utf-8")
+    actual = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    assert actual != trained_sha
+
+    args = ["evaluate", str(tmp_path / "run"), "--out", str(tmp_path / "eval"), "-q"]
+    args += ["--device", "cpu", "--bootstrap", "20"]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2, refused.output
+    assert refused.output.startswith("error: ")
+    assert len(refused.output.strip().splitlines()) == 1
+    assert trained_sha in refused.output and actual in refused.output
+    assert "--allow-changed-manifest" in refused.output
+    assert "Traceback" not in refused.output
+    assert not (tmp_path / "eval").exists()
+
+    allowed = runner.invoke(app, [*args, "--allow-changed-manifest"])
+    assert allowed.exit_code == 0, allowed.output
+    context = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert context["model"]["manifest_check"]["status"] == "changed"
+    assert context["model"]["manifest_check"]["actual_sha256"] == actual

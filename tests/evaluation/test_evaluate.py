@@ -1,15 +1,22 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
 from tests.evaluation.conftest import Evaluated
-from tests.training.conftest import write_tiny_manifest
+from tests.training.conftest import tiny_config, write_tiny_manifest
 
-from usdcm.evaluation.evaluate import EvaluationError, default_level, evaluate_run
+from usdcm.evaluation.evaluate import (
+    EvaluationError,
+    ManifestChangedError,
+    default_level,
+    evaluate_run,
+)
 from usdcm.evaluation.reporting import ReportOptions, build_report
+from usdcm.training.run import train
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -94,3 +101,54 @@ def test_external_manifest_is_evaluated_whole(evaluated_run: Evaluated, tmp_path
 def test_an_empty_split_is_a_clear_error(evaluated_run: Evaluated, tmp_path: Path) -> None:
     with pytest.raises(EvaluationError, match="holds no labelled images"):
         evaluate_run(evaluated_run.run, tmp_path / "out", split="nope", device="cpu")
+
+
+def _rewrite_labels(manifest: Path) -> None:
+    """Re-write ``manifest`` in place with two labels swapped, as a re-run ingest could."""
+    rows = _rows(manifest)
+    rows[0]["label"], rows[1]["label"] = rows[1]["label"], rows[0]["label"]
+    assert rows[0]["label"] != rows[1]["label"]
+    with manifest.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@pytest.fixture
+def changed_run(tmp_path: Path) -> tuple[Path, Path, str]:
+    """A tiny run whose manifest was re-written after training; and the trained sha256."""
+    manifest = write_tiny_manifest(tmp_path / "data", side=24)
+    trained_sha = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    train(manifest, tiny_config(optim={"epochs": 1}), tmp_path / "run")
+    _rewrite_labels(manifest)
+    return tmp_path / "run", manifest, trained_sha
+
+
+def test_a_changed_manifest_is_refused_naming_both_hashes(
+    changed_run: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    run, manifest, trained_sha = changed_run
+    actual = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    with pytest.raises(ManifestChangedError) as caught:
+        evaluate_run(run, tmp_path / "out", device="cpu")
+    message = str(caught.value)
+    assert trained_sha in message and actual in message
+    assert "--allow-changed-manifest" in message and "\n" not in message
+    assert not (tmp_path / "out" / "predictions.csv").exists()
+
+    _, context = evaluate_run(run, tmp_path / "out", device="cpu", allow_changed_manifest=True)
+    assert context["model"]["manifest_check"] == {
+        "status": "changed",
+        "expected_sha256": trained_sha,
+        "actual_sha256": actual,
+    }
+    written = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+    assert written["model"]["manifest_check"]["status"] == "changed"
+
+
+def test_an_unchanged_manifest_is_recorded_as_matched(evaluated_run: Evaluated) -> None:
+    context = json.loads((evaluated_run.eval_dir / "evaluation.json").read_text())
+    check = context["model"]["manifest_check"]
+    manifest = evaluated_run.ingested.root / "manifest.csv"
+    sha = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    assert check == {"status": "matched", "expected_sha256": sha, "actual_sha256": sha}

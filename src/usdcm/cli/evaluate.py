@@ -43,6 +43,13 @@ def evaluate_command(
     ),
     pdf: PdfOption = False,
     intended_use: IntendedUseOption = None,
+    allow_changed_manifest: Annotated[
+        bool,
+        typer.Option(
+            "--allow-changed-manifest",
+            help="Evaluate even if the run's manifest changed since training (recorded).",
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Run the best checkpoint on the test split (or --manifest), then write the report.
@@ -65,6 +72,7 @@ def evaluate_command(
                 device=device.value,
                 on_start=lambda total: progress.phase("predict", total),
                 on_image=progress.advance,
+                allow_changed_manifest=allow_changed_manifest,
             )
         options = report_options(
             level=level,
