@@ -6,12 +6,12 @@ import pytest
 import yaml
 
 from usdcm.config import (
-    MODEL_NAMES,
     ConfigError,
     TrainConfig,
     dump_config,
     load_config,
 )
+from usdcm.models.registry import MODEL_NAMES
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -125,3 +125,27 @@ def test_the_config_and_the_layers_below_it_never_import_training_or_the_cli() -
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "model:\n  name: densenet121\ndata:\n  image_size: [16, 64]\n",
+            "data.image_size is [16, 64]; expected sides of at least 32 for model.name "
+            "'densenet121'.",
+        ),
+        ("model:\n  name: vgg16\n", "model.name is 'vgg16'; expected one of 'seed_cnn', "),
+    ],
+)
+def test_the_model_is_checked_against_the_registry_at_load(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"Config key {message}")
+    load_config(
+        path, {"data.image_size": [32, 64]} if "densenet" in text else {"model.name": "resnet18"}
+    )

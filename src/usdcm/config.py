@@ -22,8 +22,22 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 
 from usdcm.errors import UsdcmError
+from usdcm.models.registry import MIN_SIDE, MODEL_NAMES
 
-MODEL_NAMES = ("seed_cnn", "densenet121", "resnet18", "resnet34", "efficientnet-b0")
+__all__ = [
+    "AugmentConfig",
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "NormalizationConfig",
+    "OptimConfig",
+    "RuntimeConfig",
+    "SplitConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "dump_config",
+    "load_config",
+]
 
 
 class ConfigError(UsdcmError):
@@ -140,11 +154,14 @@ class AugmentConfig:
 class ModelConfig:
     """Which network, and its size."""
 
-    name: Literal["seed_cnn", "densenet121", "resnet18", "resnet34", "efficientnet-b0"] = "seed_cnn"
+    name: str = "seed_cnn"
+    """A name of :data:`usdcm.models.registry.MODEL_NAMES`."""
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
         _check_finite(self, "model.")
+        names = ", ".join(repr(name) for name in MODEL_NAMES)
+        _check("model.name", self.name, self.name in MODEL_NAMES, f"one of {names}")
         _check("model.dropout", self.dropout, 0 <= self.dropout < 1, "in [0, 1)")
 
 
@@ -198,6 +215,12 @@ class TrainConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     intended_use: str = ""
 
+    def __post_init__(self) -> None:
+        name, sides = self.model.name, self.data.image_size
+        least = MIN_SIDE[name]
+        expected = f"sides of at least {least} for model.name {name!r}"
+        _check("data.image_size", sides, min(sides) >= least, expected)
+
     def validate(self) -> TrainConfig:
         """Check every value again (e.g. after a section was changed in place); return ``self``.
 
@@ -211,6 +234,7 @@ class TrainConfig:
             post_init = getattr(section, "__post_init__", None)
             if post_init is not None:
                 post_init()
+        self.__post_init__()
         return self
 
     def to_dict(self) -> dict[str, Any]:

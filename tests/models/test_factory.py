@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from usdcm.config import MODEL_NAMES, ConfigError
-from usdcm.models.factory import MIN_SIDE, build_model
+from usdcm.models.factory import build_model
+from usdcm.models.registry import MIN_SIDE, MODEL_NAMES, ModelError
 from usdcm.models.seed_cnn import SeedCNN, flattened_features
 
 
@@ -148,7 +148,7 @@ def test_zero_dropout_leaves_monai_state_dict_keys_as_monai_builds_them() -> Non
 
 
 def test_unknown_name_names_the_value_and_the_choices() -> None:
-    with pytest.raises(ConfigError, match="'vgg16'") as info:
+    with pytest.raises(ModelError, match="'vgg16'") as info:
         build_model("vgg16", in_channels=1, num_classes=2, image_size=[64, 64])
     for name in MODEL_NAMES:
         assert name in str(info.value)
@@ -167,17 +167,17 @@ def test_unknown_name_names_the_value_and_the_choices() -> None:
     ],
     ids=str,
 )
-def test_bad_arguments_are_config_errors(kwargs: dict[str, Any], pattern: str) -> None:
+def test_bad_arguments_are_model_errors(kwargs: dict[str, Any], pattern: str) -> None:
     arguments: dict[str, Any] = {"in_channels": 1, "num_classes": 2, "image_size": [64, 64]}
     arguments.update(kwargs)
-    with pytest.raises(ConfigError, match=pattern):
+    with pytest.raises(ModelError, match=pattern):
         build_model("seed_cnn", **arguments)
 
 
 @pytest.mark.parametrize("name", ["densenet121", "efficientnet-b0"])
 def test_nets_that_downsample_by_32_refuse_small_images(name: str) -> None:
     assert MIN_SIDE[name] == 32
-    with pytest.raises(ConfigError, match=f"{name} needs two sides of at least 32"):
+    with pytest.raises(ModelError, match=f"{name} needs two sides of at least 32"):
         build_model(name, in_channels=1, num_classes=2, image_size=[16, 64])
     build_model(name, in_channels=1, num_classes=2, image_size=[32, 32])
 

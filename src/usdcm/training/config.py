@@ -2,7 +2,6 @@
 
 # shim: removed at integration
 from usdcm.config import (  # noqa: F401
-    MODEL_NAMES,
     AugmentConfig,
     ConfigError,
     DataConfig,
@@ -16,3 +15,4 @@ from usdcm.config import (  # noqa: F401
     dump_config,
     load_config,
 )
+from usdcm.models.registry import MODEL_NAMES  # noqa: F401

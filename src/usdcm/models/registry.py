@@ -1,0 +1,153 @@
+"""The model registry: every network usdcm trains, by name, with its smallest side and builder.
+
+Owns the list of model names; nothing else in usdcm lists them (the config checks
+``model.name`` against :data:`MODEL_NAMES`, the docs point here). A builder takes explicit
+arguments and returns a new ``torch.nn.Module`` with random weights. Never reads the config,
+never downloads or loads weights (``pretrained=False`` everywhere), never moves a model to a
+device and never wraps it. Importing this module imports neither torch nor MONAI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from usdcm.errors import UsdcmError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+Builder = Callable[[int, int, tuple[int, int], float], "nn.Module"]
+"""``(in_channels, num_classes, image_size, dropout) -> model``, arguments already checked."""
+
+
+class ModelError(UsdcmError):
+    """An unknown model name, or model arguments out of range."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One trainable network: its name, the smallest image side it accepts and its builder."""
+
+    name: str
+    min_side: int
+    """Smallest image side the network accepts (DenseNet and EfficientNet downsample by 32)."""
+    summary: str
+    """One line for the docs."""
+    build: Builder
+
+
+def _seed_cnn(
+    in_channels: int, num_classes: int, image_size: tuple[int, int], dropout: float
+) -> nn.Module:
+    from usdcm.models.seed_cnn import SeedCNN
+
+    return SeedCNN(
+        in_channels=in_channels, num_classes=num_classes, image_size=image_size, dropout=dropout
+    )
+
+
+def _densenet121(
+    in_channels: int, num_classes: int, image_size: tuple[int, int], dropout: float
+) -> nn.Module:
+    from monai.networks.nets import DenseNet121
+    from torch import nn
+
+    net: Any = DenseNet121(
+        spatial_dims=2, in_channels=in_channels, out_channels=num_classes, pretrained=False
+    )
+    if dropout > 0:
+        net.class_layers.out = nn.Sequential(nn.Dropout(dropout), net.class_layers.out)
+    model: nn.Module = net
+    return model
+
+
+def _resnet(depth: int) -> Builder:
+    def build(
+        in_channels: int, num_classes: int, image_size: tuple[int, int], dropout: float
+    ) -> nn.Module:
+        from monai.networks.nets import resnet18, resnet34
+        from torch import nn
+
+        factory = {18: resnet18, 34: resnet34}[depth]
+        # conv1_t_stride=2 gives the standard ResNet stem (7x7 conv with stride 2, then max
+        # pool); MONAI's default of 1 suits small 3D volumes and costs 4x the compute in 2D.
+        net: Any = factory(
+            pretrained=False,
+            spatial_dims=2,
+            n_input_channels=in_channels,
+            num_classes=num_classes,
+            conv1_t_stride=2,
+        )
+        if dropout > 0:
+            net.fc = nn.Sequential(nn.Dropout(dropout), net.fc)
+        model: nn.Module = net
+        return model
+
+    return build
+
+
+def _efficientnet_b0(
+    in_channels: int, num_classes: int, image_size: tuple[int, int], dropout: float
+) -> nn.Module:
+    from monai.networks.nets import EfficientNetBN
+    from torch import nn
+
+    net: Any = EfficientNetBN(
+        "efficientnet-b0",
+        pretrained=False,
+        spatial_dims=2,
+        in_channels=in_channels,
+        num_classes=num_classes,
+    )
+    if dropout > 0:
+        net._dropout = nn.Dropout(dropout)
+    model: nn.Module = net
+    return model
+
+
+_SPECS = (
+    ModelSpec("seed_cnn", 16, "the two-convolution tutorial CNN usdcm grew from", _seed_cnn),
+    ModelSpec("densenet121", 32, "MONAI DenseNet-121, 2D", _densenet121),
+    ModelSpec("resnet18", 16, "MONAI ResNet-18, 2D, standard stride-2 stem", _resnet(18)),
+    ModelSpec("resnet34", 16, "MONAI ResNet-34, 2D, standard stride-2 stem", _resnet(34)),
+    ModelSpec("efficientnet-b0", 32, "MONAI EfficientNet-B0, 2D", _efficientnet_b0),
+)
+
+REGISTRY: Mapping[str, ModelSpec] = MappingProxyType({spec.name: spec for spec in _SPECS})
+"""Every trainable network by name, in the order the docs list them."""
+
+MODEL_NAMES: tuple[str, ...] = tuple(REGISTRY)
+"""The names ``model.name`` accepts.
+
+>>> MODEL_NAMES[0]
+'seed_cnn'
+"""
+
+MIN_SIDE: Mapping[str, int] = MappingProxyType({spec.name: spec.min_side for spec in _SPECS})
+"""Smallest image side each network accepts."""
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The registry entry of ``name``.
+
+    Raises
+    ------
+    ModelError
+        ``name`` is not in :data:`MODEL_NAMES`; the message lists the names.
+
+    Examples
+    --------
+    >>> model_spec("densenet121").min_side
+    32
+    >>> model_spec("vgg16")
+    Traceback (most recent call last):
+    usdcm.models.registry.ModelError: Unknown model 'vgg16'; choose one of: seed_cnn, ...
+    """
+    spec = REGISTRY.get(name)
+    if spec is None:
+        message = f"Unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}."
+        raise ModelError(message)
+    return spec
