@@ -326,3 +326,29 @@ def html_section(html: str, key: str) -> str:
 def markdown_section(markdown: str, title: str) -> str:
     """The Markdown of the section headed ``## {title}``, up to the next ``## `` heading."""
     return markdown.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+LEAKED_KEYS = ("3f9a0c1d2e4b5a6978877665", "a1b2c3d4e5f60718293a4b5c")
+"""Keys a careless evaluate could add to the leakage object; the report must never show them."""
+
+LEAKAGE_DETAIL = (
+    "3 patients and 2 studies of the run's splits.csv have images in more than one split; "
+    "retrain so that usdcm assigns grouped splits."
+)
+
+
+def failed_leakage() -> dict[str, Any]:
+    """A failed leakage check as ``evaluate`` writes it, plus stray keys it must not show."""
+    return {
+        "status": "failed",
+        "detail": LEAKAGE_DETAIL,
+        "shared_patients": 3,
+        "shared_studies": 2,
+        "patient_keys": list(LEAKED_KEYS),
+    }
+
+
+def failed_leakage_context(**overrides: Any) -> ReportContext:
+    """The filled-in context whose leakage check failed."""
+    split = {**build_context().split, "leakage_check": failed_leakage()}
+    return build_context(split=split, **overrides)

@@ -7,14 +7,21 @@ import io
 import re
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from tests.report.conftest import (
     FALSE_POSITIVE_ID,
+    LEAKAGE_DETAIL,
+    LEAKED_KEYS,
+    Metrics,
     MetricsFactory,
     Written,
     build_context,
+    build_metrics,
     choose_threshold_on_val,
+    failed_leakage_context,
+    html_section,
     prediction_rows,
     summarize_rows,
     tiny_png,
@@ -24,6 +31,7 @@ from usdcm.report.document import PRIVACY_STATEMENT
 from usdcm.report.figures import FIGURE_PIXELS
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+NO_SHARE = {"shared_patients": 0, "shared_studies": 0}
 DATA_URI = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]*)"')
 
 
@@ -183,3 +191,85 @@ def test_rewriting_gives_identical_files(tmp_path: Path, written: Written) -> No
     metrics = summarize_rows(prediction_rows())  # computed again by the metrics code
     again = write_report(tmp_path, metrics, context)
     assert again.html.read_text(encoding="utf-8") == written.html
+
+
+def test_failed_leakage_is_the_first_thing_the_report_says(tmp_path: Path) -> None:
+    files = write_report(tmp_path, build_metrics(), failed_leakage_context())
+    html = files.html.read_text(encoding="utf-8")
+    body = html.split("<body>", 1)[1]
+    first = body.index("LEAKAGE CHECK FAILED")
+    assert first < body.index("AUC") and first < body.index('<section id="summary"')
+    summary = html_section(html, "summary")
+    opening = summary.split("<p", 2)[2]  # past the checklist line: the first block
+    assert opening.startswith(' class="banner">LEAKAGE CHECK FAILED: 3 patients and 2 studies')
+    assert summary.index("LEAKAGE CHECK FAILED") < summary.index("AUC")
+    assert LEAKAGE_DETAIL.replace("'", "&#x27;") in summary
+    assert "[leakage_failed]" in html_section(html, "limitations")
+    split = html_section(html, "split")
+    assert "<td>Leakage check</td><td>failed</td>" in split
+    assert "<td>Patients also in training or validation</td><td>3</td>" in split
+    assert not any(key in html for key in LEAKED_KEYS)
+
+
+def test_failed_leakage_banner_comes_before_the_exploratory_one(
+    tmp_path: Path, make_metrics: MetricsFactory
+) -> None:
+    threshold = {"value": 0.42, "rule": "youden", "chosen_on": "test", "exploratory": True}
+    metrics = make_metrics(threshold=threshold)
+    html = write_report(tmp_path, metrics, failed_leakage_context()).html.read_text("utf-8")
+    summary = html_section(html, "summary")
+    assert summary.index("LEAKAGE CHECK FAILED") < summary.index("EXPLORATORY")
+
+
+@pytest.mark.parametrize(
+    ("leakage", "banner", "code"),
+    [
+        ("passed", False, None),  # an older evaluation.json: the plain string is the status
+        ({"status": "passed", "detail": "No patient is in two splits."}, False, None),
+        ("failed", True, "leakage_failed"),
+        (
+            {"status": "not checkable", "detail": "Re-ingest with --secret-file.", **NO_SHARE},
+            False,
+            "leakage_not_checkable",
+        ),
+    ],
+)
+def test_leakage_status_in_the_report(
+    tmp_path: Path, metrics: Metrics, leakage: object, banner: bool, code: str | None
+) -> None:
+    context = build_context(split={**build_context().split, "leakage_check": leakage})
+    html = write_report(tmp_path, metrics, context).html.read_text("utf-8")
+    assert ("LEAKAGE CHECK FAILED" in html) is banner
+    limitations = html_section(html, "limitations")
+    assert re.findall(r"\[(leakage_\w+)\]", limitations) == ([code] if code else [])
+    status = leakage if isinstance(leakage, str) else leakage["status"]  # type: ignore[index]
+    assert f"<td>Leakage check</td><td>{status}</td>" in html_section(html, "split")
+    if code == "leakage_not_checkable":
+        assert "Leakage check: not checkable" in html_section(html, "summary")
+        assert "Re-ingest with --secret-file." in limitations
+
+
+def test_changed_manifest_is_stated_in_the_summary_and_model(
+    tmp_path: Path, metrics: Metrics
+) -> None:
+    expected, actual = "ab" * 32, "cd" * 32
+    check = {"status": "changed", "expected_sha256": expected, "actual_sha256": actual}
+    context = build_context(model={**build_context().model, "manifest_check": check})
+    html = write_report(tmp_path, metrics, context).html.read_text("utf-8")
+    summary = html_section(html, "summary")
+    assert "The training manifest changed after training" in summary
+    assert expected in summary and actual in summary
+    assert "[manifest_changed]" in html_section(html, "limitations")
+    model = html_section(html, "model")
+    assert "Training manifest check" in model and "<td>Status</td><td>changed</td>" in model
+    assert "manifest_check." not in model  # shown once, not again under Other details
+
+
+def test_matched_manifest_is_shown_but_not_flagged(written: Written, tmp_path: Path) -> None:
+    check = {"status": "matched", "expected_sha256": "ab" * 32, "actual_sha256": "ab" * 32}
+    context = build_context(model={**build_context().model, "manifest_check": check})
+    html = write_report(tmp_path, build_metrics(), context).html.read_text("utf-8")
+    assert "<td>Status</td><td>matched</td>" in html_section(html, "model")
+    assert "changed after training" not in html
+    assert "[manifest_changed]" not in html
+    assert "changed after training" not in written.html

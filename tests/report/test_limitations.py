@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.report.conftest import MetricsFactory, build_context
+from tests.report.conftest import LEAKED_KEYS, MetricsFactory, build_context
 from usdcm.report import ReportContext, flag_limitations
 from usdcm.report.limitations import (
     MAX_AUC_CI_WIDTH,
@@ -138,13 +138,81 @@ def test_small_subgroups(make_metrics: MetricsFactory) -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "flagged"),
-    [("passed", False), ("Passed ", False), ("not run", True), ("failed", True)],
+    ("status", "code"),
+    [
+        ("passed", None),
+        ("Passed ", None),
+        ("not run", "leakage_not_checked"),
+        ("failed", "leakage_failed"),
+        ("not checkable", "leakage_not_checkable"),
+    ],
 )
-def test_leakage_not_checked(make_metrics: MetricsFactory, status: str, flagged: bool) -> None:
+def test_leakage_as_a_plain_string(
+    make_metrics: MetricsFactory, status: str, code: str | None
+) -> None:
+    """Older evaluation.json files hold the status as a string: it is read as the status."""
     split = {"leakage_check": status, "split_source": "manifest column"}
     codes = _codes(make_metrics(), build_context(split=split))
-    assert ("leakage_not_checked" in codes) is flagged
+    leakage = [code for code in codes if code.startswith("leakage_")]
+    assert leakage == ([] if code is None else [code])
+
+
+def _leakage(status: str, detail: str, patients: int, studies: int) -> dict[str, Any]:
+    return {
+        "status": status,
+        "detail": detail,
+        "shared_patients": patients,
+        "shared_studies": studies,
+    }
+
+
+def test_failed_leakage_flags_counts_and_detail(make_metrics: MetricsFactory) -> None:
+    detail = "3 patients and 2 studies of the run's splits.csv have images in more than one split."
+    leakage = {**_leakage("failed", detail, 3, 2), "patient_keys": list(LEAKED_KEYS)}
+    flags = flag_limitations(make_metrics(), build_context(split={"leakage_check": leakage}))
+    assert [flag.code for flag in flags] == ["leakage_failed"]
+    message = flags[0].message
+    assert message.startswith("Leakage check failed: 3 patients and 2 studies of the evaluated")
+    assert detail in message
+    assert not any(key in message for key in LEAKED_KEYS)
+
+
+def test_one_shared_study_reads_singular(make_metrics: MetricsFactory) -> None:
+    split = {"leakage_check": _leakage("failed", "", 0, 1)}
+    (flag,) = flag_limitations(make_metrics(), build_context(split=split))
+    assert "0 patients and 1 study of the evaluated data" in flag.message
+
+
+def test_not_checkable_leakage_flags_counts_and_detail(make_metrics: MetricsFactory) -> None:
+    detail = (
+        "Not checkable: the external manifest was ingested with another pseudonym secret; "
+        "re-ingest it with `usdcm ingest --secret-file` to make it checkable."
+    )
+    split = {"leakage_check": _leakage("not checkable", detail, 0, 0)}
+    flags = flag_limitations(make_metrics(), build_context(split=split))
+    assert [flag.code for flag in flags] == ["leakage_not_checkable"]
+    assert detail in flags[0].message and "--secret-file" in flags[0].message
+    assert "0 patients and 0 studies" in flags[0].message
+
+
+def test_passed_leakage_object_flags_nothing(make_metrics: MetricsFactory) -> None:
+    split = {"leakage_check": _leakage("passed", "No patient is in two splits.", 0, 0)}
+    assert _codes(make_metrics(), build_context(split=split)) == []
+
+
+def test_changed_manifest_is_a_limitation_with_both_hashes(make_metrics: MetricsFactory) -> None:
+    expected, actual = "ab" * 32, "cd" * 32
+    base = dict(build_context().model)
+    changed = {"status": "changed", "expected_sha256": expected, "actual_sha256": actual}
+    matched = {"status": "matched", "expected_sha256": expected, "actual_sha256": expected}
+    flags = flag_limitations(
+        make_metrics(), build_context(model={**base, "manifest_check": changed})
+    )
+    assert [flag.code for flag in flags] == ["manifest_changed"]
+    assert expected in flags[0].message and actual in flags[0].message
+    assert "--allow-changed-manifest" in flags[0].message
+    assert _codes(make_metrics(), build_context(model={**base, "manifest_check": matched})) == []
+    assert _codes(make_metrics(), build_context(model={**base, "manifest_check": None})) == []
 
 
 def test_flags_come_in_a_fixed_order(make_metrics: MetricsFactory) -> None:
@@ -158,6 +226,9 @@ def test_flags_come_in_a_fixed_order(make_metrics: MetricsFactory) -> None:
     context = build_context(
         data={},
         split={"leakage_check": "not run"},
+        model={
+            "manifest_check": {"status": "changed", "expected_sha256": "a", "actual_sha256": "b"}
+        },
         prevalence_by_split={"train": 0.1, "test": 0.2 + MAX_PREVALENCE_SHIFT},
     )
     assert _codes(metrics, context) == [
@@ -168,4 +239,5 @@ def test_flags_come_in_a_fixed_order(make_metrics: MetricsFactory) -> None:
         "exploratory_threshold",
         "small_subgroups",
         "leakage_not_checked",
+        "manifest_changed",
     ]

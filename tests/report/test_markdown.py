@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.report.conftest import MetricsFactory, Written, build_context
+from tests.report.conftest import (
+    LEAKAGE_DETAIL,
+    LEAKED_KEYS,
+    MetricsFactory,
+    Written,
+    build_context,
+    build_metrics,
+    failed_leakage_context,
+    markdown_section,
+)
 from usdcm.report import FIGURE_NAMES, SECTIONS, write_report
 from usdcm.report.to_markdown import escape_markdown
 
@@ -88,3 +97,25 @@ def test_exploratory_banner_in_markdown(tmp_path: Path, make_metrics: MetricsFac
 )
 def test_escape_markdown(text: str, expected: str) -> None:
     assert escape_markdown(text) == expected
+
+
+def test_failed_leakage_opens_the_markdown_summary(tmp_path: Path) -> None:
+    files = write_report(tmp_path, build_metrics(), failed_leakage_context())
+    text = files.markdown.read_text(encoding="utf-8")
+    assert text.index("LEAKAGE CHECK FAILED") < text.index("AUC")
+    blocks = markdown_section(text, "Summary").strip().split("\n\n")
+    assert blocks[0].startswith("*TRIPOD")  # the checklist line, then the banner
+    assert blocks[1].startswith("> **LEAKAGE CHECK FAILED: 3 patients and 2 studies")
+    assert escape_markdown(LEAKAGE_DETAIL) in blocks[1]
+    assert "\\[leakage\\_failed\\]" in markdown_section(text, "Limitations")
+    assert not any(key in text for key in LEAKED_KEYS)
+
+
+def test_changed_manifest_in_the_markdown_summary(tmp_path: Path) -> None:
+    check = {"status": "changed", "expected_sha256": "ab" * 32, "actual_sha256": "cd" * 32}
+    context = build_context(model={**build_context().model, "manifest_check": check})
+    text = write_report(tmp_path, build_metrics(), context).markdown.read_text("utf-8")
+    summary = markdown_section(text, "Summary")
+    assert "> **Warning:** The training manifest changed after training" in summary
+    assert "ab" * 32 in summary and "cd" * 32 in summary
+    assert "\\[manifest\\_changed\\]" in markdown_section(text, "Limitations")

@@ -27,6 +27,7 @@ from usdcm.report._format import (
     get,
 )
 from usdcm.report.checklist import SECTION_BY_KEY
+from usdcm.report.checks import LeakageStatus, leakage_status, manifest_status
 from usdcm.report.context import ReportContext
 from usdcm.report.figures import render_figures
 from usdcm.report.limitations import (
@@ -167,7 +168,28 @@ def _exploratory_note(threshold: object) -> str:
     return "; exploratory" if exploratory is True else f"; exploratory: {NA}"
 
 
-def _summary(metrics: Mapping[str, Any], n_limitations: int) -> Section:
+def leakage_banner(check: LeakageStatus) -> str:
+    """The sentence that opens the Summary of a report whose leakage check failed.
+
+    >>> leakage_banner(LeakageStatus("failed", "Fix the splits.", 2, 1))
+    'LEAKAGE CHECK FAILED: 2 patients and 1 study of the evaluated data were also in training or validation. Fix the splits. These results do not validate the model on unseen patients.'
+    """  # noqa: E501
+    shared = f"{check.counts()} of the evaluated data" if check.counts() else "evaluated data"
+    detail = check.detail.strip()
+    if detail and not detail.endswith((".", "!", "?")):
+        detail += "."
+    return " ".join(
+        part
+        for part in (
+            f"LEAKAGE CHECK FAILED: {shared} were also in training or validation.",
+            detail,
+            "These results do not validate the model on unseen patients.",
+        )
+        if part
+    )
+
+
+def _summary(metrics: Mapping[str, Any], n_limitations: int, context: ReportContext) -> Section:
     threshold = metrics.get("threshold")
     rows: list[tuple[Cell, ...]] = [
         ("AUC", fmt_estimate(metrics.get("auc"))),
@@ -195,6 +217,28 @@ def _summary(metrics: Mapping[str, Any], n_limitations: int) -> Section:
             ),
         )
     blocks.append(Paragraph(f"Aggregation: {fmt_value(metrics.get('aggregation'))}"))
+    leakage = leakage_status(context.split)
+    if leakage is not None and leakage.failed:
+        blocks.insert(0, Paragraph(leakage_banner(leakage), "banner"))  # the first thing said
+    elif leakage is not None and not leakage.passed:
+        blocks.append(
+            Paragraph(
+                f"Leakage check: {leakage.status or NA}; whether test patients were also "
+                "trained or validated on is not known. See Limitations.",
+                "warning",
+            )
+        )
+    manifest = manifest_status(context.model)
+    if manifest is not None and manifest.changed:
+        blocks.append(
+            Paragraph(
+                "The training manifest changed after training (the checkpoint recorded sha256 "
+                f"{manifest.expected_sha256 or NA}, evaluation read "
+                f"{manifest.actual_sha256 or NA}); labels or splits may differ from those the "
+                "model was trained on. See Limitations.",
+                "warning",
+            )
+        )
     flagged = (
         f"{n_limitations} limitation(s) flagged automatically; see Limitations."
         if n_limitations
@@ -253,6 +297,20 @@ def _data(metrics: Mapping[str, Any], context: ReportContext) -> Section:
     return _section("data", blocks)
 
 
+def _leakage_rows(check: LeakageStatus | None) -> list[tuple[Cell, ...]]:
+    """The leakage check as table rows: status, then detail and counts where recorded."""
+    if check is None:
+        return [("Leakage check", NA)]
+    rows: list[tuple[Cell, ...]] = [("Leakage check", check.status or NA)]
+    if check.detail:
+        rows.append(("Leakage check detail", check.detail))
+    if check.shared_patients is not None:
+        rows.append(("Patients also in training or validation", fmt_int(check.shared_patients)))
+    if check.shared_studies is not None:
+        rows.append(("Studies also in training or validation", fmt_int(check.shared_studies)))
+    return rows
+
+
 def _split(context: ReportContext) -> Section:
     split = context.split
     blocks: list[Block] = [
@@ -260,7 +318,7 @@ def _split(context: ReportContext) -> Section:
             ("Item", "Value"),
             (
                 ("Split source", fmt_value(split.get("split_source"))),
-                ("Leakage check", fmt_value(split.get("leakage_check"))),
+                *_leakage_rows(leakage_status(split)),
             ),
         )
     ]
@@ -310,13 +368,35 @@ def _model(context: ReportContext) -> Section:
             ]
         )
     ]
+    manifest = manifest_status(model)
+    if manifest is not None:
+        blocks.extend(
+            [
+                Subheading("Training manifest check"),
+                _key_values(
+                    [
+                        ("Status", manifest.status or NA),
+                        ("SHA-256 recorded by the checkpoint", manifest.expected_sha256 or NA),
+                        ("SHA-256 read at evaluation", manifest.actual_sha256 or NA),
+                    ]
+                ),
+            ]
+        )
     config = model.get("config")
     if isinstance(config, Mapping) and config:
         blocks.extend([Subheading("Configuration"), _key_values(flatten(config))])
     versions = model.get("versions")
     if isinstance(versions, Mapping) and versions:
         blocks.extend([Subheading("Versions"), _key_values(list(versions.items()))])
-    known = {"architecture", "checkpoint_sha256", "best_epoch", "val_auc", "config", "versions"}
+    known = {
+        "architecture",
+        "checkpoint_sha256",
+        "best_epoch",
+        "val_auc",
+        "config",
+        "versions",
+        "manifest_check",
+    }
     blocks.extend(_extras(model, known))
     return _section("model", blocks)
 
@@ -576,7 +656,8 @@ def _limitations(flags: Sequence[Any]) -> Section:
             f"Checked automatically: n < {MIN_N} or positives < {MIN_POSITIVES}; AUC 95% CI "
             f"wider than {MAX_AUC_CI_WIDTH}; a single manufacturer or model; prevalence "
             f"differing by more than {MAX_PREVALENCE_SHIFT} between splits; an exploratory "
-            "threshold; subgroups too small; leakage check not passed; AUC undefined.",
+            "threshold; subgroups too small; leakage check failed, not checkable or not run; "
+            "training manifest changed since training; AUC undefined.",
             "note",
         )
     )
@@ -652,8 +733,11 @@ def build_document(
         f"{fmt_value(metrics.get('level'))}-level validation; positive class "
         f"{fmt_value(metrics.get('positive_class'))}; n = {fmt_int(metrics.get('n'))}"
     )
+    leakage = leakage_status(context.split)
+    if leakage is not None and leakage.failed:
+        subtitle = f"LEAKAGE CHECK FAILED (see Summary). {subtitle}"
     sections = (
-        _summary(metrics, len(flags)),
+        _summary(metrics, len(flags), context),
         _intended_use(context),
         _data(metrics, context),
         _split(context),

@@ -1,8 +1,9 @@
 """Limitations the report flags by itself, from the metrics and the context.
 
 Owns the rules and their thresholds (small n, wide CI, single site, prevalence shift,
-exploratory threshold, too-small subgroups, unchecked leakage, undefined AUC); never renders
-text for a format and never changes a metric.
+exploratory threshold, too-small subgroups, failed or unchecked leakage, a training manifest
+changed since training, undefined AUC); never renders text for a format and never changes a
+metric.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from usdcm.report._format import as_float, as_int, ci_bounds, fmt_num, get
+from usdcm.report._format import NA, as_float, as_int, ci_bounds, fmt_num, get
+from usdcm.report.checks import NOT_CHECKABLE, leakage_status, manifest_status
 from usdcm.report.context import ReportContext
 
 MIN_N = 100
@@ -55,16 +57,20 @@ def flag_limitations(
     ``single_site`` (one manufacturer or one model, from ``context.data`` or else from the
     ``manufacturer``/``model`` subgroups), ``prevalence_shift`` (two splits whose prevalences
     differ by more than :data:`MAX_PREVALENCE_SHIFT`), ``exploratory_threshold``,
-    ``small_subgroups`` (a subgroup marked ``too_small``) and ``leakage_not_checked``
-    (``context.split["leakage_check"]`` given and not ``"passed"``). A rule whose inputs are
-    missing does not fire.
+    ``small_subgroups`` (a subgroup marked ``too_small``), then one of ``leakage_failed``,
+    ``leakage_not_checkable`` or ``leakage_not_checked`` (any other status, such as an older
+    file's ``"not run"``) for ``context.split["leakage_check"]`` given and not ``"passed"``
+    (its message gives the shared counts, never a key, and the check's detail), and
+    ``manifest_changed`` (``context.model["manifest_check"]`` is ``"changed"``: the training
+    manifest's hash differs from the checkpoint's). A rule whose inputs are missing does not
+    fire.
 
     Parameters
     ----------
     metrics : mapping
         The dict of :func:`usdcm.metrics.summarize`.
     context : ReportContext, optional
-        Supplies the manufacturers, prevalence by split and leakage check.
+        Supplies the manufacturers, prevalence by split, leakage check and manifest check.
 
     Returns
     -------
@@ -86,7 +92,8 @@ def flag_limitations(
         _prevalence_shift(context),
         _exploratory_threshold(metrics),
         _small_subgroups(metrics),
-        _leakage_not_checked(context),
+        _leakage(context),
+        _manifest_changed(context),
     ]
     return [flag for flag in flags if flag is not None]
 
@@ -209,12 +216,71 @@ def _small_subgroups(metrics: Mapping[str, Any]) -> Limitation | None:
     )
 
 
-def _leakage_not_checked(context: ReportContext) -> Limitation | None:
-    status = context.split.get("leakage_check")
-    if status is None or str(status).strip().lower() == "passed":
+def _sentence(text: str) -> str:
+    """``text`` ending in a full stop (empty stays empty)."""
+    text = text.strip()
+    return text if not text or text.endswith((".", "!", "?")) else f"{text}."
+
+
+def _leakage(context: ReportContext) -> Limitation | None:
+    check = leakage_status(context.split)
+    if check is None or check.passed:
         return None
+    detail = _sentence(check.detail)
+    counts = check.counts()
+    if check.failed:
+        shared = (
+            f"{counts} of the evaluated data were also in training or validation"
+            if counts
+            else "evaluated data were also in training or validation"
+        )
+        return Limitation(
+            "leakage_failed",
+            " ".join(
+                part
+                for part in (
+                    f"Leakage check failed: {shared}.",
+                    detail,
+                    "Test results are optimistic: they do not validate the model on "
+                    "unseen patients.",
+                )
+                if part
+            ),
+        )
+    if check.status == NOT_CHECKABLE:
+        found = (
+            f"What could be compared shared {counts} with training or validation." if counts else ""
+        )
+        return Limitation(
+            "leakage_not_checkable",
+            " ".join(
+                part
+                for part in (
+                    "Leakage could not be checked.",
+                    detail,
+                    found,
+                    "Test results may be optimistic if a patient's images were also trained "
+                    "or validated on.",
+                )
+                if part
+            ),
+        )
     return Limitation(
         "leakage_not_checked",
-        f"Patient-level leakage check: {status}. Test results may be optimistic if a "
-        "patient's images sit in more than one split.",
+        f"Patient-level leakage check: {check.status or NA}. Test results may be optimistic "
+        "if a patient's images sit in more than one split.",
+    )
+
+
+def _manifest_changed(context: ReportContext) -> Limitation | None:
+    check = manifest_status(context.model)
+    if check is None or not check.changed:
+        return None
+    return Limitation(
+        "manifest_changed",
+        "The training manifest changed after training: the checkpoint recorded sha256 "
+        f"{check.expected_sha256 or NA}, evaluation read {check.actual_sha256 or NA} "
+        "(allowed by --allow-changed-manifest). Labels, splits or images may differ from "
+        "those the model was trained and validated on; retrain on the current manifest or "
+        "restore the one the model was trained on.",
     )
