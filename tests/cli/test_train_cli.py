@@ -33,7 +33,7 @@ def test_train_prints_the_summary_table(tmp_path: Path) -> None:
 def test_train_records_the_users_command_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from usdcm.training.checkpoint import load_checkpoint
+    from usdcm.runtime.checkpoint import load_checkpoint
 
     manifest = write_tiny_manifest(tmp_path / "data")
     config = tmp_path / "tiny config.yaml"
@@ -124,7 +124,7 @@ def test_nproc_2_launches_torchrun_and_writes_one_run(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("best epoch") == 1  # only rank 0 prints and writes
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
-    from usdcm.training.checkpoint import load_checkpoint
+    from usdcm.runtime.checkpoint import load_checkpoint
 
     recorded = load_checkpoint(out / "best.pt")["command"]
     assert recorded == shlex.join(["usdcm", *command[3:]])  # the user's, --nproc included

@@ -1,4 +1,4 @@
-"""Tests for usdcm.training.checkpoint: safe loading, atomic saving, round trips, fingerprints."""
+"""Tests for usdcm.runtime.checkpoint: safe loading, atomic saving, round trips, fingerprints."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from torch import nn
 
 from usdcm.errors import UsdcmError
 from usdcm.models.factory import build_model
-from usdcm.training.checkpoint import (
+from usdcm.runtime.checkpoint import (
     REQUIRED_KEYS,
     CheckpointError,
     load_checkpoint,

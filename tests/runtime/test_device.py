@@ -1,4 +1,4 @@
-"""Tests for usdcm.training.device: device order, AMP table, backend flags, helpers.
+"""Tests for usdcm.runtime.device: device order, AMP table, backend flags, helpers.
 
 CUDA and MPS are faked through the explicit availability arguments or by monkeypatching
 torch's probes; nothing here needs a GPU.
@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from usdcm.errors import UsdcmError
-from usdcm.training import device as device_module
-from usdcm.training.device import (
+from usdcm.runtime import device as device_module
+from usdcm.runtime.device import (
     AmpPolicy,
     DeviceError,
     amp_policy,

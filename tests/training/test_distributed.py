@@ -175,7 +175,7 @@ WORKER = textwrap.dedent(
     from torch import nn
     from torch.nn.parallel import DistributedDataParallel
 
-    from usdcm.training.checkpoint import unwrap_model
+    from usdcm.runtime.checkpoint import unwrap_model
     from usdcm.training.distributed import (
         all_gather_objects, all_reduce_mean, barrier, cleanup, init_distributed,
     )

@@ -13,7 +13,7 @@ import torch
 import yaml
 from tests.training.conftest import TinyManifest, tiny_config
 
-from usdcm.training.checkpoint import REQUIRED_KEYS, load_checkpoint
+from usdcm.runtime.checkpoint import REQUIRED_KEYS, load_checkpoint
 from usdcm.training.run import EpochRecord, TrainingError, train
 
 _VOLATILE = ("seconds",)

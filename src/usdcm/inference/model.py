@@ -1,6 +1,6 @@
 """A trained model as inference needs it: network, classes and the training preprocessing.
 
-Owns reading a run's checkpoint (safely, through :func:`usdcm.training.checkpoint.load_checkpoint`)
+Owns reading a run's checkpoint (safely, through :func:`usdcm.runtime.checkpoint.load_checkpoint`)
 and rebuilding exactly what training used: the network, the label order, the intensity
 statistics, the input size and the frames per clip. Never reads a manifest or images.
 """
@@ -65,8 +65,8 @@ def load_trained_model(run: Path, device: str = "auto") -> TrainedModel:
     """
     from usdcm.data.transforms import spatial_size
     from usdcm.models.factory import build_model
-    from usdcm.training.checkpoint import load_checkpoint, sha256_file
-    from usdcm.training.device import select_device
+    from usdcm.runtime.checkpoint import load_checkpoint, sha256_file
+    from usdcm.runtime.device import select_device
 
     path = checkpoint_in(run)
     payload = load_checkpoint(path)

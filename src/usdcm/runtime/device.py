@@ -1,8 +1,9 @@
 """Where a run computes and how: device choice, mixed precision, seeds and backend flags.
 
 Owns the answers to "which device", "which autocast dtype, and is a GradScaler needed",
-"which global torch flags does reproducibility need", plus channels-last and compile. Never
-builds a model, never touches data and never starts a process group (``distributed`` does).
+"which global torch flags does reproducibility need", plus channels-last and compile, for
+training, evaluation and inference alike. Never builds a model, never touches data and never
+starts a process group (``usdcm.training.distributed`` does).
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def select_device(
     device(type='cuda', index=0)
     >>> select_device("cuda", cuda_available=False)
     Traceback (most recent call last):
-    usdcm.training.device.DeviceError: runtime.device is 'cuda' but no CUDA GPU was found; ...
+    usdcm.runtime.device.DeviceError: runtime.device is 'cuda' but no CUDA GPU was found; ...
     """
     name = requested.strip().lower()
     match = re.fullmatch(r"cuda:(\d+)", name)
@@ -296,7 +297,7 @@ def maybe_compile(model: nn.Module, enabled: bool) -> nn.Module:
     it in DDP. When compiling is asked for but cannot work here (a CPU or MPS model, no
     triton, no C compiler) it warns, says why, and returns the model unchanged: the run goes
     on eagerly. A compiled model's ``state_dict`` keys carry an ``_orig_mod.`` prefix; save
-    ``usdcm.training.checkpoint.unwrap_model(model).state_dict()`` instead.
+    ``usdcm.runtime.checkpoint.unwrap_model(model).state_dict()`` instead.
     """
     if not enabled:
         return model

@@ -35,15 +35,14 @@ from usdcm.data.transforms import spatial_size
 from usdcm.errors import TrainingError
 from usdcm.manifest import read_manifest
 from usdcm.models.factory import build_model
-from usdcm.training.checkpoint import (
+from usdcm.runtime.checkpoint import (
     load_checkpoint,
     package_versions,
     save_checkpoint,
     sha256_file,
     unwrap_model,
 )
-from usdcm.training.data import RunData, prepare_data
-from usdcm.training.device import (
+from usdcm.runtime.device import (
     amp_policy,
     autocast,
     configure_backends,
@@ -53,6 +52,8 @@ from usdcm.training.device import (
     select_device,
     to_channels_last,
 )
+from usdcm.runtime.predict import predict_clips
+from usdcm.training.data import RunData, prepare_data
 from usdcm.training.distributed import (
     all_gather_objects,
     all_reduce_mean,
@@ -61,7 +62,7 @@ from usdcm.training.distributed import (
     context_from_env,
     init_distributed,
 )
-from usdcm.training.engine import classification_metrics, predict_clips, train_one_epoch
+from usdcm.training.engine import classification_metrics, train_one_epoch
 
 __all__ = ["EpochRecord", "TrainResult", "TrainingError", "train"]
 

@@ -1,0 +1,17 @@
+"""Shim: device choice and the AMP policy moved to :mod:`usdcm.runtime.device`."""
+
+# shim: removed at integration
+from usdcm.runtime.device import (  # noqa: F401
+    AMP_OFF,
+    DEVICE_CHOICES,
+    AmpPolicy,
+    DeviceError,
+    amp_policy,
+    autocast,
+    configure_backends,
+    describe_device,
+    make_grad_scaler,
+    maybe_compile,
+    select_device,
+    to_channels_last,
+)
