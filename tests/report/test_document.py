@@ -15,16 +15,29 @@ from typing import Any
 import pytest
 
 from tests.report.conftest import (
+    FALSE_NEGATIVE_ID,
+    FALSE_POSITIVE_ID,
+    FALSE_POSITIVE_STUDY,
+    TEST_STUDIES,
+    TRAIN_STUDIES,
+    UID_ROOT,
     VAL_STUDIES,
     Metrics,
+    MetricsFactory,
+    Written,
     build_context,
     build_metrics,
     html_section,
     markdown_section,
     prediction_rows,
+    series_uid,
+    study_key,
+    study_uid,
     summarize_rows,
+    tiny_png,
 )
 from usdcm.report import build_document, render_html, render_markdown, write_report
+from usdcm.report.document import PRIVACY_STATEMENT, WITHHELD_UID
 
 SECTIONS_WITHOUT_NA = (("summary", "Summary"), ("results", "Results"))
 """The sections of a binary report with validation rows that must show every value."""
@@ -115,3 +128,43 @@ def test_a_renamed_metrics_key_shows_as_na(path: tuple[str, ...]) -> None:
     found = _na_sections(*_rendered(_renamed(build_metrics(), path)))
     assert "html summary" in found or "html results" in found, found
     assert "markdown summary" in found or "markdown results" in found, found
+
+
+def test_studies_and_series_are_named_by_key_never_by_uid(written: Written) -> None:
+    """Issue 8, defect 3: the report and its figures' names carry keyed pseudonyms only."""
+    failures = html_section(written.html, "failures")
+    assert FALSE_POSITIVE_ID in failures and FALSE_NEGATIVE_ID in failures
+    assert study_key("test", FALSE_POSITIVE_STUDY) == FALSE_POSITIVE_ID  # a study_key
+    assert "study_key" in failures and "UID at those levels" not in failures
+    assert "study_key, series_key" in PRIVACY_STATEMENT and "no DICOM UIDs" in PRIVACY_STATEMENT
+    assert "by their DICOM UIDs" not in PRIVACY_STATEMENT
+    names = [path.name for path in written.files.figures.values()]
+    assert any(FALSE_POSITIVE_ID in name for name in names)  # the thumbnail's file name
+    every_uid = {
+        uid
+        for split, n in (("train", TRAIN_STUDIES), ("val", VAL_STUDIES), ("test", TEST_STUDIES))
+        for study in range(n)
+        for uid in (study_uid(split, study), series_uid(split, study, 0))
+    }
+    for text in (written.html, written.markdown, *names):
+        assert UID_ROOT not in text
+        assert not [uid for uid in every_uid if uid in text]
+
+
+def test_failure_ids_that_are_dicom_uids_are_withheld(
+    tmp_path: Path, make_metrics: MetricsFactory
+) -> None:
+    """A metrics file from before study_key (ids were UIDs) does not publish them."""
+    uid, image_uid = study_uid("test", 5), series_uid("test", 5, 0) + ".1"
+    failures = {
+        "false_positives": [{"id": uid, "prob": 0.9, "label": "normal", "image_ids": [image_uid]}],
+        "false_negatives": [],
+    }
+    context = build_context(failure_thumbnails={uid: tiny_png()})
+    files = write_report(tmp_path, make_metrics(failures=failures), context)
+    html = files.html.read_text(encoding="utf-8")
+    markdown = files.markdown.read_text(encoding="utf-8")
+    for text in (html, markdown, *(path.name for path in files.figures.values())):
+        assert uid not in text and image_uid not in text and UID_ROOT not in text
+    assert html_section(html, "failures").count(WITHHELD_UID) == 3  # case, image, thumbnail alt
+    assert html_section(html, "failures").count('class="thumb"') == 1

@@ -41,10 +41,15 @@ from usdcm.report.limitations import (
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 PRIVACY_STATEMENT = (
-    "This report holds no patient identifiers (names, IDs, birth dates, accession numbers): "
-    "patients and images are named by the keyed pseudonyms ingest assigned (patient_key, "
-    "image_id), studies and series by their DICOM UIDs."
+    "This report holds no patient identifiers (names, IDs, birth dates, accession numbers) "
+    "and no DICOM UIDs: patients, studies, series and images are named by the keyed "
+    "pseudonyms ingest assigned (patient_key, study_key, series_key, image_id)."
 )
+
+WITHHELD_UID = "(DICOM UID withheld)"
+"""Shown instead of a case or image id that is a DICOM UID (from an older metrics file)."""
+
+_DICOM_UID = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))+")
 
 _MAX_IMAGE_IDS = 3
 _MAX_FAILURES = 10
@@ -576,6 +581,26 @@ def _calibration(metrics: Mapping[str, Any]) -> Section:
     )
 
 
+def is_dicom_uid(text: str) -> bool:
+    """Whether ``text`` has the form of a DICOM UID (numbers joined by dots, up to 64 chars).
+
+    A keyed pseudonym (24 hex characters) never has this form.
+
+    >>> is_dicom_uid("1.2.826.0.1.3680043.8.498.1"), is_dicom_uid("9cd5f83443563b53e10581f1")
+    (True, False)
+    >>> is_dicom_uid("0.5"), is_dicom_uid("im_01")
+    (True, False)
+    """
+    text = text.strip()
+    return len(text) <= 64 and _DICOM_UID.fullmatch(text) is not None
+
+
+def _case_name(value: object) -> str:
+    """A failure case's or image's id as the report shows it: never a DICOM UID."""
+    text = fmt_value(value)
+    return WITHHELD_UID if is_dicom_uid(text) else text
+
+
 def thumbnail_name(index: int, case_id: str) -> str:
     """A file-safe figure name for the thumbnail of failure case ``case_id``.
 
@@ -597,11 +622,12 @@ def _failure_table(
     for case in list(cases)[:_MAX_FAILURES]:
         case_id = fmt_value(get(case, "id"))
         image_ids = get(case, "image_ids") or []
-        shown = ", ".join(fmt_value(image) for image in list(image_ids)[:_MAX_IMAGE_IDS])
+        shown = ", ".join(_case_name(image) for image in list(image_ids)[:_MAX_IMAGE_IDS])
         if len(image_ids) > _MAX_IMAGE_IDS:
             shown += f" (+{len(image_ids) - _MAX_IMAGE_IDS} more)"
+        name = _case_name(case_id)
         row: list[Cell] = [
-            case_id,
+            name,
             fmt_num(get(case, "prob")),
             fmt_value(get(case, "label")),
             shown or NA,
@@ -609,9 +635,9 @@ def _failure_table(
         if with_thumbnails:
             png = thumbnails.get(case_id)
             if png is not None and png.startswith(PNG_SIGNATURE):
-                name = thumbnail_name(len(figures), case_id)
-                figures[name] = png
-                row.append(FigureRef(name, f"thumbnail of {case_id}", thumbnail=True))
+                figure = thumbnail_name(len(figures), "case" if name == WITHHELD_UID else name)
+                figures[figure] = png
+                row.append(FigureRef(figure, f"thumbnail of {name}", thumbnail=True))
             else:
                 row.append(NA)
         rows.append(tuple(row))
@@ -628,8 +654,8 @@ def _failures(
     blocks: list[Block] = [
         Paragraph(
             f"The most confident errors at the threshold, at most {_MAX_FAILURES} of each kind, "
-            "named by the key of their level: a pseudonymous key (patient, image) or the "
-            "study or series UID, never a patient identifier.",
+            "named by the keyed pseudonym of their level (image_id, series_key, study_key or "
+            "patient_key), never by a patient identifier or a DICOM UID.",
         ),
         Subheading("False positives"),
         _failure_table(get(failures, "false_positives"), context.failure_thumbnails, figures),
