@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 from typer.testing import CliRunner
 
 from usdcm.cli.app import app
+from usdcm.config import config_from_dict, load_config
 from usdcm.demo import DEMO_CONFIG
-from usdcm.training.config import config_from_dict, load_config
+from usdcm.runtime.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,6 +31,20 @@ def test_demo_runs_the_whole_job_and_prints_the_report_path(tmp_path: Path) -> N
     metrics = json.loads((out / "run" / "eval" / "metrics.json").read_text())
     assert metrics["level"] == "study" and metrics["threshold"]["chosen_on"] == "val"
     assert len((out / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+
+    # provenance: the commands the demo's steps stand for, not the test runner's argv
+    run, manifest = out / "run", out / "data" / "manifest.csv"
+    train = ["usdcm", "train", str(manifest), "--config", str(out / "demo.yaml"), "--out", str(run)]
+    evaluate = ["usdcm", "evaluate", str(run), "--out", str(run / "eval")]
+    context = json.loads((run / "eval" / "evaluation.json").read_text())
+    assert context["commands"] == [shlex.join(train), shlex.join(evaluate)]
+    assert metrics["provenance"]["command"] == shlex.join(evaluate)
+    assert load_checkpoint(run / "best.pt")["command"] == shlex.join(train)
+    markdown = (run / "eval" / "report.md").read_text(encoding="utf-8")
+    assert shlex.join(train) in markdown and shlex.join(evaluate) in markdown
+    values = json.loads(json.dumps(DEMO_CONFIG))
+    values["optim"]["epochs"] = 2
+    assert load_config(out / "demo.yaml") == config_from_dict(values)  # the command runs as is
 
     again = CliRunner().invoke(app, args)  # the export is reused, ingest converts nothing
     assert again.exit_code == 0, again.output

@@ -3,13 +3,16 @@
 Owns the order of the steps (synth, ingest, train, evaluate), the demo's training config
 (:data:`DEMO_CONFIG`, which ``configs/demo.yaml`` mirrors for reading) and the timing of each
 step. Every step is the same function its own command runs; nothing here computes, decodes
-or trains by itself.
+or trains by itself. The run and the report record the commands each step stands for
+(``usdcm train ...``, ``usdcm evaluate ...``), which repeat it outside the demo; the config
+they name is written beside the export as ``demo.yaml``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +36,8 @@ of 7 steps, hence 60 epochs and a patience of 25.
 """
 
 DEMO_JSON = "demo.json"
+DEMO_YAML = "demo.yaml"
+"""The config the demo trained with, written so that its recorded train command runs."""
 
 
 class DemoError(UsdcmError):
@@ -83,11 +88,11 @@ def run_demo(
     An existing ``out/pacs`` written by an earlier demo with the same ``patients`` and
     ``seed`` is reused (the export is deterministic); ingest then converts nothing new.
     """
+    from usdcm.config import config_from_dict, dump_config
     from usdcm.evaluation.evaluate import evaluate_run
     from usdcm.evaluation.reporting import ReportOptions, build_report
     from usdcm.ingest import IngestOptions, ingest
     from usdcm.synth import write_export
-    from usdcm.training.config import config_from_dict
     from usdcm.training.run import train
 
     result = DemoResult(out=out)
@@ -123,16 +128,26 @@ def run_demo(
     values = json.loads(json.dumps(DEMO_CONFIG))
     if epochs is not None:
         values["optim"]["epochs"] = epochs
-    say(f"3/4 train: {values['model']['name']} on {data / 'manifest.csv'} -> {run}")
+    config = config_from_dict(values)
+    config_path = out / DEMO_YAML
+    atomic_write_text(config_path, dump_config(config))
+    manifest = data / "manifest.csv"
+    train_command = ["train", str(manifest), "--config", str(config_path), "--out", str(run)]
+    say(f"3/4 train: {values['model']['name']} on {manifest} -> {run}")
     result.train_result = train(
-        data / "manifest.csv", config_from_dict(values), run, progress=progress is not None
+        manifest,
+        config,
+        run,
+        progress=progress is not None,
+        command=shlex.join(["usdcm", *train_command]),
     )
     result.seconds["train"] = time.perf_counter() - started
 
     started = time.perf_counter()
     say(f"4/4 evaluate: {run} -> {run / 'eval'}")
-    predictions, _ = evaluate_run(run, run / "eval")
-    report = build_report(predictions, run / "eval", ReportOptions())
+    evaluate = shlex.join(["usdcm", "evaluate", str(run), "--out", str(run / "eval")])
+    predictions, _ = evaluate_run(run, run / "eval", command=evaluate)
+    report = build_report(predictions, run / "eval", ReportOptions(), command=evaluate)
     result.seconds["evaluate"] = time.perf_counter() - started
     result.metrics = report.metrics
     result.report_html = report.files.get("html")

@@ -4,6 +4,8 @@ import csv
 import hashlib
 import json
 import os
+import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,12 +21,18 @@ runner = CliRunner()
 
 
 def test_evaluate_prints_the_table_and_the_report_path(
-    evaluated_run: Evaluated, tmp_path: Path
+    evaluated_run: Evaluated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "eval"
     args = ["evaluate", str(evaluated_run.run), "--out", str(out), "--bootstrap", "100", "-q"]
-    result = runner.invoke(app, [*args, "--device", "cpu", "--level", "image"])
+    args += ["--device", "cpu", "--level", "image"]
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/usdcm", *args])  # as the shell would run it
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
+    command = shlex.join(["usdcm", *args])
+    context = json.loads((out / "evaluation.json").read_text())
+    assert context["commands"] == [command]  # the run was trained through the library
+    assert json.loads((out / "metrics.json").read_text())["provenance"]["command"] == command
     assert "AUC (DeLong)" in result.output
     assert f"report: {out / 'report.html'}" in result.output.replace("\n", "")
     metrics = json.loads((out / "metrics.json").read_text())
@@ -37,7 +45,9 @@ def test_evaluate_prints_the_table_and_the_report_path(
                 assert phi not in path.read_text(encoding="utf-8"), path
 
 
-def test_report_recomputes_from_predictions(evaluated_run: Evaluated, tmp_path: Path) -> None:
+def test_report_recomputes_from_predictions(
+    evaluated_run: Evaluated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "audit"
     args = ["report", str(evaluated_run.predictions), "--out", str(out), "--bootstrap", "50"]
     extra = [
@@ -48,12 +58,14 @@ def test_report_recomputes_from_predictions(evaluated_run: Evaluated, tmp_path: 
         "--intended-use",
         "Triage <x>",
     ]
+    monkeypatch.setattr(sys, "argv", ["usdcm", *args, *extra])
     result = runner.invoke(app, [*args, *extra])
     assert result.exit_code == 0, result.output
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "Triage &lt;x&gt;" in html
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["provenance"]["command"].startswith("usdcm ")
+    assert metrics["provenance"]["command"] == shlex.join(["usdcm", *args, *extra])
+    assert shlex.join(["usdcm", *args, *extra]) in (out / "report.md").read_text(encoding="utf-8")
     assert metrics["threshold"]["rule"] == "sens:0.9"
     assert metrics["threshold"]["chosen_on"] == "val"
     assert list(metrics["subgroups"]) == ["manufacturer"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -63,6 +65,7 @@ def evaluate_command(
         from usdcm.evaluation.evaluate import evaluate_run
         from usdcm.evaluation.reporting import build_report, print_summary
 
+        command = shlex.join(["usdcm", *sys.argv[1:]])  # the CLI is the one reader of argv
         with RichProgress(disable=quiet) as progress:
             predictions, _ = evaluate_run(
                 run,
@@ -73,6 +76,7 @@ def evaluate_command(
                 on_start=lambda total: progress.phase("predict", total),
                 on_image=progress.advance,
                 allow_changed_manifest=allow_changed_manifest,
+                command=command,
             )
         options = report_options(
             level=level,
@@ -84,5 +88,5 @@ def evaluate_command(
             pdf=pdf,
             intended_use=intended_use,
         )
-        report = build_report(predictions, out, options)
+        report = build_report(predictions, out, options, command=command)
         print_summary(report)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -61,4 +63,5 @@ def report_command(
             intended_use=intended_use,
             split=split,
         )
-        print_summary(build_report(predictions, out, options))
+        command = shlex.join(["usdcm", *sys.argv[1:]])  # the CLI is the one reader of argv
+        print_summary(build_report(predictions, out, options, command=command))

@@ -86,7 +86,7 @@ def check_manifest(
     ManifestChangedError
         They differ and ``allow_changed`` is false: one line naming both hashes and the fix.
     """
-    from usdcm.training.checkpoint import sha256_file
+    from usdcm.runtime.checkpoint import sha256_file
 
     check = ManifestCheck.of(expected, sha256_file(manifest))
     if check.status == "changed" and not allow_changed:

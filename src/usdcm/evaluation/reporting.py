@@ -13,8 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import shlex
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,8 +110,14 @@ def _scores(
     return [int(c.label == positive) for c in cases], [float(c.probs[positive]) for c in cases]
 
 
-def build_report(predictions: Path, out: Path, options: ReportOptions) -> BuiltReport:
-    """Compute ``metrics.json`` from ``predictions`` and write the report into ``out``."""
+def build_report(
+    predictions: Path, out: Path, options: ReportOptions, *, command: str | None = None
+) -> BuiltReport:
+    """Compute ``metrics.json`` from ``predictions`` and write the report into ``out``.
+
+    ``command`` is the exact command line to record (the CLI builds it with
+    ``shlex.join(["usdcm", *args])``); None records none. Never reads ``sys.argv``.
+    """
     from usdcm.metrics import choose_threshold, parse_threshold_rule, summarize
 
     rows, classes = read_predictions(predictions)
@@ -158,7 +162,7 @@ def build_report(predictions: Path, out: Path, options: ReportOptions) -> BuiltR
         "evaluated_split": split or "all rows",
         "usdcm_version": __version__,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": shlex.join(["usdcm", *sys.argv[1:]]),
+        "command": command,
         "run_dir": context.get("run_dir", ""),
         "checkpoint_sha256": context.get("model", {}).get("checkpoint_sha256", ""),
     }
@@ -241,7 +245,7 @@ def _render(
     data = dict(context.get("data", {}))
     model = dict(context.get("model", {}))
     recorded = [*context.get("commands", []), metrics["provenance"]["command"]]
-    commands = list(dict.fromkeys(str(command) for command in recorded))  # in order, once
+    commands = list(dict.fromkeys(str(c) for c in recorded if c))  # in order, once
     report_context = ReportContext(
         intended_use=options.intended_use or str(context.get("intended_use") or ""),
         data=data,
