@@ -18,8 +18,9 @@ class ReportContext:
     """Everything the report states that the metrics dict does not hold; every field optional.
 
     Keys not listed below are shown too, as ``key: value`` rows, so nothing the caller
-    passes is dropped silently. None of these may hold a patient identifier: use the
-    pseudonymous keys that ingest assigns.
+    passes is dropped silently. None of these may hold a patient identifier or a DICOM UID:
+    use the keyed pseudonyms that ingest assigns (``patient_key``, ``study_key``,
+    ``series_key``, ``image_id``).
 
     Parameters
     ----------
@@ -32,15 +33,23 @@ class ReportContext:
         (``{name: image count}``), ``exclusions`` (``{reason_code: count}`` from ingest),
         ``labels`` (``{label: count}``).
     split : mapping
-        ``counts`` (``{split: count}`` or ``{split: {level: count}}``), ``leakage_check``
-        (``"passed"`` or ``"not run"``), ``split_source`` (e.g. ``"manifest column"``).
+        ``counts`` (``{split: count}`` or ``{split: {level: count}}``), ``split_source``
+        (e.g. ``"manifest column"``) and ``leakage_check``, as ``evaluation.json`` records
+        it: ``{"status": "passed" | "failed" | "not checkable", "detail": str,
+        "shared_patients": int, "shared_studies": int}`` (counts only, never a key). An
+        older file's plain string (``"passed"``, ``"not run"``) is read as the status. A
+        failed check opens the report; failed and not checkable are limitations.
     model : mapping
         ``architecture``, ``config`` (nested mapping), ``checkpoint_sha256``, ``versions``
-        (``{package: version}``), ``best_epoch``, ``val_auc``.
+        (``{package: version}``), ``best_epoch``, ``val_auc`` and ``manifest_check``:
+        ``{"status": "matched" | "changed", "expected_sha256": str, "actual_sha256": str}``,
+        the training manifest's hash as the checkpoint recorded it and as evaluate read it;
+        ``"changed"`` is stated in the Summary and flagged as a limitation.
     commands : sequence of str
         The exact commands that reproduce the run, in order.
     failure_thumbnails : mapping of str to bytes
-        PNG bytes per aggregated id of a failure case; ids not among the failures are ignored.
+        PNG bytes per aggregated id of a failure case (its ``image_id``, ``series_key``,
+        ``study_key`` or ``patient_key``); ids not among the failures are ignored.
     prevalence_by_split : mapping of str to float
         Prevalence of the positive class per split, for the prevalence-shift check.
 
