@@ -138,7 +138,7 @@ def run_demo(
         manifest,
         config,
         run,
-        progress=progress is not None,
+        progress=progress,
         command=shlex.join(["usdcm", *train_command]),
     )
     result.seconds["train"] = time.perf_counter() - started

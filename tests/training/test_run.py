@@ -204,3 +204,28 @@ def test_the_command_passed_in_is_recorded_and_sys_argv_is_not_read(
         assert load_checkpoint(tmp_path / "given" / name)["command"] == command
     train(manifest, config, tmp_path / "unknown")
     assert load_checkpoint(tmp_path / "unknown" / "best.pt")["command"] is None
+
+
+class _RecordingProgress:
+    """A TrainingProgress that remembers every call."""
+
+    def __init__(self) -> None:
+        self.phases: list[tuple[str, int]] = []
+        self.advanced: list[int] = []
+
+    def phase(self, name: str, total: int) -> None:
+        self.phases.append((name, total))
+        self.advanced.append(0)
+
+    def advance(self, count: int = 1) -> None:
+        self.advanced[-1] += count
+
+
+def test_progress_goes_to_the_reporter_passed_in(
+    tiny_manifest: TinyManifest, tmp_path: Path
+) -> None:
+    progress = _RecordingProgress()
+    train(tiny_manifest(), tiny_config(), tmp_path / "run", progress=progress)
+    # 16 training images in batches of 8, 8 validation cines in batches of 8 // 4
+    assert progress.phases == [("epoch 1", 2 + 4), ("epoch 2", 6), ("epoch 3", 6)]
+    assert progress.advanced == [6, 6, 6]

@@ -1,4 +1,9 @@
-"""A rich progress bar that implements the pipeline's ``ProgressReporter``."""
+"""A rich progress bar that implements ingest's ``ProgressReporter`` and training's
+``TrainingProgress`` (both ``phase`` and ``advance``).
+
+The display starts with the first phase, so a process that never reports (a torchrun worker
+other than rank 0) shows nothing.
+"""
 
 from __future__ import annotations
 
@@ -30,9 +35,9 @@ class RichProgress:
             disable=disable,
         )
         self._task: TaskID | None = None
+        self._started = False
 
     def __enter__(self) -> RichProgress:
-        self._progress.start()
         return self
 
     def __exit__(
@@ -41,9 +46,14 @@ class RichProgress:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._progress.stop()
+        if self._started:
+            self._progress.stop()
+            self._started = False
 
     def phase(self, name: str, total: int) -> None:
+        if not self._started:
+            self._progress.start()
+            self._started = True
         if self._task is not None:
             self._progress.update(self._task, visible=self._progress.console.is_terminal)
         self._task = self._progress.add_task(name, total=total)

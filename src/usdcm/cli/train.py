@@ -66,6 +66,7 @@ def train_command(
             argv = _strip_record_command(argv) + ["--record-command", command]
             raise typer.Exit(launch(nproc, argv))
 
+        from usdcm.cli._progress import RichProgress
         from usdcm.cli._train_report import print_summary
         from usdcm.config import load_config
         from usdcm.training.run import train
@@ -78,9 +79,10 @@ def train_command(
         if seed is not None:
             overrides["runtime.seed"] = seed
         resolved = load_config(config, overrides)
-        result = train(
-            manifest, resolved, run_dir, resume=resume, progress=not quiet, command=command
-        )
+        with RichProgress(disable=quiet) as progress:
+            result = train(
+                manifest, resolved, run_dir, resume=resume, progress=progress, command=command
+            )
         if result.is_main:
             print_summary(result)
 

@@ -63,6 +63,7 @@ from usdcm.training.distributed import (
     init_distributed,
 )
 from usdcm.training.engine import classification_metrics, train_one_epoch
+from usdcm.training.progress import NoProgress, TrainingProgress
 
 __all__ = ["EpochRecord", "TrainResult", "TrainingError", "train"]
 
@@ -239,7 +240,7 @@ def train(
     *,
     resume: bool = False,
     on_epoch: Callable[[EpochRecord], None] | None = None,
-    progress: bool = False,
+    progress: TrainingProgress | None = None,
     command: str | None = None,
 ) -> TrainResult:
     """Train on ``manifest_path`` with ``config`` into ``run_dir``; see the module docstring.
@@ -249,8 +250,10 @@ def train(
     rank 0 of a one-process group, so that N processes see, step by step, the same global
     batches as one process does.
 
-    ``command`` is the exact command line to record in the checkpoints (the CLI builds it
-    with ``shlex.join(["usdcm", *args])``); None records that it is unknown.
+    ``progress`` gets one phase per epoch (``"epoch N"``, a step per training and validation
+    batch) on rank 0; None shows nothing. ``command`` is the exact command line to record in
+    the checkpoints (the CLI builds it with ``shlex.join(["usdcm", *args])``); None records
+    that it is unknown.
 
     Raises
     ------
@@ -340,89 +343,90 @@ def train(
         result.epochs = _read_metrics(metrics_path, start_epoch) if resume else []
         result.best_epoch, result.best_auc = best_epoch, best_auc
         train_loader, val_loader = data.train_loader, data.val_loader
-        bar = _EpochBar(enabled=progress and context.is_main)
-        with bar:
-            for epoch in range(start_epoch, config.optim.epochs):
-                if stale >= config.optim.patience:
-                    result.stopped_early = True
-                    break
-                epoch_started = time.perf_counter()
-                torch.manual_seed(_epoch_seed(seed, epoch))
-                seed_epoch(train_loader, seed=seed, epoch=epoch)
-                bar.start(epoch, len(train_loader) + len(val_loader))
-                train_loss = train_one_epoch(
-                    network,
-                    train_loader,
-                    loss_fn=loss_fn,
-                    optimizer=optimizer,
-                    device=device,
-                    autocast=run_autocast,
-                    scaler=scaler,
-                    step_scheduler=scheduler.step if per_step and scheduler else None,
-                    channels_last=config.runtime.channels_last,
-                    on_batch=lambda _n: bar.advance(),
-                )
-                lr = float(optimizer.param_groups[0]["lr"])
-                if scheduler is not None and not per_step:
-                    scheduler.step()
-                train_loss = all_reduce_mean(context, train_loss)
-                local = predict_clips(
-                    network,
-                    val_loader,
-                    device=device,
-                    autocast=run_autocast,
-                    channels_last=config.runtime.channels_last,
-                    on_batch=lambda _n: bar.advance(),
-                )
-                gathered = all_gather_objects(context, local)
-                predictions = gathered[0].merged(gathered[1:])
-                metrics = classification_metrics(predictions, n_classes)
-                auc = metrics["auc"]
-                improved = best_epoch < 0 or (
-                    not math.isnan(auc) and (math.isnan(best_auc) or auc > best_auc)
-                )
+        bar: TrainingProgress = (
+            progress if progress is not None and context.is_main else NoProgress()
+        )
+        for epoch in range(start_epoch, config.optim.epochs):
+            if stale >= config.optim.patience:
+                result.stopped_early = True
+                break
+            epoch_started = time.perf_counter()
+            torch.manual_seed(_epoch_seed(seed, epoch))
+            seed_epoch(train_loader, seed=seed, epoch=epoch)
+            bar.phase(f"epoch {epoch + 1}", len(train_loader) + len(val_loader))
+            train_loss = train_one_epoch(
+                network,
+                train_loader,
+                loss_fn=loss_fn,
+                optimizer=optimizer,
+                device=device,
+                autocast=run_autocast,
+                scaler=scaler,
+                step_scheduler=scheduler.step if per_step and scheduler else None,
+                channels_last=config.runtime.channels_last,
+                on_batch=lambda _n: bar.advance(1),
+            )
+            lr = float(optimizer.param_groups[0]["lr"])
+            if scheduler is not None and not per_step:
+                scheduler.step()
+            train_loss = all_reduce_mean(context, train_loss)
+            local = predict_clips(
+                network,
+                val_loader,
+                device=device,
+                autocast=run_autocast,
+                channels_last=config.runtime.channels_last,
+                on_batch=lambda _n: bar.advance(1),
+            )
+            gathered = all_gather_objects(context, local)
+            predictions = gathered[0].merged(gathered[1:])
+            metrics = classification_metrics(predictions, n_classes)
+            auc = metrics["auc"]
+            improved = best_epoch < 0 or (
+                not math.isnan(auc) and (math.isnan(best_auc) or auc > best_auc)
+            )
+            if improved:
+                best_auc, best_epoch, stale = auc, epoch, 0
+            else:
+                stale += 1
+            record = EpochRecord(
+                epoch=epoch,
+                train_loss=train_loss,
+                val_loss=metrics["loss"],
+                val_auc=auc,
+                val_balanced_accuracy=metrics["balanced_accuracy"],
+                lr=lr,
+                seconds=time.perf_counter() - epoch_started,
+                best=improved,
+            )
+            if context.is_main:
+                payload = {
+                    **payload_base,
+                    "model_state": unwrap_model(network).state_dict(),
+                    "epoch": epoch,
+                    "val_auc": auc,
+                    "val_balanced_accuracy": metrics["balanced_accuracy"],
+                }
                 if improved:
-                    best_auc, best_epoch, stale = auc, epoch, 0
-                else:
-                    stale += 1
-                record = EpochRecord(
-                    epoch=epoch,
-                    train_loss=train_loss,
-                    val_loss=metrics["loss"],
-                    val_auc=auc,
-                    val_balanced_accuracy=metrics["balanced_accuracy"],
-                    lr=lr,
-                    seconds=time.perf_counter() - epoch_started,
-                    best=improved,
+                    save_checkpoint(run_dir / "best.pt", payload)
+                save_checkpoint(
+                    last_path,
+                    {
+                        **payload,
+                        "optimizer_state": optimizer.state_dict(),
+                        "scheduler_state": scheduler.state_dict() if scheduler else {},
+                        "scaler_state": scaler.state_dict(),
+                        "best_auc": best_auc,
+                        "best_epoch": best_epoch,
+                        "stale_epochs": stale,
+                    },
                 )
-                if context.is_main:
-                    payload = {
-                        **payload_base,
-                        "model_state": unwrap_model(network).state_dict(),
-                        "epoch": epoch,
-                        "val_auc": auc,
-                        "val_balanced_accuracy": metrics["balanced_accuracy"],
-                    }
-                    if improved:
-                        save_checkpoint(run_dir / "best.pt", payload)
-                    save_checkpoint(
-                        last_path,
-                        {
-                            **payload,
-                            "optimizer_state": optimizer.state_dict(),
-                            "scheduler_state": scheduler.state_dict() if scheduler else {},
-                            "scaler_state": scaler.state_dict(),
-                            "best_auc": best_auc,
-                            "best_epoch": best_epoch,
-                            "stale_epochs": stale,
-                        },
-                    )
-                    _append_metrics(metrics_path, record, epoch)
-                logger.info("epoch %s", record.to_json())
-                barrier(context)
-                result.epochs.append(record)
-                if on_epoch is not None:
-                    on_epoch(record)
+                _append_metrics(metrics_path, record, epoch)
+            logger.info("epoch %s", record.to_json())
+            barrier(context)
+            result.epochs.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
         result.best_epoch, result.best_auc = best_epoch, best_auc
         result.seconds = time.perf_counter() - started
         logger.info(
@@ -441,32 +445,3 @@ def _append_metrics(path: Path, record: EpochRecord, epoch: int) -> None:
     """
     kept = [r.to_json() for r in _read_metrics(path, epoch)]
     atomic_write_text(path, "\n".join([*kept, record.to_json()]) + "\n")
-
-
-class _EpochBar:
-    """A rich progress bar per epoch on stderr; does nothing when disabled."""
-
-    def __init__(self, *, enabled: bool) -> None:
-        self._enabled = enabled
-        self._progress: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> _EpochBar:
-        if self._enabled:
-            from usdcm.cli._progress import RichProgress
-
-            self._progress = RichProgress()
-            self._progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(None, None, None)
-
-    def start(self, epoch: int, total: int) -> None:
-        if self._progress is not None:
-            self._progress.phase(f"epoch {epoch + 1}", total)
-
-    def advance(self) -> None:
-        if self._progress is not None:
-            self._progress.advance(1)
