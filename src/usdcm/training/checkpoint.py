@@ -11,3 +11,14 @@ from usdcm.runtime.checkpoint import (  # noqa: F401
     sha256_file,
     unwrap_model,
 )
+
+__all__ = [
+    "CheckpointError",
+    "REQUIRED_KEYS",
+    "VERSIONED_PACKAGES",
+    "load_checkpoint",
+    "package_versions",
+    "save_checkpoint",
+    "sha256_file",
+    "unwrap_model",
+]

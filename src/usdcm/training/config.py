@@ -16,3 +16,19 @@ from usdcm.config import (  # noqa: F401
     load_config,
 )
 from usdcm.models.registry import MODEL_NAMES  # noqa: F401
+
+__all__ = [
+    "AugmentConfig",
+    "ConfigError",
+    "DataConfig",
+    "MODEL_NAMES",
+    "ModelConfig",
+    "NormalizationConfig",
+    "OptimConfig",
+    "RuntimeConfig",
+    "SplitConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "dump_config",
+    "load_config",
+]

@@ -17,12 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
-# shim: removed at integration (inference/predict.py still imports these from here)
-from usdcm.runtime.predict import (
-    ClipPredictions,
-    ProgressHook,
-    predict_clips,  # noqa: F401
-)
+from usdcm.runtime.predict import ClipPredictions, ProgressHook, predict_clips
+
+__all__ = [
+    "ClipPredictions",  # shim: removed at integration (inference/predict.py imports it here)
+    "classification_metrics",
+    "predict_clips",  # shim: removed at integration (inference/predict.py imports it here)
+    "train_one_epoch",
+]
 
 
 def train_one_epoch(
