@@ -1,19 +1,31 @@
 """``evaluation.json``: what the report says about the data, the split and the model.
 
-Owns the file's shape, its schema version, and reading and writing it (atomically), plus
-the two checks it records: the leakage check (:class:`LeakageCheck`) and the comparison of
-the training manifest with the checkpoint (:class:`ManifestCheck`). Written by
-``evaluate``, read by ``report``. Holds no patient identifier, no DICOM UID and no key of
-a leaked patient or study (counts only). Never computes a check: :mod:`usdcm.evaluation`
-does.
+Owns the file's shape (:class:`EvaluationContext`), its schema version (a top-level
+``schema_version``), and reading and writing it (atomically), plus the two checks it
+records: the leakage check (:class:`LeakageCheck`) and the comparison of the training
+manifest with the checkpoint (:class:`ManifestCheck`). Written by ``evaluate``, read by
+``report``. Holds no patient identifier, no DICOM UID and no key of a leaked patient or
+study (counts only). Never computes a check: :mod:`usdcm.evaluation` does.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from usdcm.artifacts._schema import SCHEMA_KEY, check_schema_version
+from usdcm.atomic import atomic_write_text
 from usdcm.errors import UsdcmError
+
+EVALUATION_JSON = "evaluation.json"
+"""The name ``usdcm evaluate`` gives the file, beside ``predictions.csv``."""
+
+SCHEMA_VERSION = 2
+"""Version 2: leakage_check an object, model.manifest_check; version 1 had no version."""
+
+_FIX = "re-run `usdcm evaluate` with this usdcm to write it anew"
 
 LEAKAGE_STATUSES = ("passed", "failed", "not checkable")
 MANIFEST_STATUSES = ("matched", "changed")
@@ -127,3 +139,108 @@ class ManifestCheck:
             expected_sha256=str(value.get("expected_sha256", "")),
             actual_sha256=str(value.get("actual_sha256", "")),
         )
+
+
+@dataclass(frozen=True)
+class EvaluationContext:
+    """What ``evaluate`` tells the report: data, split, model and commands; no identifier.
+
+    :meth:`to_dict` gives the JSON object of ``evaluation.json`` (its keys are those the
+    report reads: ``split_info`` holds ``counts``, ``split_source`` and ``leakage_check``;
+    ``model`` holds ``manifest_check``).
+    """
+
+    run_dir: str
+    manifest: str
+    split: str
+    default_level: str
+    leakage_check: LeakageCheck
+    manifest_check: ManifestCheck | None = None
+    image_roots: dict[str, str] = field(default_factory=dict)
+    intended_use: str = ""
+    commands: tuple[str, ...] = ()
+    data: dict[str, Any] = field(default_factory=dict)
+    split_counts: dict[str, int] = field(default_factory=dict)
+    split_source: str = ""
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.split:
+            message = "an evaluation context needs the evaluated split."
+            raise EvaluationFileError(message)
+        if "manifest_check" in self.model:
+            message = "give the manifest check as manifest_check, not inside model."
+            raise EvaluationFileError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of ``evaluation.json``, with its ``schema_version``."""
+        return {
+            SCHEMA_KEY: SCHEMA_VERSION,
+            "run_dir": self.run_dir,
+            "manifest": self.manifest,
+            "split": self.split,
+            "default_level": self.default_level,
+            "image_roots": dict(self.image_roots),
+            "intended_use": self.intended_use,
+            "commands": list(self.commands),
+            "data": dict(self.data),
+            "split_info": {
+                "counts": dict(self.split_counts),
+                "split_source": self.split_source,
+                "leakage_check": self.leakage_check.to_dict(),
+            },
+            "model": {
+                **self.model,
+                "manifest_check": (
+                    self.manifest_check.to_dict() if self.manifest_check is not None else None
+                ),
+            },
+        }
+
+    @classmethod
+    def from_dict(
+        cls, value: dict[str, Any], *, source: Path | str = "evaluation.json"
+    ) -> EvaluationContext:
+        """Rebuild from :meth:`to_dict`'s object, checking its schema version."""
+        check_schema_version(
+            value.get(SCHEMA_KEY), SCHEMA_VERSION, artifact="evaluation", source=source, fix=_FIX
+        )
+        try:
+            split_info = dict(value.get("split_info") or {})
+            model = dict(value.get("model") or {})
+            check = model.pop("manifest_check", None)
+            return cls(
+                run_dir=str(value.get("run_dir", "")),
+                manifest=str(value.get("manifest", "")),
+                split=str(value.get("split", "")),
+                default_level=str(value.get("default_level", "")),
+                leakage_check=LeakageCheck.from_dict(split_info.get("leakage_check")),
+                manifest_check=ManifestCheck.from_dict(check) if check is not None else None,
+                image_roots={str(k): str(v) for k, v in dict(value["image_roots"]).items()},
+                intended_use=str(value.get("intended_use") or ""),
+                commands=tuple(str(command) for command in value.get("commands", [])),
+                data=dict(value.get("data") or {}),
+                split_counts={str(k): int(v) for k, v in dict(split_info["counts"]).items()},
+                split_source=str(split_info.get("split_source", "")),
+                model=model,
+            )
+        except (KeyError, TypeError, ValueError, EvaluationFileError) as err:
+            message = f"The evaluation file {source} is malformed ({err}); {_FIX}."
+            raise EvaluationFileError(message) from err
+
+    def write(self, path: Path) -> None:
+        """Write ``path`` atomically (keys sorted, as before)."""
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1, sort_keys=True))
+
+    @classmethod
+    def read(cls, path: Path) -> EvaluationContext:
+        """Read ``path``, checking its schema version and its shape."""
+        try:
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            message = f"The evaluation file {path} is unreadable ({type(err).__name__}); {_FIX}."
+            raise EvaluationFileError(message) from err
+        if not isinstance(loaded, dict):
+            message = f"The evaluation file {path} is not a JSON object; {_FIX}."
+            raise EvaluationFileError(message)
+        return cls.from_dict(loaded, source=path)

@@ -42,8 +42,8 @@ def predict_command(
     Example: usdcm predict runs/r18 /incoming/today --out today.csv
     """
     with user_errors():
+        from usdcm.artifacts.predictions import write_source_predictions
         from usdcm.errors import InvalidSourceError
-        from usdcm.evaluation.predictions import write_source_predictions
         from usdcm.inference.model import load_trained_model
         from usdcm.inference.predict import predict_source
         from usdcm.ingest.pipeline import STATE_DIR

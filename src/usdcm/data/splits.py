@@ -324,8 +324,9 @@ def find_leaks(
     --------
     >>> rows = [{"image_id": "a", "patient_key": "p1", "study_key": "s1"},
     ...         {"image_id": "b", "patient_key": "p2", "study_key": "s1"}]
-    >>> find_leaks(rows, {"a": "train", "b": "test"})
-    ({}, {'k:s1': {'test', 'train'}})
+    >>> patients, studies = find_leaks(rows, {"a": "train", "b": "test"})
+    >>> patients, sorted(studies["k:s1"])
+    ({}, ['test', 'train'])
     """
     patients: defaultdict[str, set[str]] = defaultdict(set)
     studies: defaultdict[str, set[str]] = defaultdict(set)

@@ -18,19 +18,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from usdcm.artifacts.evaluation import LeakageCheck, ManifestCheck
+from usdcm.artifacts.evaluation import (
+    EVALUATION_JSON,
+    EvaluationContext,
+    LeakageCheck,
+    ManifestCheck,
+)
+from usdcm.artifacts.predictions import PREDICTIONS_CSV, write_predictions
 from usdcm.artifacts.splits import SplitRow, read_splits_file
-from usdcm.atomic import atomic_write_text
 from usdcm.errors import UsdcmError
 from usdcm.evaluation.leakage import check_external, check_run_splits
-from usdcm.evaluation.predictions import write_predictions
 from usdcm.manifest import read_manifest
 
 if TYPE_CHECKING:
     from usdcm.inference.model import TrainedModel
 
-EVALUATION_JSON = "evaluation.json"
-PREDICTIONS_CSV = "predictions.csv"
 SPLITS = ("train", "val", "test")
 LEVEL_OF_LABEL_KEY = {
     "PatientID": "patient",
@@ -244,14 +246,19 @@ def evaluate_run(
                 same_secret(train_manifest, manifest) if train_manifest is not None else None
             ),
         )
-    context = _context(trained, run_dir, source_manifest, split, by_split, roots)
-    context["split_info"]["leakage_check"] = leakage.to_dict()
-    context["model"]["manifest_check"] = (
-        manifest_check.to_dict() if manifest_check is not None else None
+    context = _context(
+        trained,
+        run_dir,
+        source_manifest,
+        split,
+        by_split,
+        roots,
+        leakage=leakage,
+        manifest_check=manifest_check,
+        commands=(str(trained.payload.get("command") or ""), command or ""),
     )
-    context["commands"] = [c for c in (str(trained.payload.get("command") or ""), command) if c]
-    atomic_write_text(out / EVALUATION_JSON, json.dumps(context, indent=1, sort_keys=True))
-    return predictions_path, context
+    context.write(out / EVALUATION_JSON)
+    return predictions_path, context.to_dict()
 
 
 def _context(
@@ -261,7 +268,11 @@ def _context(
     split: str,
     by_split: dict[str, list[dict[str, str]]],
     roots: dict[str, Path],
-) -> dict[str, Any]:
+    *,
+    leakage: LeakageCheck,
+    manifest_check: ManifestCheck | None,
+    commands: tuple[str, ...],
+) -> EvaluationContext:
     """What the report says about data, split and model; no patient identifier."""
     evaluated = by_split[split]
     ingest = ingest_summary(manifest)
@@ -271,15 +282,15 @@ def _context(
     models = Counter(
         f"{r.get('manufacturer') or '(unknown)'} {r.get('model') or '(unknown)'}" for r in evaluated
     )
-    return {
-        "run_dir": str(run_dir),
-        "manifest": str(manifest),
-        "split": split,
-        "default_level": default_level(manifest),
-        "image_roots": {name: str(path) for name, path in roots.items()},
-        "intended_use": trained.config.intended_use,
-        "commands": [],
-        "data": {
+    return EvaluationContext(
+        run_dir=str(run_dir),
+        manifest=str(manifest),
+        split=split,
+        default_level=default_level(manifest),
+        image_roots={name: str(path) for name, path in roots.items()},
+        intended_use=trained.config.intended_use,
+        commands=tuple(command for command in commands if command),
+        data={
             "sources": [str(manifest)],
             "manufacturers": dict(manufacturers.most_common()),
             "models": dict(models.most_common()),
@@ -289,17 +300,16 @@ def _context(
             "label_key": ingest.get("labels", {}).get("key", ""),
             "label_counts_by_split": prevalence,
         },
-        "split_info": {
-            "counts": {name: len(rows) for name, rows in sorted(by_split.items())},
-            "split_source": (
-                "external manifest (every labelled image)"
-                if split == "external"
-                else "the run's splits.csv (manifest split column, or grouped by patient and "
-                "study, stratified by label)"
-            ),
-            "leakage_check": None,
-        },
-        "model": {
+        split_counts={name: len(rows) for name, rows in sorted(by_split.items())},
+        split_source=(
+            "external manifest (every labelled image)"
+            if split == "external"
+            else "the run's splits.csv (manifest split column, or grouped by patient and "
+            "study, stratified by label)"
+        ),
+        leakage_check=leakage,
+        manifest_check=manifest_check,
+        model={
             "architecture": trained.config.model.name,
             "checkpoint": str(trained.checkpoint_path),
             "checkpoint_sha256": trained.checkpoint_sha256,
@@ -311,4 +321,4 @@ def _context(
             "versions": payload.get("versions", {}),
             "config": trained.config.to_dict(),
         },
-    }
+    )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +21,10 @@ from rich.console import Console
 from rich.table import Table
 
 from usdcm import __version__
-from usdcm.atomic import atomic_write_text
+from usdcm.artifacts.evaluation import EVALUATION_JSON, EvaluationContext
+from usdcm.artifacts.metrics import METRICS_JSON, MetricsFile
+from usdcm.artifacts.predictions import Predictions
 from usdcm.errors import UsdcmError
-from usdcm.evaluation.evaluate import EVALUATION_JSON
-from usdcm.evaluation.predictions import read_predictions
 
 NEGATIVE_NAMES = ("normal", "negative", "benign", "healthy", "control", "absent", "no", "0")
 THUMBNAIL_SIDE = 160
@@ -120,7 +119,8 @@ def build_report(
     """
     from usdcm.metrics import choose_threshold, parse_threshold_rule, summarize
 
-    rows, classes = read_predictions(predictions)
+    read = Predictions.read(predictions)
+    rows, classes = list(read.rows), list(read.classes)
     context = _read_context(predictions.parent / EVALUATION_JSON)
     split = _evaluated_split(rows, options.split or None)
     evaluated = [row for row in rows if split is None or row.get("split") == split]
@@ -167,18 +167,17 @@ def build_report(
         "checkpoint_sha256": context.get("model", {}).get("checkpoint_sha256", ""),
     }
     out.mkdir(parents=True, exist_ok=True)
-    files = {"metrics": out / "metrics.json"}
-    atomic_write_text(files["metrics"], json.dumps(metrics, indent=1, allow_nan=False) + "\n")
+    files = {"metrics": out / METRICS_JSON}
+    MetricsFile(metrics).write(files["metrics"])
     files.update(_render(out, metrics, context, rows, positive, split, options))
     return BuiltReport(out=out, metrics=metrics, files=files)
 
 
 def _read_context(path: Path) -> dict[str, Any]:
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """``evaluation.json`` as a dict, or ``{}`` where there is none (predictions alone)."""
+    if not path.is_file():
         return {}
-    return loaded if isinstance(loaded, dict) else {}
+    return EvaluationContext.read(path).to_dict()
 
 
 def _prevalence_by_split(rows: Sequence[dict[str, str]], positive: str) -> dict[str, float]:

@@ -1,0 +1,78 @@
+"""``metrics.json``: every number of a report, recomputed from ``predictions.csv``.
+
+Owns the file's name, its schema version (a top-level ``schema_version``) and reading and
+writing it (atomically). Written by ``report`` (and ``evaluate``); read by whoever audits a
+report. Holds keyed pseudonyms and counts only. Never computes a metric:
+:mod:`usdcm.metrics` does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from usdcm.artifacts._schema import SCHEMA_KEY, check_schema_version
+from usdcm.atomic import atomic_write_text
+from usdcm.errors import UsdcmError
+
+METRICS_JSON = "metrics.json"
+SCHEMA_VERSION = 1
+REQUIRED_KEYS = ("level", "positive_class", "n", "threshold", "provenance")
+"""Keys every metrics file has; the rest follows :func:`usdcm.metrics.summarize`."""
+
+_FIX = "recompute it with this usdcm (`usdcm report PREDICTIONS.csv --out DIR`)"
+
+
+class MetricsFileError(UsdcmError):
+    """A ``metrics.json`` that is missing, unreadable or malformed."""
+
+
+@dataclass(frozen=True)
+class MetricsFile:
+    """The content of ``metrics.json`` (without its ``schema_version``).
+
+    >>> MetricsFile({"level": "study"})
+    Traceback (most recent call last):
+    ...
+    usdcm.artifacts.metrics.MetricsFileError: metrics lack the keys positive_class, n, ...
+    """
+
+    values: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        missing = [key for key in REQUIRED_KEYS if key not in self.values]
+        if missing:
+            message = f"metrics lack the keys {', '.join(missing)}; {_FIX}."
+            raise MetricsFileError(message)
+
+    def write(self, path: Path) -> None:
+        """Write ``path`` atomically, ``schema_version`` first; NaN is refused."""
+        payload = {SCHEMA_KEY: SCHEMA_VERSION, **self.values}
+        atomic_write_text(path, json.dumps(payload, indent=1, allow_nan=False) + "\n")
+
+    @classmethod
+    def read(cls, path: Path) -> MetricsFile:
+        """Read ``path``, checking its schema version.
+
+        Raises
+        ------
+        SchemaVersionError
+            A file of another version, or without one.
+        MetricsFileError
+            A missing, unreadable or malformed file.
+        """
+        try:
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            message = f"The metrics file {path} is unreadable ({type(err).__name__}); {_FIX}."
+            raise MetricsFileError(message) from err
+        if not isinstance(loaded, dict):
+            message = f"The metrics file {path} is not a JSON object; {_FIX}."
+            raise MetricsFileError(message)
+        check_schema_version(
+            loaded.pop(SCHEMA_KEY, None), SCHEMA_VERSION, artifact="metrics", source=path, fix=_FIX
+        )
+        return cls(loaded)
