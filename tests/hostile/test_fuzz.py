@@ -19,9 +19,10 @@ import pytest
 from pydicom.encaps import encapsulate, generate_frames
 
 from tests.hostile.fuzzer import MUTATIONS, draw_cases, make_case, write_cases
+from usdcm import parallel
 from usdcm.dicom.pixels import decode_frames
 from usdcm.errors import DecodeError
-from usdcm.ingest import IngestOptions, ingest, parallel
+from usdcm.ingest import IngestOptions, ingest
 from usdcm.ingest import convert as convert_module
 from usdcm.parallel import map_files
 
