@@ -12,7 +12,8 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
-from usdcm.dicom.header import SopInstance, read_header, sniff_dicom
+from usdcm.artifacts.instance import InstanceHeader
+from usdcm.dicom.header import DicomHeader, read_header, sniff_dicom
 from usdcm.errors import NotDicomError, UnsupportedDicomError
 
 US_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.6.1"
@@ -43,7 +44,8 @@ def small_dataset() -> Dataset:
 
 
 def test_ybr_header() -> None:
-    instance = read_header(bundled("examples_ybr_color.dcm"))
+    header = read_header(bundled("examples_ybr_color.dcm"))
+    instance = header.instance
     assert instance.sop_class_uid == US_MULTIFRAME_IMAGE_STORAGE
     assert instance.modality == "US"
     assert instance.frames == 30
@@ -53,7 +55,7 @@ def test_ybr_header() -> None:
     assert instance.photometric == "YBR_FULL_422"
     assert instance.transfer_syntax_uid == "1.2.840.10008.1.2.4.50"
     assert instance.frame_time_ms == pytest.approx(33.333)
-    assert len(instance.regions) == 1
+    assert len(header.regions) == 1
     assert instance.is_image
 
 
@@ -68,20 +70,21 @@ def test_ybr_header() -> None:
 def test_single_frame_headers(
     name: str, photometric: str, syntax: str, shape: tuple[int, int], regions: int
 ) -> None:
-    instance = read_header(bundled(name))
+    header = read_header(bundled(name))
+    instance = header.instance
     assert instance.sop_class_uid == US_IMAGE_STORAGE
     assert instance.modality == "US"
     assert instance.frames == 1
     assert instance.photometric == photometric
     assert instance.transfer_syntax_uid == syntax
     assert (instance.rows, instance.columns) == shape
-    assert len(instance.regions) == regions
+    assert len(header.regions) == regions
     assert instance.frame_time_ms is None
 
 
 def test_declared_pixel_bytes_matches_native_pixel_data() -> None:
     path = bundled("examples_rgb_color.dcm")
-    instance = read_header(path)
+    instance = read_header(path).instance
     assert instance.declared_pixel_bytes == len(pydicom.dcmread(path).PixelData)
 
 
@@ -97,7 +100,7 @@ def test_file_without_preamble_is_recognised(tmp_path: Path) -> None:
     head = path.read_bytes()[:132]
     assert head[128:132] != b"DICM"
     assert sniff_dicom(path) is False
-    instance = read_header(path)
+    instance = read_header(path).instance
     assert instance.sop_class_uid == US_IMAGE_STORAGE
     assert instance.modality == "US"
     assert (instance.rows, instance.columns) == (4, 6)
@@ -132,10 +135,12 @@ def test_repr_hides_patient_identifiers(tmp_path: Path) -> None:
     dataset = small_dataset()
     dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     pydicom.dcmwrite(path, dataset, enforce_file_format=True)
-    instance = read_header(path)
-    assert instance.patient_id == PATIENT_ID  # kept for pseudonymisation and label joins
-    assert instance.accession_number == ACCESSION
-    for text in (repr(instance), str(instance)):
+    header = read_header(path)
+    assert header.identifiers.patient_id == PATIENT_ID  # for pseudonyms and label joins
+    assert header.identifiers.accession_number == ACCESSION
+    assert header.identifiers.patient_name == "Doe^Jane"
+    assert header.instance.patient_key == ""  # no secret here: the scan pseudonymises
+    for text in (repr(header), str(header), repr(header.identifiers)):
         assert PATIENT_ID not in text
         assert ACCESSION not in text
         assert "Doe" not in text
@@ -144,6 +149,7 @@ def test_repr_hides_patient_identifiers(tmp_path: Path) -> None:
 def test_repr_of_bundled_file_hides_patient_id(tmp_path: Path) -> None:
     path = tmp_path / "palette.dcm"
     shutil.copyfile(bundled("examples_palette.dcm"), path)
-    instance: SopInstance = read_header(path)
-    assert instance.patient_id
-    assert instance.patient_id not in repr(instance)
+    header: DicomHeader = read_header(path)
+    assert header.identifiers.patient_id
+    assert header.identifiers.patient_id not in repr(header)
+    assert isinstance(header.instance, InstanceHeader)

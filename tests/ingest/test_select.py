@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.ingest.conftest import write_us
+from usdcm.artifacts.instance import InstanceHeader
 from usdcm.dicom.sop import US_IMAGE_STORAGE
 from usdcm.errors import UsdcmError
 from usdcm.ingest import IngestOptions, ingest
@@ -26,18 +27,27 @@ from usdcm.privacy import ProjectSecret
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 
-def header(sop_uid: str, **changes: Any) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "status": "dicom",
-        "sop_class": US_IMAGE_STORAGE,
-        "sop_uid": sop_uid,
+def header(sop_uid: str, **changes: Any) -> InstanceHeader:
+    """An 8x8 single-frame 8-bit US image header (64 bytes of pixel data), changed."""
+    fields: dict[str, Any] = {
+        "sop_class_uid": US_IMAGE_STORAGE,
+        "sop_instance_uid": sop_uid,
+        "study_instance_uid": "1.2.3",
+        "series_instance_uid": "1.2.3.4",
         "modality": "US",
+        "manufacturer": "Acme",
+        "model": "X1",
+        "transfer_syntax_uid": "1.2.840.10008.1.2.1",
+        "photometric": "MONOCHROME2",
         "rows": 8,
         "columns": 8,
-        "pixel_bytes": 64,
+        "frames": 1,
+        "samples_per_pixel": 1,
+        "bits_allocated": 8,
+        "frame_time_ms": None,
     }
-    record.update(changes)
-    return record
+    fields.update(changes)
+    return InstanceHeader(**fields)
 
 
 def test_duplicates_name_the_first_file_and_only_the_first_is_selected() -> None:
@@ -55,7 +65,7 @@ def test_duplicates_name_the_first_file_and_only_the_first_is_selected() -> None
 
 def test_an_excluded_file_is_never_the_first_of_a_duplicate() -> None:
     outcomes = [
-        ("a", header("1.1", modality="CT", sop_class=CT_IMAGE_STORAGE)),
+        ("a", header("1.1", modality="CT", sop_class_uid=CT_IMAGE_STORAGE)),
         ("b", header("1.1")),
     ]
     first, second = select_instances(outcomes)
@@ -64,25 +74,23 @@ def test_an_excluded_file_is_never_the_first_of_a_duplicate() -> None:
     assert second is None
 
 
-def test_scan_exclusions_pass_through_as_records_or_pairs() -> None:
-    record = {"status": "excluded", "code": "symlink", "reason": "broken symbolic link"}
-    decisions = select_instances([("x", record), ("y", ("not_dicom", "no marker"))])
-    assert decisions == [
-        Exclusion("symlink", "broken symbolic link"),
-        Exclusion("not_dicom", "no marker"),
-    ]
+def test_scan_exclusions_pass_through() -> None:
+    symlink = Exclusion("symlink", "broken symbolic link")
+    decisions = select_instances([("x", symlink), ("y", ("not_dicom", "no marker"))])
+    assert decisions == [symlink, Exclusion("not_dicom", "no marker")]
+    assert all(isinstance(why, Exclusion) for why in decisions)
 
 
 def test_each_rule_gives_its_code() -> None:
-    options = SelectionOptions(modalities=frozenset({"us"}), max_pixel_bytes=100)
+    options = SelectionOptions(modalities=frozenset({"us"}), max_pixel_bytes=64)
     outcomes = [
-        ("sr", header("2.1", sop_class="1.2.840.10008.5.1.4.1.1.88.11", modality="SR")),
-        ("dir", header("2.2", sop_class="1.2.840.10008.1.3.10")),
+        ("sr", header("2.1", sop_class_uid="1.2.840.10008.5.1.4.1.1.88.11", modality="SR")),
+        ("dir", header("2.2", sop_class_uid="1.2.840.10008.1.3.10")),
         ("nouid", header("")),
-        ("sc", header("2.3", sop_class="1.2.840.10008.5.1.4.1.1.7")),
+        ("sc", header("2.3", sop_class_uid="1.2.840.10008.5.1.4.1.1.7")),
         ("empty", header("2.4", rows=0)),
-        ("big", header("2.5", pixel_bytes=101)),
-        ("fits", header("2.6", pixel_bytes=100)),
+        ("big", header("2.5", columns=9)),
+        ("fits", header("2.6")),
     ]
     codes = [None if why is None else why.code for why in select_instances(outcomes, options)]
     assert codes == [

@@ -1,7 +1,9 @@
 """Recognise a DICOM file by its content and read its header, never its pixels.
 
-Owns :class:`SopInstance`, the header summary that ingest selects on. Patient identifiers
-are kept in memory for pseudonymisation and label joins only, and are hidden from ``repr``.
+Builds the :class:`~usdcm.artifacts.instance.InstanceHeader` that ingest and predict select
+on, beside the patient identifiers that only the header scan may see (to pseudonymise them
+and hash them for label joins): :class:`PatientIdentifiers` hides them from ``repr``, and
+nothing here stores them.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ import struct
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from usdcm.artifacts.instance import InstanceHeader
 from usdcm.dicom.deflate import check_inflated_size
 from usdcm.dicom.regions import UltrasoundRegion, read_regions
 from usdcm.errors import NotDicomError, UnsupportedDicomError
@@ -25,39 +28,23 @@ DICM_MAGIC = b"DICM"
 
 
 @dataclass(frozen=True)
-class SopInstance:
-    """What the header of one SOP instance says, in DICOM's own terms."""
+class PatientIdentifiers:
+    """The identifying values of a header, kept in memory for pseudonyms and label joins
+    only; hidden from ``repr``."""
 
-    sop_class_uid: str
-    sop_instance_uid: str
-    study_instance_uid: str
-    series_instance_uid: str
-    modality: str
-    manufacturer: str
-    model: str
-    transfer_syntax_uid: str
-    photometric: str
-    rows: int
-    columns: int
-    frames: int
-    samples_per_pixel: int
-    bits_allocated: int
-    frame_time_ms: float | None
-    regions: tuple[UltrasoundRegion, ...]
     patient_id: str = field(default="", repr=False)
     accession_number: str = field(default="", repr=False)
     patient_name: str = field(default="", repr=False)
     birth_date: str = field(default="", repr=False)
 
-    @property
-    def declared_pixel_bytes(self) -> int:
-        """Rows x Columns x Frames x Samples x BitsAllocated / 8, as the header declares it."""
-        bits = self.rows * self.columns * self.frames * self.samples_per_pixel
-        return bits * self.bits_allocated // 8
 
-    @property
-    def is_image(self) -> bool:
-        return self.rows > 0 and self.columns > 0
+class DicomHeader(NamedTuple):
+    """What :func:`read_header` gives: the header facts (without ``patient_key``, which
+    needs the project secret), the identifiers, and the ultrasound regions."""
+
+    instance: InstanceHeader
+    identifiers: PatientIdentifiers
+    regions: tuple[UltrasoundRegion, ...]
 
 
 def _looks_like_raw_dataset(head: bytes) -> bool:
@@ -159,8 +146,8 @@ def frame_time_ms(dataset: Any) -> float | None:
     return None
 
 
-def sop_instance_from_dataset(dataset: Any) -> SopInstance:
-    """Summarise a pydicom ``Dataset`` (header only is enough) as a :class:`SopInstance`."""
+def header_from_dataset(dataset: Any) -> DicomHeader:
+    """Summarise a pydicom ``Dataset`` (header only is enough) as a :class:`DicomHeader`."""
     meta = getattr(dataset, "file_meta", None)
     meta_get = meta.get if meta is not None else (lambda _key, default=None: default)
     sop_class = _uid(dataset, "SOPClassUID", meta_get("MediaStorageSOPClassUID", ""))
@@ -171,7 +158,7 @@ def sop_instance_from_dataset(dataset: Any) -> SopInstance:
     elif len(transfer_syntax) > 64 or not _UID.fullmatch(transfer_syntax):
         raise UnsupportedDicomError("TransferSyntaxUID is not a valid UID (damaged header)")
     try:
-        instance = SopInstance(
+        instance = InstanceHeader(
             sop_class_uid=sop_class,
             sop_instance_uid=sop_instance,
             study_instance_uid=_uid(dataset, "StudyInstanceUID"),
@@ -187,19 +174,24 @@ def sop_instance_from_dataset(dataset: Any) -> SopInstance:
             samples_per_pixel=_int(dataset, "SamplesPerPixel", 1),
             bits_allocated=_int(dataset, "BitsAllocated", 8),
             frame_time_ms=frame_time_ms(dataset),
-            regions=read_regions(dataset),
-            patient_id=_text(dataset, "PatientID"),
-            accession_number=_text(dataset, "AccessionNumber"),
-            patient_name=_text(dataset, "PatientName"),
-            birth_date=_text(dataset, "PatientBirthDate"),
+        )
+        header = DicomHeader(
+            instance,
+            PatientIdentifiers(
+                patient_id=_text(dataset, "PatientID"),
+                accession_number=_text(dataset, "AccessionNumber"),
+                patient_name=_text(dataset, "PatientName"),
+                birth_date=_text(dataset, "PatientBirthDate"),
+            ),
+            read_regions(dataset),
         )
     except (TypeError, ValueError) as err:
         message = f"header value of unexpected type ({type(err).__name__})"
         raise UnsupportedDicomError(message) from err
-    return instance
+    return header
 
 
-def read_header(path: Path) -> SopInstance:
+def read_header(path: Path) -> DicomHeader:
     """Read the header of the DICOM file at ``path`` (``stop_before_pixels``).
 
     Raises ``NotDicomError`` for content that is not DICOM and ``UnsupportedDicomError``
@@ -215,7 +207,7 @@ def read_header(path: Path) -> SopInstance:
             if len(dataset) == 0:
                 message = "the data set is empty: the file may be truncated"
                 raise UnsupportedDicomError(message)
-            instance = sop_instance_from_dataset(dataset)
+            header = header_from_dataset(dataset)
     except InvalidDicomError as err:
         message = f"not DICOM: {type(err).__name__}"
         raise NotDicomError(message) from err
@@ -224,4 +216,4 @@ def read_header(path: Path) -> SopInstance:
     except Exception as err:  # pydicom raises many types on a damaged header
         message = f"unreadable DICOM header ({type(err).__name__})"
         raise UnsupportedDicomError(message) from err
-    return instance
+    return header

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from usdcm.artifacts.instance import InstanceHeader
 from usdcm.inference.model import TrainedModel
 from usdcm.training.engine import ClipPredictions
 
@@ -137,8 +138,13 @@ def predict_source(
     in path order whatever the order the workers finish in.
     """
     from usdcm.ingest.convert import DECODE_BATCH_SIZE, decode_crashed, decode_timed_out
-    from usdcm.ingest.scan import scan_headers, walk_files
-    from usdcm.ingest.select import DEFAULT_MAX_PIXEL_BYTES, SelectionOptions, select_instances
+    from usdcm.ingest.scan import scan_headers, scan_outcome, walk_files
+    from usdcm.ingest.select import (
+        DEFAULT_MAX_PIXEL_BYTES,
+        Exclusion,
+        SelectionOptions,
+        select_instances,
+    )
     from usdcm.parallel import map_files
     from usdcm.privacy import PathRedactor
 
@@ -148,12 +154,12 @@ def predict_source(
     base = source.parent if source.is_file() else source
     # Headers first, all of them: a folder named after a patient is only recognised once
     # the identifiers of every header are known.
-    scanned_by_path = dict(scan_headers(files, secret, workers=n_workers))
-    scanned = [scanned_by_path[path] for path in files]
-    del scanned_by_path
     redactor = PathRedactor(secret)
-    for record in scanned:
+    scanned_by_path: dict[Path, InstanceHeader | Exclusion] = {}
+    for path, record in scan_headers(files, secret, workers=n_workers):
         redactor.hashed.update(record.get("phi", ()))
+        scanned_by_path[path] = scan_outcome(record)
+    scanned = [scanned_by_path.pop(path) for path in files]
     shown = [
         redactor.redact(path.relative_to(base).as_posix())
         .encode("utf-8", "surrogateescape")
@@ -185,7 +191,9 @@ def predict_source(
         ]
         predictions = predict_items(trained, items)
         for (index, decoded), probs in zip(pending, predictions.probabilities, strict=True):
-            rows[index] = _row(scanned[index], decoded["frames"], probs, trained, secret)
+            header = scanned[index]
+            assert isinstance(header, InstanceHeader)  # only selected instances are decoded
+            rows[index] = _row(header, decoded["frames"], probs, trained, secret)
         if on_file is not None:
             on_file(len(pending))
         pending.clear()
@@ -222,16 +230,16 @@ def predict_source(
 
 
 def _row(
-    record: dict[str, Any], frames: int, probs: Any, trained: TrainedModel, secret: Any
+    header: InstanceHeader, frames: int, probs: Any, trained: TrainedModel, secret: Any
 ) -> dict[str, Any]:
     """One output row: pseudonymous keys, scanner, frames, probabilities, predicted class."""
     row: dict[str, Any] = {
-        "image_id": secret.pseudonym(str(record["sop_uid"]), namespace="image"),
-        "patient_key": record["patient_key"],
-        "study_key": secret.pseudonym(str(record["study_uid"]), namespace="study"),
-        "series_key": secret.pseudonym(str(record["series_uid"]), namespace="series"),
-        "manufacturer": record["manufacturer"],
-        "model": record["model"],
+        "image_id": secret.pseudonym(header.sop_instance_uid, namespace="image"),
+        "patient_key": header.patient_key,
+        "study_key": secret.pseudonym(header.study_instance_uid, namespace="study"),
+        "series_key": secret.pseudonym(header.series_instance_uid, namespace="series"),
+        "manufacturer": header.manufacturer,
+        "model": header.model,
         "frames": frames,
     }
     for name, value in zip(trained.classes, probs, strict=True):

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from usdcm import __version__
+from usdcm.artifacts.instance import InstanceHeader
 from usdcm.atomic import atomic_write_text
 from usdcm.dicom.sop import sop_class_name
 from usdcm.errors import InvalidSourceError, UsdcmError
@@ -177,44 +178,6 @@ def _check_source(source: Path) -> None:
         raise InvalidSourceError(message) from err
 
 
-@dataclass(frozen=True, slots=True)
-class _Header:
-    """What selection and the manifest need of a DICOM file's scan record.
-
-    Held per file for the whole run in place of the scan record (which stays whole in the
-    journal): the identifier-word hashes go to the redactor at once, only the labels
-    file's join hash is kept, and strings repeated across a series are shared.
-    """
-
-    sop_class: str
-    sop_uid: str
-    study_uid: str
-    series_uid: str
-    modality: str
-    manufacturer: str
-    model: str
-    transfer_syntax: str
-    photometric: str
-    rows: int
-    columns: int
-    pixel_bytes: int
-    frame_time_ms: float | None
-    patient_key: str
-    join_key: str | None
-
-    def selection_record(self) -> Record:
-        """The fields :func:`~usdcm.ingest.select.select_instances` reads."""
-        return {
-            "status": "dicom",
-            "sop_class": self.sop_class,
-            "sop_uid": self.sop_uid,
-            "modality": self.modality,
-            "rows": self.rows,
-            "columns": self.columns,
-            "pixel_bytes": self.pixel_bytes,
-        }
-
-
 class _Image(NamedTuple):
     """The geometry of a converted image, as its convert record gives it."""
 
@@ -238,9 +201,10 @@ class _Previous:
     size: Any
     mtime: Any
     opts: Any
-    value: _Header | _Image | _Exclusion
+    value: InstanceHeader | _Image | _Exclusion
     phi: tuple[str, ...]
     line: int
+    join_key: str | None = None
 
 
 @dataclass(slots=True)
@@ -251,9 +215,10 @@ class _SourceFile:
     key: str
     size: int = -1
     mtime_ns: int = -1
-    scan: _Header | _Exclusion = ("unreadable", "")
+    scan: InstanceHeader | _Exclusion = ("unreadable", "")
     display: str = ""
     converted: _Image | _Exclusion | None = None
+    join_key: str | None = None  # the labels file's join hash of this instance
 
 
 class _Run:
@@ -308,40 +273,30 @@ class _Run:
                 else None
             )
             phi = self.share(tuple(value.get("phi", ())))
-        except (KeyError, TypeError, ValueError):
+            join_key = self._join_key(value) if entry["t"] == "scan" else None
+        except (KeyError, TypeError, ValueError, AttributeError):
             return None
         if compact is None:
             return None
         opts = entry.get("opts")
-        return _Previous(entry.get("size"), entry.get("mtime"), opts, compact, phi, line)
+        return _Previous(entry.get("size"), entry.get("mtime"), opts, compact, phi, line, join_key)
 
     def _exclusion_of(self, value: Record) -> _Exclusion:
         return self.share((str(value["code"]), str(value["reason"])))  # type: ignore[no-any-return]
 
-    def _scanned(self, value: Record) -> _Header | _Exclusion:
-        """The compact form of a scan record (see :class:`_Header`)."""
+    def _scanned(self, value: Record) -> InstanceHeader | _Exclusion:
+        """The header of a scan record (strings repeated across a series shared), or the
+        file's exclusion."""
         if value.get("status") != "dicom":
             return self._exclusion_of(value)
-        share = self.share
-        join = value.get("join", {})
-        join_key = join.get(self.labels.keyword) if self.labels is not None else None
-        return _Header(
-            sop_class=share(value["sop_class"]),
-            sop_uid=value["sop_uid"],
-            study_uid=share(value["study_uid"]),
-            series_uid=share(value["series_uid"]),
-            modality=share(value["modality"]),
-            manufacturer=share(value["manufacturer"]),
-            model=share(value["model"]),
-            transfer_syntax=share(value["transfer_syntax"]),
-            photometric=share(value["photometric"]),
-            rows=value["rows"],
-            columns=value["columns"],
-            pixel_bytes=value["pixel_bytes"],
-            frame_time_ms=value["frame_time_ms"],
-            patient_key=share(value["patient_key"]),
-            join_key=join_key,
-        )
+        return InstanceHeader.from_record(value, self.share)
+
+    def _join_key(self, value: Record) -> str | None:
+        """The labels file's join hash in a scan record: the only one kept in memory."""
+        if self.labels is None or value.get("status") != "dicom":
+            return None
+        join_key = value.get("join", {}).get(self.labels.keyword)
+        return None if join_key is None else str(join_key)
 
     def _converted(self, value: Record) -> _Image | _Exclusion:
         """The compact form of a convert record; equal geometries are shared."""
@@ -387,7 +342,7 @@ class _Run:
             item.size, item.mtime_ns = stat.st_size, stat.st_mtime_ns
             reused = self.reuse("scan", item)
             if reused is not None and not isinstance(reused.value, _Image):
-                item.scan = reused.value
+                item.scan, item.join_key = reused.value, reused.join_key
                 self.phi.update(reused.phi)
             else:
                 todo[self.path(item)] = item
@@ -399,7 +354,7 @@ class _Run:
         for path, record in results:
             item = todo.pop(path)
             self.record("scan", item, record)
-            item.scan = self._scanned(record)
+            item.scan, item.join_key = self._scanned(record), self._join_key(record)
             self.phi.update(record.get("phi", ()))
             progress.advance()
         self.journal.sync()
@@ -420,13 +375,7 @@ class _Run:
         """Step 2: the SOP instances to convert, and exclusions ``(path, code, reason)``."""
         options = SelectionOptions(self.options.modalities, self.options.max_pixel_bytes)
         decisions = select_instances(
-            (
-                (
-                    item.display,
-                    item.scan.selection_record() if isinstance(item.scan, _Header) else item.scan,
-                )
-                for item in files
-            ),
+            ((item.display, item.scan) for item in files),
             options,
         )
         selected: list[_SourceFile] = []
@@ -454,13 +403,13 @@ class _Run:
         for item in selected:
             image_path = self.image_path(item)
             reused = self.reuse("convert", item, opts=fingerprint)
-            if reused is not None and not isinstance(reused.value, _Header):
+            if reused is not None and not isinstance(reused.value, InstanceHeader):
                 if not isinstance(reused.value, _Image) or os.path.exists(image_path):
                     item.converted = reused.value
                     self.reused += 1
                     continue
                 self.kept_lines.discard(reused.line)
-            assert isinstance(item.scan, _Header)
+            assert isinstance(item.scan, InstanceHeader)
             frame_time = item.scan.frame_time_ms
             source = self.path(item)
             tasks.append(ConvertTask(source, image_path, self.options.keep_color, frame_time))
@@ -496,8 +445,8 @@ class _Run:
         return exclusions
 
     def image_id(self, item: _SourceFile) -> str:
-        assert isinstance(item.scan, _Header)
-        return self.secret.pseudonym(str(item.scan.sop_uid), namespace="image")
+        assert isinstance(item.scan, InstanceHeader)
+        return self.secret.pseudonym(item.scan.sop_instance_uid, namespace="image")
 
     def image_path(self, item: _SourceFile) -> str:
         return os.path.join(self.out, IMAGES_DIR, f"{self.image_id(item)}.nii.gz")
@@ -507,19 +456,19 @@ class _Run:
         counts the rows without a label in ``unlabelled[0]``."""
         for item in images:
             scan, converted = item.scan, item.converted
-            assert isinstance(scan, _Header) and isinstance(converted, _Image)
-            label = self.labels.lookup_key(scan.join_key) if self.labels is not None else None
+            assert isinstance(scan, InstanceHeader) and isinstance(converted, _Image)
+            label = self.labels.lookup_key(item.join_key) if self.labels is not None else None
             unlabelled[0] += label is None
             image_id = self.image_id(item)
             yield {
                 "image_id": image_id,
                 "image_path": f"{IMAGES_DIR}/{image_id}.nii.gz",
                 "patient_key": scan.patient_key,
-                "study_key": self.secret.pseudonym(str(scan.study_uid), namespace="study"),
-                "series_key": self.secret.pseudonym(str(scan.series_uid), namespace="series"),
-                "study_uid": scan.study_uid,
-                "series_uid": scan.series_uid,
-                "sop_uid": scan.sop_uid,
+                "study_key": self.secret.pseudonym(scan.study_instance_uid, namespace="study"),
+                "series_key": self.secret.pseudonym(scan.series_instance_uid, namespace="series"),
+                "study_uid": scan.study_instance_uid,
+                "series_uid": scan.series_instance_uid,
+                "sop_uid": scan.sop_instance_uid,
                 "label": label or "",
                 "frames": converted.frames,
                 "height": converted.height,
@@ -531,9 +480,9 @@ class _Run:
                 "manufacturer": scan.manufacturer,
                 "model": scan.model,
                 "modality": scan.modality,
-                "sop_class": sop_class_name(str(scan.sop_class)),
+                "sop_class": sop_class_name(scan.sop_class_uid),
                 "photometric": scan.photometric,
-                "transfer_syntax": scan.transfer_syntax,
+                "transfer_syntax": scan.transfer_syntax_uid,
                 "frame_time_ms": scan.frame_time_ms,
                 "source_path": item.display,
                 "source_size": item.size,

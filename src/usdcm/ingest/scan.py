@@ -3,8 +3,10 @@
 Symbolic links to files are followed; links to folders are listed but never followed (no
 loops, no file reached twice). FIFOs, sockets and devices are never opened. Runs in worker
 processes, each task carrying the project secret (there is no module-level secret). Returns
-plain JSON-ready records: header facts, the patient pseudonym, hashed join keys and hashed
-identifier words, and never an identifier.
+plain JSON-ready records (what the journal stores): the
+:class:`~usdcm.artifacts.instance.InstanceHeader` with its patient pseudonym, hashed join
+keys and hashed identifier words, and never an identifier; :func:`scan_outcome` turns one
+back into the header (or the exclusion) that selection takes.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ import errno
 import os
 import stat
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from usdcm.artifacts.instance import InstanceHeader
 from usdcm.dicom.header import read_header
 from usdcm.errors import NotDicomError, UnsupportedDicomError
 from usdcm.ingest.labels import JOIN_KEYWORDS, join_hash
+from usdcm.ingest.select import Exclusion
 from usdcm.parallel import DEFAULT_FILE_TIMEOUT_S, map_files
 from usdcm.privacy import PathRedactor, ProjectSecret, phi_tokens
 
@@ -132,50 +136,35 @@ def scan_file(path: Path, secret: ProjectSecret) -> dict[str, Any]:
     if problem is not None:
         return problem
     try:
-        instance = read_header(path)
+        header = read_header(path)
     except NotDicomError as err:
         return excluded("not_dicom", str(err))
     except UnsupportedDicomError as err:
         return excluded("unreadable", str(err))
     except OSError as err:
         return excluded("unreadable", f"cannot read file ({_error_name(err)})")
+    instance, who = header.instance, header.identifiers
     patient_key = (
-        secret.pseudonym(instance.patient_id)
-        if instance.patient_id
+        secret.pseudonym(who.patient_id)
+        if who.patient_id
         else secret.pseudonym(instance.study_instance_uid, namespace="patient-from-study")
     )
     join_values = {
-        "PatientID": instance.patient_id,
-        "AccessionNumber": instance.accession_number,
+        "PatientID": who.patient_id,
+        "AccessionNumber": who.accession_number,
         "StudyInstanceUID": instance.study_instance_uid,
         "SeriesInstanceUID": instance.series_instance_uid,
         "SOPInstanceUID": instance.sop_instance_uid,
     }
     tokens = phi_tokens(
-        patient_id=instance.patient_id,
-        accession_number=instance.accession_number,
-        patient_name=instance.patient_name,
-        birth_date=instance.birth_date,
+        patient_id=who.patient_id,
+        accession_number=who.accession_number,
+        patient_name=who.patient_name,
+        birth_date=who.birth_date,
     )
     return {
         "status": "dicom",
-        "sop_class": instance.sop_class_uid,
-        "sop_uid": instance.sop_instance_uid,
-        "study_uid": instance.study_instance_uid,
-        "series_uid": instance.series_instance_uid,
-        "modality": instance.modality,
-        "manufacturer": instance.manufacturer,
-        "model": instance.model,
-        "transfer_syntax": instance.transfer_syntax_uid,
-        "photometric": instance.photometric,
-        "rows": instance.rows,
-        "columns": instance.columns,
-        "frames": instance.frames,
-        "samples": instance.samples_per_pixel,
-        "bits": instance.bits_allocated,
-        "pixel_bytes": instance.declared_pixel_bytes,
-        "frame_time_ms": instance.frame_time_ms,
-        "patient_key": patient_key,
+        **replace(instance, patient_key=patient_key).to_record(),
         "join": {
             keyword: join_hash(secret, keyword, join_values[keyword])
             for keyword in JOIN_KEYWORDS
@@ -183,6 +172,13 @@ def scan_file(path: Path, secret: ProjectSecret) -> dict[str, Any]:
         },
         "phi": PathRedactor(secret).hashes_of(tokens),
     }
+
+
+def scan_outcome(record: dict[str, Any]) -> InstanceHeader | Exclusion:
+    """The :class:`InstanceHeader` of a scan record, or the file's :class:`Exclusion`."""
+    if record.get("status") == "dicom":
+        return InstanceHeader.from_record(record)
+    return Exclusion(str(record["code"]), str(record["reason"]))
 
 
 HEADER_BATCH_SIZE = 32

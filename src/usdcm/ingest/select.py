@@ -9,10 +9,11 @@ duplicates resolve the same way every time. Never reads files.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
+from usdcm.artifacts.instance import InstanceHeader
 from usdcm.dicom.sop import ULTRASOUND_IMAGE_SOP_CLASSES, non_image_kind, sop_class_name
 from usdcm.errors import UsdcmError
 
@@ -26,9 +27,9 @@ class Exclusion(NamedTuple):
     reason: str
 
 
-ScanOutcome = Mapping[str, Any] | tuple[str, str]
-"""What the header scan gave for one file: its scan record (``status`` ``"dicom"``, or an
-exclusion record with ``code`` and ``reason``), or an :class:`Exclusion` ``(code, reason)``."""
+ScanOutcome = InstanceHeader | tuple[str, str]
+"""What the header scan gave for one file: its :class:`InstanceHeader`, or why it could
+not be read as one (an :class:`Exclusion`, or any ``(code, reason)`` pair)."""
 
 
 @dataclass(frozen=True)
@@ -53,24 +54,28 @@ class SelectionOptions:
 
 
 def selection_reason(
-    record: Mapping[str, Any], *, modalities: Iterable[str], max_pixel_bytes: int
+    header: InstanceHeader, *, modalities: Iterable[str], max_pixel_bytes: int
 ) -> Exclusion | None:
-    """Return ``(code, reason)`` if one DICOM scan record is left out by its own header
+    """Return ``(code, reason)`` if a SOP instance is left out by its own header
     (duplicates aside: see :class:`InstanceSelector`), else ``None``.
 
-    >>> record = {"sop_class": "1.2.840.10008.5.1.4.1.1.88.11", "modality": "SR", "rows": 0,
-    ...           "columns": 0, "pixel_bytes": 0, "sop_uid": "1.2"}
-    >>> selection_reason(record, modalities={"US"}, max_pixel_bytes=10)
+    >>> header = InstanceHeader(
+    ...     sop_class_uid="1.2.840.10008.5.1.4.1.1.88.11", sop_instance_uid="1.2",
+    ...     study_instance_uid="1", series_instance_uid="1.1", modality="SR",
+    ...     manufacturer="", model="", transfer_syntax_uid="1.2.840.10008.1.2.1",
+    ...     photometric="", rows=0, columns=0, frames=1, samples_per_pixel=1,
+    ...     bits_allocated=8, frame_time_ms=None)
+    >>> selection_reason(header, modalities={"US"}, max_pixel_bytes=10)
     Exclusion(code='non_image', reason='not an image: structured report (SR)')
     """
-    sop_class = str(record["sop_class"])
+    sop_class = header.sop_class_uid
     kind = non_image_kind(sop_class)
     if kind is not None:
         code = "dicomdir" if kind.startswith("DICOMDIR") else "non_image"
         return Exclusion(code, f"not an image: {kind}")
-    if not record["sop_uid"]:
+    if not header.sop_instance_uid:
         return Exclusion("unreadable", "no SOPInstanceUID in the header")
-    modality = str(record["modality"]) or "(none)"
+    modality = header.modality or "(none)"
     allowed = set(modalities)
     if modality not in allowed:
         names = ", ".join(sorted(allowed))
@@ -84,12 +89,13 @@ def selection_reason(
             f"{sop_class_name(sop_class)} is not an ultrasound image SOP class "
             "(screen captures and reports are left out)",
         )
-    if int(record["rows"]) <= 0 or int(record["columns"]) <= 0:
+    if not header.is_image:
         return Exclusion("non_image", "no Rows/Columns: the object holds no image")
-    if int(record["pixel_bytes"]) > max_pixel_bytes:
+    pixel_bytes = header.declared_pixel_bytes
+    if pixel_bytes > max_pixel_bytes:
         return Exclusion(
             "too_large",
-            f"declared pixel data of {int(record['pixel_bytes']):,} bytes exceeds the limit "
+            f"declared pixel data of {pixel_bytes:,} bytes exceeds the limit "
             f"of {max_pixel_bytes:,}; raise --max-pixel-bytes to include it",
         )
     return None
@@ -114,10 +120,8 @@ class InstanceSelector:
     def decide(self, display: str, outcome: ScanOutcome) -> Exclusion | None:
         """``None`` when the file at ``display`` (its path as outputs show it) is selected,
         else why it is left out."""
-        if not isinstance(outcome, Mapping):
-            return Exclusion(*outcome)
-        if outcome.get("status") != "dicom":
-            return Exclusion(str(outcome["code"]), str(outcome["reason"]))
+        if not isinstance(outcome, InstanceHeader):
+            return outcome if isinstance(outcome, Exclusion) else Exclusion(*outcome)
         why = selection_reason(
             outcome,
             modalities=self.options.modalities,
@@ -125,7 +129,7 @@ class InstanceSelector:
         )
         if why is not None:
             return why
-        first = self._first.setdefault(str(outcome["sop_uid"]), display)
+        first = self._first.setdefault(outcome.sop_instance_uid, display)
         if first != display:
             reason = f"duplicate SOP instance: same SOPInstanceUID as {first}"
             return Exclusion("duplicate", reason)
@@ -143,7 +147,8 @@ def select_instances(
         ``(display path, scan outcome)`` of every file, in walk order
         (:func:`usdcm.ingest.scan.walk_files`). The display path is the file's path as
         outputs show it (relative, redacted); a duplicate's reason names its first file by
-        it. A scan outcome is a scan record or an exclusion (see :data:`ScanOutcome`).
+        it. A scan outcome is an :class:`InstanceHeader` or an exclusion (see
+        :data:`ScanOutcome`).
     options
         The modalities kept and the pixel-data limit (default: US, 2 GiB).
 
@@ -155,10 +160,17 @@ def select_instances(
 
     Examples
     --------
-    >>> us = {"status": "dicom", "sop_class": "1.2.840.10008.5.1.4.1.1.6.1", "sop_uid": "1.9",
-    ...       "modality": "US", "rows": 4, "columns": 4, "pixel_bytes": 16}
-    >>> select_instances([("a", us), ("b", us), ("c", ("not_dicom", "no marker"))])
-    [None, Exclusion(code='duplicate', reason='duplicate SOP instance: same SOPInstanceUID as a'), Exclusion(code='not_dicom', reason='no marker')]
-    """  # noqa: E501 (the doctest's output is one line)
+    >>> us = InstanceHeader(
+    ...     sop_class_uid="1.2.840.10008.5.1.4.1.1.6.1", sop_instance_uid="1.9",
+    ...     study_instance_uid="1", series_instance_uid="1.1", modality="US",
+    ...     manufacturer="", model="", transfer_syntax_uid="1.2.840.10008.1.2.1",
+    ...     photometric="MONOCHROME2", rows=4, columns=4, frames=1, samples_per_pixel=1,
+    ...     bits_allocated=8, frame_time_ms=None)
+    >>> for why in select_instances([("a", us), ("b", us), ("c", ("not_dicom", "no DICM"))]):
+    ...     print(why)
+    None
+    Exclusion(code='duplicate', reason='duplicate SOP instance: same SOPInstanceUID as a')
+    Exclusion(code='not_dicom', reason='no DICM')
+    """
     selector = InstanceSelector(options)
     return [selector.decide(display, outcome) for display, outcome in outcomes]
