@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from tests.ingest.conftest import ACCESSION, BIRTH_DATE, PATIENT_ID, write_us
+from usdcm.artifacts.manifest import MANIFEST_COLUMNS
 from usdcm.errors import InvalidSourceError
 from usdcm.ingest import IngestOptions, IngestResult, ingest
-from usdcm.manifest import MANIFEST_COLUMNS
 from usdcm.synth import ExportSummary
 
 

@@ -37,6 +37,7 @@ from typing import Any, NamedTuple, Protocol
 
 from usdcm import __version__
 from usdcm.artifacts.instance import InstanceHeader
+from usdcm.artifacts.manifest import ManifestRow, write_excluded, write_manifest
 from usdcm.atomic import atomic_write_text
 from usdcm.dicom.sop import sop_class_name
 from usdcm.errors import InvalidSourceError, UsdcmError
@@ -51,7 +52,6 @@ from usdcm.ingest.journal import Journal, Record
 from usdcm.ingest.labels import LabelTable, read_labels
 from usdcm.ingest.scan import check_file, scan_headers, walk_files
 from usdcm.ingest.select import DEFAULT_MAX_PIXEL_BYTES, SelectionOptions, select_instances
-from usdcm.manifest import write_excluded, write_manifest
 from usdcm.parallel import map_files
 from usdcm.privacy import PathRedactor, ProjectSecret
 
@@ -451,7 +451,7 @@ class _Run:
     def image_path(self, item: _SourceFile) -> str:
         return os.path.join(self.out, IMAGES_DIR, f"{self.image_id(item)}.nii.gz")
 
-    def rows(self, images: list[_SourceFile], unlabelled: list[int]) -> Iterator[Record]:
+    def rows(self, images: list[_SourceFile], unlabelled: list[int]) -> Iterator[ManifestRow]:
         """The manifest rows of ``images``, made one at a time, with their labels joined;
         counts the rows without a label in ``unlabelled[0]``."""
         for item in images:
@@ -460,33 +460,33 @@ class _Run:
             label = self.labels.lookup_key(item.join_key) if self.labels is not None else None
             unlabelled[0] += label is None
             image_id = self.image_id(item)
-            yield {
-                "image_id": image_id,
-                "image_path": f"{IMAGES_DIR}/{image_id}.nii.gz",
-                "patient_key": scan.patient_key,
-                "study_key": self.secret.pseudonym(scan.study_instance_uid, namespace="study"),
-                "series_key": self.secret.pseudonym(scan.series_instance_uid, namespace="series"),
-                "study_uid": scan.study_instance_uid,
-                "series_uid": scan.series_instance_uid,
-                "sop_uid": scan.sop_instance_uid,
-                "label": label or "",
-                "frames": converted.frames,
-                "height": converted.height,
-                "width": converted.width,
-                "channels": converted.channels,
-                "spacing_x_mm": converted.spacing_x_mm,
-                "spacing_y_mm": converted.spacing_y_mm,
-                "crop": converted.crop,
-                "manufacturer": scan.manufacturer,
-                "model": scan.model,
-                "modality": scan.modality,
-                "sop_class": sop_class_name(scan.sop_class_uid),
-                "photometric": scan.photometric,
-                "transfer_syntax": scan.transfer_syntax_uid,
-                "frame_time_ms": scan.frame_time_ms,
-                "source_path": item.display,
-                "source_size": item.size,
-            }
+            yield ManifestRow(
+                image_id=image_id,
+                image_path=f"{IMAGES_DIR}/{image_id}.nii.gz",
+                patient_key=scan.patient_key,
+                study_key=self.secret.pseudonym(scan.study_instance_uid, namespace="study"),
+                series_key=self.secret.pseudonym(scan.series_instance_uid, namespace="series"),
+                study_uid=scan.study_instance_uid,
+                series_uid=scan.series_instance_uid,
+                sop_uid=scan.sop_instance_uid,
+                label=label or "",
+                frames=converted.frames,
+                height=converted.height,
+                width=converted.width,
+                channels=converted.channels,
+                spacing_x_mm=converted.spacing_x_mm,
+                spacing_y_mm=converted.spacing_y_mm,
+                crop=converted.crop,
+                manufacturer=scan.manufacturer,
+                model=scan.model,
+                modality=scan.modality,
+                sop_class=sop_class_name(scan.sop_class_uid),
+                photometric=scan.photometric,
+                transfer_syntax=scan.transfer_syntax_uid,
+                frame_time_ms=scan.frame_time_ms,
+                source_path=item.display,
+                source_size=item.size,
+            )
 
 
 def _prune_images(images: Path, keep: set[str]) -> int:

@@ -1,0 +1,186 @@
+"""The manifest: one CSV row per SOP instance, the contract between ingest and training.
+
+Owns :class:`ManifestRow`, the column list, reading and atomic writing of ``manifest.csv``
+and ``excluded.csv``, and the manifest's schema version (a ``schema_version`` column, the
+same value on every row). Never decodes DICOM. The schema is documented in
+``manifests/README.md``. A manifest without a version is accepted: users write manifests
+by hand, with only the required columns.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from usdcm.artifacts._schema import SCHEMA_KEY, check_schema_version
+from usdcm.atomic import atomic_open
+from usdcm.errors import ManifestError
+
+SCHEMA_VERSION = 1
+"""The version of ``manifest.csv`` this usdcm writes and reads."""
+
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    # identity
+    "image_id",
+    "image_path",
+    "patient_key",
+    "study_key",
+    "series_key",
+    "study_uid",
+    "series_uid",
+    "sop_uid",
+    "label",
+    # geometry
+    "frames",
+    "height",
+    "width",
+    "channels",
+    "spacing_x_mm",
+    "spacing_y_mm",
+    "crop",
+    # source
+    "manufacturer",
+    "model",
+    "modality",
+    "sop_class",
+    "photometric",
+    "transfer_syntax",
+    "frame_time_ms",
+    "source_path",
+    "source_size",
+    # artifact
+    SCHEMA_KEY,
+)
+"""Columns of ``manifest.csv``, in order. Later columns may be added; none are removed."""
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("image_id", "image_path", "patient_key", "label")
+
+EXCLUDED_COLUMNS: tuple[str, ...] = ("path", "code", "reason")
+"""Columns of ``excluded.csv``: the source path, a reason code and the reason in words."""
+
+
+def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, object]]) -> int:
+    """Write ``rows`` as UTF-8 CSV with ``columns`` atomically; return the number of rows.
+
+    Values of ``None`` are written as empty cells; unknown keys are an error.
+    """
+    count = 0
+    with atomic_open(path) as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: "" if value is None else value for key, value in row.items()})
+            count += 1
+    return count
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One row of ``manifest.csv``: one converted SOP instance (see ``manifests/README.md``).
+
+    Values are as they are written: ``None`` is an empty cell. Checked when built: the
+    required identity is there, and the geometry is that of an image.
+    """
+
+    image_id: str
+    image_path: str
+    patient_key: str
+    study_key: str
+    series_key: str
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    label: str
+    frames: int
+    height: int
+    width: int
+    channels: int
+    spacing_x_mm: float | None
+    spacing_y_mm: float | None
+    crop: str
+    manufacturer: str
+    model: str
+    modality: str
+    sop_class: str
+    photometric: str
+    transfer_syntax: str
+    frame_time_ms: float | None
+    source_path: str
+    source_size: int
+
+    def __post_init__(self) -> None:
+        missing = [name for name in REQUIRED_COLUMNS if name != "label" and not getattr(self, name)]
+        if missing:
+            message = f"a manifest row needs {', '.join(missing)}; found them empty"
+            raise ManifestError(message)
+        geometry = (self.frames, self.height, self.width, self.channels)
+        if min(geometry) < 1:
+            message = f"a manifest row's frames, height, width and channels are >= 1: {geometry}"
+            raise ManifestError(message)
+
+    def to_csv_row(self) -> dict[str, object]:
+        """The row as :func:`write_manifest` writes it, with the schema version."""
+        return {**asdict(self), SCHEMA_KEY: SCHEMA_VERSION}
+
+
+def write_manifest(path: Path, rows: Iterable[ManifestRow | Mapping[str, object]]) -> int:
+    """Write ``manifest.csv`` atomically (temp file, then rename); return the row count.
+
+    Rows are :class:`ManifestRow` (ingest) or mappings of the columns (a manifest made by
+    other means); a mapping without ``schema_version`` gets this usdcm's.
+    """
+    return write_csv(path, MANIFEST_COLUMNS, (_manifest_row(row) for row in rows))
+
+
+def _manifest_row(row: ManifestRow | Mapping[str, object]) -> Mapping[str, object]:
+    if isinstance(row, ManifestRow):
+        return row.to_csv_row()
+    return row if SCHEMA_KEY in row else {**row, SCHEMA_KEY: SCHEMA_VERSION}
+
+
+def write_excluded(path: Path, rows: Iterable[Mapping[str, object]]) -> int:
+    """Write ``excluded.csv`` atomically."""
+    return write_csv(path, EXCLUDED_COLUMNS, rows)
+
+
+def read_manifest(path: Path) -> list[dict[str, str]]:
+    """Read a manifest, checking that it exists, has the required columns and, when it
+    carries a ``schema_version``, that it is this usdcm's.
+
+    Raises ``ManifestError`` naming the missing columns, or the problem with the file, and
+    ``SchemaVersionError`` for a manifest of another schema version.
+    """
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            missing = [column for column in REQUIRED_COLUMNS if column not in columns]
+            if missing:
+                message = (
+                    f"The manifest {path} lacks the columns {', '.join(missing)}; "
+                    "write it with `usdcm ingest` or add them (see manifests/README.md)."
+                )
+                raise ManifestError(message)
+            rows = [dict(row) for row in reader]
+            for version in {row.get(SCHEMA_KEY) for row in rows}:
+                check_schema_version(
+                    version,
+                    SCHEMA_VERSION,
+                    artifact="manifest",
+                    source=path,
+                    fix=(
+                        "run `usdcm ingest` again with this usdcm to rewrite it (finished "
+                        f"work is reused), or empty the {SCHEMA_KEY} column of a manifest "
+                        "you wrote yourself"
+                    ),
+                    missing_ok=True,
+                )
+            return rows
+    except FileNotFoundError as err:
+        message = f"No manifest at {path}; run `usdcm ingest SOURCE --out DIR` first."
+        raise ManifestError(message) from err
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        message = f"The manifest {path} is unreadable ({type(err).__name__}); it must be UTF-8 CSV."
+        raise ManifestError(message) from err
