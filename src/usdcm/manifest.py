@@ -12,3 +12,15 @@ from usdcm.artifacts.manifest import (  # noqa: F401
     write_excluded,
     write_manifest,
 )
+
+__all__ = [
+    "EXCLUDED_COLUMNS",
+    "MANIFEST_COLUMNS",
+    "REQUIRED_COLUMNS",
+    "SCHEMA_VERSION",
+    "ManifestRow",
+    "read_manifest",
+    "write_csv",
+    "write_excluded",
+    "write_manifest",
+]

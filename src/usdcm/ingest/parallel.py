@@ -8,3 +8,5 @@ from usdcm.parallel import (  # noqa: F401
     map_files,
     time_limit,
 )
+
+__all__ = ["DEFAULT_FILE_TIMEOUT_S", "HARD_KILL_GRACE_S", "FileTimeout", "map_files", "time_limit"]
