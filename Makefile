@@ -22,6 +22,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
+	# the layer contract in pyproject.toml ([tool.importlinter]); see ARCHITECTURE.md
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/pytest -m "not slow"

@@ -50,7 +50,7 @@ def child(kind: str, export: Path, out: Path, cache_rate: float) -> None:
         result = ingest(export, out, IngestOptions(labels=export / "labels.csv", workers=workers))
         extra["images"] = result.n_images
     else:
-        from usdcm.training.config import config_from_dict
+        from usdcm.config import config_from_dict
         from usdcm.training.run import train
 
         values = json.loads(json.dumps(TRAIN_CONFIG))

@@ -29,15 +29,15 @@ import pydicom
 import torch
 
 from _machine import describe
+from usdcm.artifacts.manifest import read_manifest
+from usdcm.config import config_from_dict
 from usdcm.data.normalization import normalize
 from usdcm.data.transforms import evaluation_starts
 from usdcm.inference.model import TrainedModel, load_trained_model
 from usdcm.inference.predict import predict_items, predict_source
 from usdcm.ingest import IngestOptions, ingest
-from usdcm.manifest import read_manifest
 from usdcm.privacy import ProjectSecret
 from usdcm.synth import write_export
-from usdcm.training.config import config_from_dict
 from usdcm.training.run import train
 
 SMALL_CONFIG = {

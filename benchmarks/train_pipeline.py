@@ -42,6 +42,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from _machine import describe
+from usdcm.artifacts.manifest import read_manifest
+from usdcm.config import config_from_dict
 from usdcm.data.datasets import (
     TrainFramesDataset,
     build_cached_dataset,
@@ -53,10 +55,8 @@ from usdcm.data.normalization import compute_stats
 from usdcm.data.splits import label_map, labelled_rows
 from usdcm.data.transforms import preprocess_transforms, train_transforms
 from usdcm.ingest import IngestOptions, ingest
-from usdcm.manifest import read_manifest
 from usdcm.models.factory import build_model
 from usdcm.synth import write_export
-from usdcm.training.config import config_from_dict
 
 SIZE = 128
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from usdcm.artifacts.manifest import read_manifest
 from usdcm.ingest import IngestOptions, ingest
-from usdcm.manifest import read_manifest
 from usdcm.synth import ExportSummary, write_export
 
 

@@ -9,12 +9,12 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 from tests.ingest.conftest import make_us_dataset
 
+from usdcm.artifacts.manifest import read_manifest
 from usdcm.dicom import deflate
 from usdcm.dicom.deflate import check_inflated_size
 from usdcm.dicom.header import read_header
 from usdcm.errors import UnsupportedDicomError
 from usdcm.ingest import IngestOptions, ingest
-from usdcm.manifest import read_manifest
 
 
 def _bomb(path: Path, side: int = 2048) -> Path:

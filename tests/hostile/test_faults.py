@@ -34,8 +34,8 @@ import usdcm.atomic
 import usdcm.ingest.journal
 from tests.ingest.conftest import write_us
 from tests.training.conftest import tiny_config, write_tiny_manifest
+from usdcm.artifacts.manifest import read_manifest
 from usdcm.cli.app import app
-from usdcm.manifest import read_manifest
 from usdcm.synth import ExportSummary, write_export
 
 # ---------------------------------------------------------------- kill -9 during training

@@ -40,12 +40,12 @@ from typer.testing import CliRunner
 
 from tests.evaluation.conftest import Evaluated, evaluated_run
 from tests.training.conftest import tiny_config
+from usdcm.artifacts.manifest import read_manifest
 from usdcm.cli.app import app
-from usdcm.manifest import read_manifest
+from usdcm.runtime.checkpoint import load_checkpoint
 from usdcm.synth import write_export
 from usdcm.synth.plan import draw_plan
 from usdcm.synth.screen import GAP, draw_text
-from usdcm.training.checkpoint import load_checkpoint
 
 PATIENTS, SEED = 6, 0
 runner = CliRunner()

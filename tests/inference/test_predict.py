@@ -15,7 +15,7 @@ from usdcm.inference.model import RunError, load_trained_model
 from usdcm.inference.predict import SourcePredictions, predict_source
 from usdcm.ingest import IngestOptions, ingest
 from usdcm.privacy import ProjectSecret
-from usdcm.training.checkpoint import CheckpointError
+from usdcm.runtime.checkpoint import CheckpointError
 
 
 @pytest.mark.parametrize("workers", [1, 2])

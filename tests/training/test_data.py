@@ -7,9 +7,9 @@ import pytest
 import torch
 from tests.training.conftest import TinyManifest, tiny_config
 
+from usdcm.artifacts.manifest import read_manifest
 from usdcm.data.splits import label_map, labelled_rows
 from usdcm.errors import TrainingError
-from usdcm.manifest import read_manifest
 from usdcm.training.data import prepare_data
 from usdcm.training.distributed import SINGLE_PROCESS
 

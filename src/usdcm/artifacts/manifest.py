@@ -10,12 +10,12 @@ by hand, with only the required columns.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from usdcm.artifacts._csv import write_csv
 from usdcm.artifacts._schema import SCHEMA_KEY, check_schema_version
-from usdcm.atomic import atomic_open
 from usdcm.errors import ManifestError
 
 SCHEMA_VERSION = 1
@@ -59,21 +59,6 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("image_id", "image_path", "patient_key", "l
 
 EXCLUDED_COLUMNS: tuple[str, ...] = ("path", "code", "reason")
 """Columns of ``excluded.csv``: the source path, a reason code and the reason in words."""
-
-
-def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, object]]) -> int:
-    """Write ``rows`` as UTF-8 CSV with ``columns`` atomically; return the number of rows.
-
-    Values of ``None`` are written as empty cells; unknown keys are an error.
-    """
-    count = 0
-    with atomic_open(path) as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns), lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: "" if value is None else value for key, value in row.items()})
-            count += 1
-    return count
 
 
 @dataclass(frozen=True)

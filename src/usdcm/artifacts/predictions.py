@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from usdcm.artifacts._csv import write_csv
 from usdcm.artifacts._schema import SCHEMA_KEY, check_schema_version
 from usdcm.errors import UsdcmError
-from usdcm.manifest import write_csv
 
 PREDICTIONS_CSV = "predictions.csv"
 """The name ``usdcm evaluate`` gives the file in its output folder."""
@@ -154,7 +154,7 @@ def write_source_predictions(
 
     Returns the path of the exclusion list.
     """
-    from usdcm.manifest import write_excluded
+    from usdcm.artifacts.manifest import write_excluded
 
     columns = [
         *SOURCE_COLUMNS,

@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from usdcm.artifacts._csv import write_csv
 from usdcm.artifacts._schema import SCHEMA_KEY, check_schema_version
 from usdcm.errors import UsdcmError
-from usdcm.manifest import write_csv
 
 SCHEMA_VERSION = 2
 """Version 2 has ``study_key`` and ``schema_version``; version 1 (no column) had a UID."""

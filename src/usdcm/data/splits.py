@@ -120,7 +120,7 @@ def assign_splits(
     Parameters
     ----------
     rows : sequence of mapping
-        Manifest rows, as read by :func:`usdcm.manifest.read_manifest`.
+        Manifest rows, as read by :func:`usdcm.artifacts.manifest.read_manifest`.
     val_fraction, test_fraction : float
         Fractions of each stratum's groups for validation and test; ignored when the rows
         carry their own split.

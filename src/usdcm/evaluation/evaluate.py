@@ -24,11 +24,11 @@ from usdcm.artifacts.evaluation import (
     LeakageCheck,
     ManifestCheck,
 )
+from usdcm.artifacts.manifest import read_manifest
 from usdcm.artifacts.predictions import PREDICTIONS_CSV, write_predictions
 from usdcm.artifacts.splits import SplitRow, read_splits_file
 from usdcm.errors import UsdcmError
 from usdcm.evaluation.leakage import check_external, check_run_splits
-from usdcm.manifest import read_manifest
 
 if TYPE_CHECKING:
     from usdcm.inference.model import TrainedModel

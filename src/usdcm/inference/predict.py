@@ -18,7 +18,7 @@ import numpy as np
 
 from usdcm.artifacts.instance import InstanceHeader
 from usdcm.inference.model import TrainedModel
-from usdcm.training.engine import ClipPredictions
+from usdcm.runtime.predict import ClipPredictions
 
 ProgressHook = Callable[[int], None]
 DEFAULT_BATCH = 4
@@ -49,8 +49,8 @@ def predict_items(
 
     from usdcm.data.datasets import EvalFramesDataset, make_loader
     from usdcm.data.transforms import preprocess_transforms
-    from usdcm.training.device import amp_policy, autocast
-    from usdcm.training.engine import predict_clips
+    from usdcm.runtime.device import amp_policy, autocast
+    from usdcm.runtime.predict import predict_clips
 
     config = trained.config
     single_frames = config.data.clip_frames == 1

@@ -17,14 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from usdcm.runtime.predict import ClipPredictions, ProgressHook, predict_clips
-
-__all__ = [
-    "ClipPredictions",  # shim: removed at integration (inference/predict.py imports it here)
-    "classification_metrics",
-    "predict_clips",  # shim: removed at integration (inference/predict.py imports it here)
-    "train_one_epoch",
-]
+from usdcm.runtime.predict import ClipPredictions, ProgressHook
 
 
 def train_one_epoch(

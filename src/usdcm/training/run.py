@@ -27,13 +27,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from usdcm.artifacts.manifest import read_manifest
 from usdcm.atomic import atomic_write_text
 from usdcm.config import TrainConfig, dump_config
 from usdcm.data.datasets import class_weights, seed_epoch
 from usdcm.data.splits import label_map, labelled_rows
 from usdcm.data.transforms import spatial_size
 from usdcm.errors import TrainingError
-from usdcm.manifest import read_manifest
 from usdcm.models.factory import build_model
 from usdcm.runtime.checkpoint import (
     load_checkpoint,
