@@ -21,7 +21,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
-from usdcm.errors import UsdcmError
+from usdcm.errors import ConfigError
 from usdcm.models.registry import MIN_SIDE, MODEL_NAMES
 
 __all__ = [
@@ -38,10 +38,6 @@ __all__ = [
     "dump_config",
     "load_config",
 ]
-
-
-class ConfigError(UsdcmError):
-    """A configuration file or override with an unknown key or a value of the wrong type."""
 
 
 def _check(key: str, value: object, ok: bool, expected: str) -> None:
@@ -304,7 +300,7 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     3
     >>> config_from_dict({"optim": {"epoch": 3}})
     Traceback (most recent call last):
-    usdcm.config.ConfigError: Unknown config key optim.epoch; ...
+    usdcm.errors.ConfigError: Unknown config key optim.epoch; ...
     """
     config: TrainConfig = _build(TrainConfig, values)
     return config

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from usdcm.atomic import atomic_write_bytes, atomic_write_text
-from usdcm.errors import UsdcmError
+from usdcm.errors import DemoError
 
 DEMO_CONFIG: dict[str, Any] = {
     "intended_use": "Demonstration on synthetic data only; not for clinical use.",
@@ -38,10 +38,6 @@ of 7 steps, hence 60 epochs and a patience of 25.
 DEMO_JSON = "demo.json"
 DEMO_YAML = "demo.yaml"
 """The config the demo trained with, written so that its recorded train command runs."""
-
-
-class DemoError(UsdcmError):
-    """A demo folder that holds another demo's export."""
 
 
 @dataclass

@@ -9,6 +9,40 @@ class UsdcmError(Exception):
     """Base class: an error the user can act on, shown without a traceback."""
 
 
+# --- Artifact files (usdcm.artifacts) ---
+
+
+class ArtifactError(UsdcmError):
+    """An artifact file (manifest, splits, predictions, evaluation, metrics) that cannot be used."""
+
+
+class ManifestError(ArtifactError):
+    """A manifest that is missing, malformed or inconsistent."""
+
+
+class SchemaVersionError(ArtifactError):
+    """An artifact file written by another version of usdcm (or by hand, without a version)."""
+
+
+class SplitsFileError(ArtifactError):
+    """A ``splits.csv`` that is missing, unreadable or malformed."""
+
+
+class PredictionsError(ArtifactError):
+    """A predictions file that is missing, unreadable or lacks columns."""
+
+
+class EvaluationFileError(ArtifactError):
+    """An ``evaluation.json`` that is unreadable or malformed."""
+
+
+class MetricsFileError(ArtifactError):
+    """A ``metrics.json`` that is missing, unreadable or malformed."""
+
+
+# --- Ingest: SOURCE, DICOM files, labels and outputs ---
+
+
 class InvalidSourceError(UsdcmError):
     """The export folder given to ``ingest`` is missing, empty or not a folder."""
 
@@ -29,13 +63,104 @@ class LabelsError(UsdcmError):
     """A labels CSV that is unreadable or has no usable key column."""
 
 
-class ManifestError(UsdcmError):
-    """A manifest that is missing, malformed or inconsistent."""
-
-
 class TrainingError(UsdcmError):
     """A training run that cannot start or go on (too few labels, a bad resume, ...)."""
 
 
-class SchemaVersionError(UsdcmError):
-    """An artifact file written by another version of usdcm (or by hand, without a version)."""
+class OutputWriteError(UsdcmError):
+    """An output could not be written (a full disk, a read-only folder); the run stopped."""
+
+
+# --- Synthetic exports ---
+
+
+class SynthOptionError(UsdcmError):
+    """An option of ``usdcm synth`` (or of :func:`~usdcm.synth.write_export`) is unusable."""
+
+
+# --- Training: config, models, data, devices and runs ---
+
+
+class ConfigError(UsdcmError):
+    """A configuration file or override with an unknown key or a value of the wrong type."""
+
+
+class ModelError(UsdcmError):
+    """An unknown model name, or model arguments out of range."""
+
+
+class PreprocessError(UsdcmError):
+    """An image that cannot be read, or whose layout is not what the manifest says.
+
+    Inside a MONAI ``Compose`` it reaches the caller as the ``__cause__`` of a
+    ``RuntimeError``; :func:`usdcm.data.transforms.usdcm_cause` finds it.
+    """
+
+
+class NormalizationError(UsdcmError):
+    """Training images whose intensities cannot be normalized (unreadable, or all one value)."""
+
+
+class SplitError(UsdcmError):
+    """A manifest whose rows cannot be split: a bad ``split`` value, or a missing key."""
+
+
+class LeakageError(UsdcmError):
+    """A patient or a study whose images sit in more than one split."""
+
+
+class DeviceError(UsdcmError):
+    """A device that was asked for but is not available, or a device name not understood."""
+
+
+class CheckpointError(UsdcmError):
+    """A checkpoint that is missing, unreadable, unsafe or incomplete, or cannot be written."""
+
+
+class DistributedError(UsdcmError):
+    """torchrun's environment is inconsistent, or a multi-process run cannot start."""
+
+
+class RunError(UsdcmError):
+    """A run folder or checkpoint that inference cannot use."""
+
+
+# --- Evaluation and reports ---
+
+
+class EvaluationError(UsdcmError):
+    """An evaluation that cannot run: no images in the split, no labels, a bad run."""
+
+
+class ManifestChangedError(EvaluationError):
+    """The run's manifest is not the one its checkpoint was trained on."""
+
+
+class ReportError(UsdcmError):
+    """A report that cannot be computed from the predictions given (bad class, split...)."""
+
+
+class DemoError(UsdcmError):
+    """A demo folder that holds another demo's export."""
+
+
+# --- Statistics (usdcm.metrics): messages name pseudonymous keys only ---
+
+
+class MetricsError(UsdcmError):
+    """Inputs a statistic cannot use: bad shapes, labels, probabilities or options."""
+
+
+class UndefinedMetricError(MetricsError):
+    """A statistic that is undefined on this data, such as an AUC when one class is absent.
+
+    The bootstrap skips (and counts) resamples on which the statistic raises this error.
+    """
+
+
+class ThresholdRuleError(MetricsError):
+    """A threshold rule that cannot be parsed, such as ``"sens:1.5"`` or ``"best"``."""
+
+
+class AggregationError(MetricsError):
+    """Prediction rows that cannot be grouped: a missing key, a bad number, mixed labels."""

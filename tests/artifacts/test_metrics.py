@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from usdcm.artifacts.metrics import SCHEMA_VERSION, MetricsFile, MetricsFileError
-from usdcm.errors import SchemaVersionError
+from usdcm.artifacts.metrics import SCHEMA_VERSION, MetricsFile
+from usdcm.errors import MetricsFileError, SchemaVersionError
 
 VALUES = {"level": "study", "positive_class": "a", "n": 3, "threshold": {}, "provenance": {}}
 

@@ -11,7 +11,7 @@ import torch
 from monai.transforms import AdjustContrast, Flip, Rotate, ToDeviced, Zoom
 from tests.data.conftest import NiftiWriter
 
-from usdcm.config import AugmentConfig, ConfigError
+from usdcm.config import AugmentConfig
 from usdcm.data.normalization import IntensityStats
 from usdcm.data.transforms import (
     AugmentDraw,
@@ -29,6 +29,7 @@ from usdcm.data.transforms import (
     train_transforms,
     usdcm_cause,
 )
+from usdcm.errors import ConfigError
 
 STATS = IntensityStats("percentile", lower=0.0, upper=100.0, mean=50.0, std=20.0)
 NO_AUGMENT = AugmentConfig(

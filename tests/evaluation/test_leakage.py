@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from tests.evaluation.conftest import Evaluated
 
-from usdcm.artifacts.evaluation import EvaluationFileError, LeakageCheck
+from usdcm.artifacts.evaluation import LeakageCheck
 from usdcm.artifacts.splits import SplitRow, read_splits_file, write_splits_file
+from usdcm.errors import EvaluationFileError
 from usdcm.evaluation.evaluate import evaluate_run
 from usdcm.evaluation.leakage import check_external, check_run_splits
 from usdcm.ingest import IngestOptions, ingest

@@ -8,7 +8,8 @@ import pytest
 import torch
 from tests.training.conftest import tiny_config, write_tiny_manifest
 
-from usdcm.inference.model import RunError, load_trained_model
+from usdcm.errors import RunError
+from usdcm.inference.model import load_trained_model
 from usdcm.runtime.checkpoint import load_checkpoint, save_checkpoint
 from usdcm.training.run import train
 

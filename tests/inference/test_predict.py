@@ -11,11 +11,11 @@ import pytest
 import torch
 from tests.evaluation.conftest import Evaluated
 
-from usdcm.inference.model import RunError, load_trained_model
+from usdcm.errors import CheckpointError, RunError
+from usdcm.inference.model import load_trained_model
 from usdcm.inference.predict import SourcePredictions, predict_source
 from usdcm.ingest import IngestOptions, ingest
 from usdcm.privacy import ProjectSecret
-from usdcm.runtime.checkpoint import CheckpointError
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from usdcm.errors import ModelError
 from usdcm.models.factory import build_model
-from usdcm.models.registry import MIN_SIDE, MODEL_NAMES, ModelError
+from usdcm.models.registry import MIN_SIDE, MODEL_NAMES
 from usdcm.models.seed_cnn import SeedCNN, flattened_features
 
 

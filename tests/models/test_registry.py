@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from usdcm.models.registry import MIN_SIDE, MODEL_NAMES, REGISTRY, ModelError, model_spec
+from usdcm.errors import ModelError
+from usdcm.models.registry import MIN_SIDE, MODEL_NAMES, REGISTRY, model_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -23,7 +23,8 @@ from pydicom.uid import (
 
 from usdcm.dicom.regions import read_regions, select_tissue_region
 from usdcm.dicom.sop import US_IMAGE_STORAGE, US_MULTIFRAME_IMAGE_STORAGE
-from usdcm.synth import JUNK_KINDS, ExportSummary, ImageRecord, SynthOptionError, write_export
+from usdcm.errors import SynthOptionError
+from usdcm.synth import JUNK_KINDS, ExportSummary, ImageRecord, write_export
 from usdcm.synth.catalog import RECIPES, VENDORS
 
 LOSSY = {JPEGBaseline8Bit}

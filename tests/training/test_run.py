@@ -13,8 +13,9 @@ import torch
 import yaml
 from tests.training.conftest import TinyManifest, tiny_config
 
+from usdcm.errors import TrainingError
 from usdcm.runtime.checkpoint import REQUIRED_KEYS, load_checkpoint
-from usdcm.training.run import EpochRecord, TrainingError, train
+from usdcm.training.run import EpochRecord, train
 
 _VOLATILE = ("seconds",)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from usdcm.artifacts._schema import SCHEMA_KEY, check_schema_version
 from usdcm.atomic import atomic_write_text
-from usdcm.errors import UsdcmError
+from usdcm.errors import EvaluationFileError
 
 EVALUATION_JSON = "evaluation.json"
 """The name ``usdcm evaluate`` gives the file, beside ``predictions.csv``."""
@@ -29,10 +29,6 @@ _FIX = "re-run `usdcm evaluate` with this usdcm to write it anew"
 
 LEAKAGE_STATUSES = ("passed", "failed", "not checkable")
 MANIFEST_STATUSES = ("matched", "changed")
-
-
-class EvaluationFileError(UsdcmError):
-    """An ``evaluation.json`` that is unreadable or malformed."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +43,7 @@ class LeakageCheck:
     >>> LeakageCheck("maybe", "")
     Traceback (most recent call last):
     ...
-    usdcm.artifacts.evaluation.EvaluationFileError: leakage check status 'maybe'; ...
+    usdcm.errors.EvaluationFileError: leakage check status 'maybe'; ...
     """
 
     status: str

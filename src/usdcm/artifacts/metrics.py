@@ -16,7 +16,7 @@ from typing import Any
 
 from usdcm.artifacts._schema import SCHEMA_KEY, check_schema_version
 from usdcm.atomic import atomic_write_text
-from usdcm.errors import UsdcmError
+from usdcm.errors import MetricsFileError
 
 METRICS_JSON = "metrics.json"
 SCHEMA_VERSION = 1
@@ -26,10 +26,6 @@ REQUIRED_KEYS = ("level", "positive_class", "n", "threshold", "provenance")
 _FIX = "recompute it with this usdcm (`usdcm report PREDICTIONS.csv --out DIR`)"
 
 
-class MetricsFileError(UsdcmError):
-    """A ``metrics.json`` that is missing, unreadable or malformed."""
-
-
 @dataclass(frozen=True)
 class MetricsFile:
     """The content of ``metrics.json`` (without its ``schema_version``).
@@ -37,7 +33,7 @@ class MetricsFile:
     >>> MetricsFile({"level": "study"})
     Traceback (most recent call last):
     ...
-    usdcm.artifacts.metrics.MetricsFileError: metrics lack the keys positive_class, n, ...
+    usdcm.errors.MetricsFileError: metrics lack the keys positive_class, n, ...
     """
 
     values: Mapping[str, Any]

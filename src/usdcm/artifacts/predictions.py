@@ -19,7 +19,7 @@ from typing import Any
 
 from usdcm.artifacts._csv import write_csv
 from usdcm.artifacts._schema import SCHEMA_KEY, check_schema_version
-from usdcm.errors import UsdcmError
+from usdcm.errors import PredictionsError
 
 PREDICTIONS_CSV = "predictions.csv"
 """The name ``usdcm evaluate`` gives the file in its output folder."""
@@ -34,10 +34,6 @@ KEY_COLUMNS = ("image_id", "split", "label")
 CONTEXT_COLUMNS = ("patient_key", "study_key", "series_key", "manufacturer", "model", "frames")
 
 
-class PredictionsError(UsdcmError):
-    """A predictions file that is missing, unreadable or lacks columns."""
-
-
 @dataclass(frozen=True)
 class Predictions:
     """The rows of a predictions file and its classes (from its ``prob_`` columns).
@@ -45,7 +41,7 @@ class Predictions:
     >>> Predictions(rows=(), classes=("abnormal",))
     Traceback (most recent call last):
     ...
-    usdcm.artifacts.predictions.PredictionsError: predictions need two classes or more, ...
+    usdcm.errors.PredictionsError: predictions need two classes or more, ...
     """
 
     rows: tuple[dict[str, str], ...]

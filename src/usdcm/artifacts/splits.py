@@ -15,7 +15,7 @@ from pathlib import Path
 
 from usdcm.artifacts._csv import write_csv
 from usdcm.artifacts._schema import SCHEMA_KEY, check_schema_version
-from usdcm.errors import UsdcmError
+from usdcm.errors import SplitsFileError
 
 SCHEMA_VERSION = 2
 """Version 2 has ``study_key`` and ``schema_version``; version 1 (no column) had a UID."""
@@ -36,10 +36,6 @@ SPLIT_COLUMNS: tuple[str, ...] = (
 _FIX = "retrain the run with this usdcm (`usdcm train`), which writes splits.csv anew"
 
 
-class SplitsFileError(UsdcmError):
-    """A ``splits.csv`` that is missing, unreadable or malformed."""
-
-
 @dataclass(frozen=True)
 class SplitRow:
     """One image of a run and the split it went to.
@@ -49,7 +45,7 @@ class SplitRow:
     >>> SplitRow("img1", "pk1", "", "abnormal", "holdout")
     Traceback (most recent call last):
     ...
-    usdcm.artifacts.splits.SplitsFileError: image img1 has split 'holdout'; ...
+    usdcm.errors.SplitsFileError: image img1 has split 'holdout'; ...
     """
 
     image_id: str

@@ -21,7 +21,7 @@ import torch
 from monai.transforms import MapTransform
 from nibabel.filebasedimages import ImageFileError
 
-from usdcm.errors import UsdcmError
+from usdcm.errors import NormalizationError
 
 NormalizationMode = Literal["percentile", "zscore"]
 MODES: tuple[str, ...] = get_args(NormalizationMode)
@@ -30,10 +30,6 @@ MAX_VOXELS_PER_IMAGE = 200_000
 """At most this many voxels of each image enter the statistics (sampled with the seed)."""
 
 ArrayT = TypeVar("ArrayT", torch.Tensor, np.ndarray[Any, Any])
-
-
-class NormalizationError(UsdcmError):
-    """Training images whose intensities cannot be normalized (unreadable, or all one value)."""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from usdcm.artifacts.splits import SPLIT_COLUMNS, SPLITS, SplitRow, write_splits_file
-from usdcm.errors import UsdcmError
+from usdcm.errors import LeakageError, SplitError
 
 __all__ = [
     "SPLITS",
@@ -39,14 +39,6 @@ __all__ = [
 _MAX_SHOWN = 10
 
 Row = Mapping[str, str]
-
-
-class SplitError(UsdcmError):
-    """A manifest whose rows cannot be split: a bad ``split`` value, or a missing key."""
-
-
-class LeakageError(UsdcmError):
-    """A patient or a study whose images sit in more than one split."""
 
 
 def row_label(row: Row) -> str:
@@ -378,7 +370,7 @@ def check_leakage(rows: Iterable[Row], splits: Mapping[str, str]) -> None:
     >>> check_leakage(rows, {"a": "train", "b": "train"})
     >>> check_leakage(rows, {"a": "train", "b": "test"})
     Traceback (most recent call last):
-    usdcm.data.splits.LeakageError: 1 patient_key in more than one split: p1 (test, train); ...
+    usdcm.errors.LeakageError: 1 patient_key in more than one split: p1 (test, train); ...
     """
     patients, studies = find_leaks(rows, splits)
     problems: list[str] = []

@@ -42,7 +42,7 @@ from nibabel.filebasedimages import ImageFileError
 
 from usdcm.config import AugmentConfig
 from usdcm.data.normalization import IntensityStats, NormalizeIntensityStatsd
-from usdcm.errors import UsdcmError
+from usdcm.errors import PreprocessError, UsdcmError
 
 IMAGE_KEY = "image"
 """The key of the image in every data dictionary."""
@@ -73,14 +73,6 @@ def spatial_size(image_size: Sequence[int]) -> tuple[int, int]:
         raise ValueError(message)
     height, width = (int(side) for side in image_size)
     return width, height
-
-
-class PreprocessError(UsdcmError):
-    """An image that cannot be read, or whose layout is not what the manifest says.
-
-    Inside a MONAI ``Compose`` it reaches the caller as the ``__cause__`` of a
-    ``RuntimeError``; :func:`usdcm_cause` finds it.
-    """
 
 
 def usdcm_cause(err: BaseException) -> UsdcmError | None:

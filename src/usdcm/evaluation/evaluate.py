@@ -27,7 +27,7 @@ from usdcm.artifacts.evaluation import (
 from usdcm.artifacts.manifest import read_manifest
 from usdcm.artifacts.predictions import PREDICTIONS_CSV, write_predictions
 from usdcm.artifacts.splits import SplitRow, read_splits_file
-from usdcm.errors import UsdcmError
+from usdcm.errors import EvaluationError, ManifestChangedError
 from usdcm.evaluation.leakage import check_external, check_run_splits
 
 if TYPE_CHECKING:
@@ -41,14 +41,6 @@ LEVEL_OF_LABEL_KEY = {
     "SeriesInstanceUID": "series",
     "SOPInstanceUID": "image",
 }
-
-
-class EvaluationError(UsdcmError):
-    """An evaluation that cannot run: no images in the split, no labels, a bad run."""
-
-
-class ManifestChangedError(EvaluationError):
-    """The run's manifest is not the one its checkpoint was trained on."""
 
 
 def ingest_summary(manifest: Path) -> dict[str, Any]:

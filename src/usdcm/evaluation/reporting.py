@@ -24,14 +24,10 @@ from usdcm import __version__
 from usdcm.artifacts.evaluation import EVALUATION_JSON, EvaluationContext
 from usdcm.artifacts.metrics import METRICS_JSON, MetricsFile
 from usdcm.artifacts.predictions import Predictions
-from usdcm.errors import UsdcmError
+from usdcm.errors import ReportError
 
 NEGATIVE_NAMES = ("normal", "negative", "benign", "healthy", "control", "absent", "no", "0")
 THUMBNAIL_SIDE = 160
-
-
-class ReportError(UsdcmError):
-    """A report that cannot be computed from the predictions given (bad class, split...)."""
 
 
 @dataclass(frozen=True)

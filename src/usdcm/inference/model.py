@@ -16,13 +16,9 @@ from torch import nn
 
 from usdcm.config import TrainConfig, config_from_dict
 from usdcm.data.normalization import IntensityStats
-from usdcm.errors import UsdcmError
+from usdcm.errors import RunError, UsdcmError
 
 CHECKPOINT_NAME = "best.pt"
-
-
-class RunError(UsdcmError):
-    """A run folder or checkpoint that inference cannot use."""
 
 
 @dataclass(frozen=True)

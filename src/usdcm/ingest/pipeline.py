@@ -40,7 +40,7 @@ from usdcm.artifacts.instance import InstanceHeader
 from usdcm.artifacts.manifest import ManifestRow, write_excluded, write_manifest
 from usdcm.atomic import atomic_write_text
 from usdcm.dicom.sop import sop_class_name
-from usdcm.errors import InvalidSourceError, UsdcmError
+from usdcm.errors import InvalidSourceError, OutputWriteError, UsdcmError
 from usdcm.ingest.convert import (
     DECODE_BATCH_SIZE,
     ConvertTask,
@@ -62,10 +62,6 @@ CONVERT_VERSION = 1  # bump when the conversion changes, so re-runs redo the ima
 RETRIED_CODES = frozenset({"unreadable"})
 """Exclusions that may be transient (a permission, a vanished file): never reused."""
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-
-
-class OutputWriteError(UsdcmError):
-    """An output could not be written (a full disk, a read-only folder); the run stopped."""
 
 
 def _write_error(err: OSError, out: Path) -> OutputWriteError:

@@ -6,6 +6,12 @@ imports no torch and knows nothing of files: callers read the predictions CSV an
 the report.
 """
 
+from usdcm.errors import (
+    AggregationError,
+    MetricsError,
+    ThresholdRuleError,
+    UndefinedMetricError,
+)
 from usdcm.metrics.aggregate import AggregatedCase, Level, aggregate
 from usdcm.metrics.bootstrap import BootstrapResult, cluster_bootstrap
 from usdcm.metrics.calibration import (
@@ -15,12 +21,6 @@ from usdcm.metrics.calibration import (
     reliability,
 )
 from usdcm.metrics.delong import DelongResult, delong_auc, roc_auc
-from usdcm.metrics.errors import (
-    AggregationError,
-    MetricsError,
-    ThresholdRuleError,
-    UndefinedMetricError,
-)
 from usdcm.metrics.intervals import wilson
 from usdcm.metrics.summary import summarize
 from usdcm.metrics.threshold import (

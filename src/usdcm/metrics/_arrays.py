@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from usdcm.metrics.errors import MetricsError, UndefinedMetricError
+from usdcm.errors import MetricsError, UndefinedMetricError
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -64,7 +64,7 @@ def require_both_classes(labels: BoolArray, what: str) -> None:
     >>> require_both_classes(np.array([True, True]), "AUC")
     Traceback (most recent call last):
     ...
-    usdcm.metrics.errors.UndefinedMetricError: AUC is undefined with 2 positive and 0 negative cases; it needs at least one of each.
+    usdcm.errors.UndefinedMetricError: AUC is undefined with 2 positive and 0 negative cases; it needs at least one of each.
     """  # noqa: E501
     n_positive = int(labels.sum())
     n_negative = int(labels.size - n_positive)

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from usdcm.metrics.errors import AggregationError, MetricsError
+from usdcm.errors import AggregationError, MetricsError
 
 Row = Mapping[str, str]
 

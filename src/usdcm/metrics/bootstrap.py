@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from usdcm.metrics.errors import MetricsError, UndefinedMetricError
+from usdcm.errors import MetricsError, UndefinedMetricError
 
 Statistic = Callable[[Any, Any], float]
 """A function ``statistic(labels, scores) -> float`` of numpy arrays indexed by case.
 
-It raises :class:`~usdcm.metrics.errors.UndefinedMetricError` (or returns NaN) where it is
+It raises :class:`~usdcm.errors.UndefinedMetricError` (or returns NaN) where it is
 undefined, for example an AUC on a resample with one class.
 """
 
@@ -113,7 +113,7 @@ def cluster_bootstrap(
     :func:`cluster_strata`), as many clusters as the stratum holds, with replacement, and
     evaluates ``statistic`` on all cases of the drawn clusters (a cluster drawn twice
     counts twice). Resamples on which the statistic raises
-    :class:`~usdcm.metrics.errors.UndefinedMetricError` or returns a non-finite value are
+    :class:`~usdcm.errors.UndefinedMetricError` or returns a non-finite value are
     skipped and counted. The interval holds the ``(1 - confidence) / 2`` and
     ``(1 + confidence) / 2`` quantiles (numpy's default linear interpolation) of the rest.
 

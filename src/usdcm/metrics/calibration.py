@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from usdcm.errors import MetricsError
 from usdcm.metrics._arrays import binary_labels, float_scores
-from usdcm.metrics.errors import MetricsError
 
 DEFAULT_BINS = 10
 """Number of equal-width bins of the ECE and the reliability diagram."""

@@ -10,7 +10,7 @@ import math
 
 from scipy.stats import norm
 
-from usdcm.metrics.errors import MetricsError
+from usdcm.errors import MetricsError
 
 
 def z_value(confidence: float) -> float:

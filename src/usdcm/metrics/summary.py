@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_curve
 
+from usdcm.errors import MetricsError, UndefinedMetricError
 from usdcm.metrics._arrays import require_both_classes
 from usdcm.metrics.aggregate import (
     DEFAULT_SUBGROUP_COLUMNS,
@@ -36,7 +37,6 @@ from usdcm.metrics.calibration import (
     reliability,
 )
 from usdcm.metrics.delong import delong_auc, roc_auc
-from usdcm.metrics.errors import MetricsError, UndefinedMetricError
 from usdcm.metrics.intervals import wilson
 from usdcm.metrics.threshold import ThresholdKind, parse_threshold_rule
 

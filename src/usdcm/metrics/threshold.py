@@ -17,8 +17,8 @@ from enum import StrEnum
 import numpy as np
 import numpy.typing as npt
 
+from usdcm.errors import ThresholdRuleError, UndefinedMetricError
 from usdcm.metrics._arrays import binary_labels, float_scores, require_both_classes
-from usdcm.metrics.errors import ThresholdRuleError, UndefinedMetricError
 
 
 class ThresholdKind(StrEnum):
@@ -92,7 +92,7 @@ def parse_threshold_rule(text: str | ThresholdRule) -> ThresholdRule:
     >>> parse_threshold_rule("best")
     Traceback (most recent call last):
     ...
-    usdcm.metrics.errors.ThresholdRuleError: threshold rule 'best' is not understood; expected 'youden', 'sens:<target in (0, 1]>' such as 'sens:0.9', or a number in [0, 1].
+    usdcm.errors.ThresholdRuleError: threshold rule 'best' is not understood; expected 'youden', 'sens:<target in (0, 1]>' such as 'sens:0.9', or a number in [0, 1].
     """  # noqa: E501
     if isinstance(text, ThresholdRule):
         return text

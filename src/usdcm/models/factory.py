@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from usdcm.models.registry import ModelError, model_spec
+from usdcm.errors import ModelError
+from usdcm.models.registry import model_spec
 
 __all__ = ["ModelError", "build_model"]
 
@@ -103,7 +104,7 @@ def build_model(
     torch.Size([4, 2])
     >>> build_model("vgg16", in_channels=1, num_classes=2, image_size=[64, 64])
     Traceback (most recent call last):
-    usdcm.models.registry.ModelError: Unknown model 'vgg16'; choose one of: seed_cnn, ...
+    usdcm.errors.ModelError: Unknown model 'vgg16'; choose one of: seed_cnn, ...
     """
     sides = _check_arguments(name, in_channels, num_classes, image_size, dropout)
     return model_spec(name).build(in_channels, num_classes, sides, float(dropout))

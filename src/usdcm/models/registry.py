@@ -14,17 +14,13 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from usdcm.errors import UsdcmError
+from usdcm.errors import ModelError
 
 if TYPE_CHECKING:
     from torch import nn
 
 Builder = Callable[[int, int, tuple[int, int], float], "nn.Module"]
 """``(in_channels, num_classes, image_size, dropout) -> model``, arguments already checked."""
-
-
-class ModelError(UsdcmError):
-    """An unknown model name, or model arguments out of range."""
 
 
 @dataclass(frozen=True)
@@ -144,7 +140,7 @@ def model_spec(name: str) -> ModelSpec:
     32
     >>> model_spec("vgg16")
     Traceback (most recent call last):
-    usdcm.models.registry.ModelError: Unknown model 'vgg16'; choose one of: seed_cnn, ...
+    usdcm.errors.ModelError: Unknown model 'vgg16'; choose one of: seed_cnn, ...
     """
     spec = REGISTRY.get(name)
     if spec is None:

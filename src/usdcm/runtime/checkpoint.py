@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from usdcm.atomic import atomic_write_bytes
-from usdcm.errors import UsdcmError
+from usdcm.errors import CheckpointError
 
 REQUIRED_KEYS = (
     "model_state",
@@ -40,10 +40,6 @@ VERSIONED_PACKAGES = ("usdcm", "torch", "monai", "pydicom", "numpy", "nibabel")
 
 _SCALARS = (str, int, float, bool, type(None))
 _CONTAINERS = (dict, OrderedDict, list, tuple)
-
-
-class CheckpointError(UsdcmError):
-    """A checkpoint that is missing, unreadable, unsafe or incomplete, or cannot be written."""
 
 
 def _check_safe(value: Any, where: str) -> None:

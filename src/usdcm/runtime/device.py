@@ -22,14 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from usdcm.errors import UsdcmError
+from usdcm.errors import DeviceError
 
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
 """What ``runtime.device`` and ``--device`` accept; ``cuda:N`` picks one GPU."""
-
-
-class DeviceError(UsdcmError):
-    """A device that was asked for but is not available, or a device name not understood."""
 
 
 def _probe_cuda() -> bool:
@@ -79,7 +75,7 @@ def select_device(
     device(type='cuda', index=0)
     >>> select_device("cuda", cuda_available=False)
     Traceback (most recent call last):
-    usdcm.runtime.device.DeviceError: runtime.device is 'cuda' but no CUDA GPU was found; ...
+    usdcm.errors.DeviceError: runtime.device is 'cuda' but no CUDA GPU was found; ...
     """
     name = requested.strip().lower()
     match = re.fullmatch(r"cuda:(\d+)", name)

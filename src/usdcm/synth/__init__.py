@@ -5,7 +5,7 @@ tissue pixels, ``screen`` lays out the scanner screen and burns in fake PHI, ``e
 ``junk`` make DICOM bytes, and ``export`` writes the folder. Nothing here reads real data.
 """
 
+from usdcm.errors import SynthOptionError
 from usdcm.synth.export import JUNK_KINDS, ExportSummary, ImageRecord, write_export
-from usdcm.synth.plan import SynthOptionError
 
 __all__ = ["JUNK_KINDS", "ExportSummary", "ImageRecord", "SynthOptionError", "write_export"]

@@ -22,6 +22,7 @@ from pydicom.uid import ImplicitVRLittleEndian
 
 from usdcm.atomic import atomic_write_bytes
 from usdcm.dicom.regions import UltrasoundRegion
+from usdcm.errors import SynthOptionError
 from usdcm.synth import junk
 from usdcm.synth.encode import encode_image
 from usdcm.synth.phantom import Lesion
@@ -30,7 +31,6 @@ from usdcm.synth.plan import (
     InstancePlan,
     PatientPlan,
     SeriesPlan,
-    SynthOptionError,
     draw_plan,
 )
 from usdcm.synth.screen import RegionItem, compose

@@ -15,7 +15,7 @@ from pathlib import PurePosixPath
 import numpy as np
 from pydicom.uid import UID, generate_uid
 
-from usdcm.errors import UsdcmError
+from usdcm.errors import SynthOptionError
 from usdcm.synth.catalog import (
     FAMILY_NAMES,
     GIVEN_NAMES,
@@ -40,10 +40,6 @@ STUDY_EPOCH = dt.date(2024, 1, 8)
 """The first study date; later patients are scanned on later days. No wall clock is read."""
 BIRTH_EPOCH = dt.date(1940, 1, 1)
 """The earliest birth date; birth dates spread over the following 63 years."""
-
-
-class SynthOptionError(UsdcmError):
-    """An option of ``usdcm synth`` (or of :func:`~usdcm.synth.write_export`) is unusable."""
 
 
 @dataclass(frozen=True)
@@ -191,7 +187,7 @@ def validate_options(
     >>> validate_options(patients=0, seed=0, abnormal_fraction=0.5, difficulty=0.3, frames=8)
     Traceback (most recent call last):
     ...
-    usdcm.synth.plan.SynthOptionError: --patients must be between 1 and 100000, found 0.
+    usdcm.errors.SynthOptionError: --patients must be between 1 and 100000, found 0.
     """
     if seed < 0:
         message = f"--seed must be 0 or a positive integer, found {seed}."

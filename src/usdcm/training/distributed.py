@@ -19,11 +19,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from usdcm.errors import UsdcmError
-
-
-class DistributedError(UsdcmError):
-    """torchrun's environment is inconsistent, or a multi-process run cannot start."""
+from usdcm.errors import DistributedError
 
 
 @dataclass(frozen=True)
