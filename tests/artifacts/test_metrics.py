@@ -35,3 +35,36 @@ def test_missing_keys_and_nan_are_refused(tmp_path: Path) -> None:
         MetricsFile({"level": "study"})
     with pytest.raises(ValueError, match="JSON compliant"):
         MetricsFile({**VALUES, "n": float("nan")}).write(tmp_path / "m.json")
+
+
+def test_one_level_enum_from_the_cli_to_the_metrics() -> None:
+    """The CLI's --level choices, the metrics code and metrics.json share one enum."""
+    from usdcm.artifacts.metrics import Level
+    from usdcm.cli import _report_options
+    from usdcm.metrics import Level as MetricsLevel
+    from usdcm.metrics import summarize
+
+    assert _report_options.Level is Level
+    assert MetricsLevel is Level
+    rows = [
+        {
+            "image_id": f"i{n}",
+            "patient_key": f"p{n}",
+            "label": "a" if n % 2 else "b",
+            "prob_a": str(n / 10),
+            "prob_b": str(1 - n / 10),
+        }
+        for n in range(10)
+    ]
+    metrics = summarize(
+        rows,
+        level=Level.PATIENT,
+        classes=["a", "b"],
+        positive_class="a",
+        threshold=0.5,
+        threshold_rule="0.5",
+        threshold_chosen_on="fixed in advance",
+        exploratory=False,
+        n_bootstrap=10,
+    )
+    assert metrics["level"] == Level.PATIENT.value

@@ -9,6 +9,7 @@ import pytest
 from tests.evaluation.conftest import Evaluated
 from tests.training.conftest import tiny_config, write_tiny_manifest
 
+from usdcm.artifacts.metrics import Level
 from usdcm.evaluation.evaluate import (
     EvaluationError,
     ManifestChangedError,
@@ -80,7 +81,7 @@ def test_without_val_rows_the_threshold_is_exploratory(
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    report = build_report(path, tmp_path / "out", ReportOptions(level="image", n_bootstrap=50))
+    report = build_report(path, tmp_path / "out", ReportOptions(level=Level.IMAGE, n_bootstrap=50))
     assert report.metrics["threshold"]["exploratory"] is True
     fixed = build_report(path, tmp_path / "fixed", ReportOptions(threshold="0.5", n_bootstrap=50))
     assert fixed.metrics["threshold"]["value"] == 0.5

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,19 @@ REQUIRED_KEYS = ("level", "positive_class", "n", "threshold", "provenance")
 """Keys every metrics file has; the rest follows :func:`usdcm.metrics.summarize`."""
 
 _FIX = "recompute it with this usdcm (`usdcm report PREDICTIONS.csv --out DIR`)"
+
+
+class Level(StrEnum):
+    """The unit a case of the metrics stands for; images are grouped up to it.
+
+    The one enum of levels: the CLI offers its values as choices, :mod:`usdcm.metrics`
+    groups by it, and ``metrics.json`` records its value.
+    """
+
+    IMAGE = "image"
+    SERIES = "series"
+    STUDY = "study"
+    PATIENT = "patient"
 
 
 @dataclass(frozen=True)

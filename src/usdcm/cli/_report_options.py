@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from usdcm.artifacts.metrics import Level
+
 if TYPE_CHECKING:
     from usdcm.evaluation.reporting import ReportOptions
-
-
-class Level(StrEnum):
-    """The unit a metric counts: probabilities are averaged up to it."""
-
-    image = "image"
-    series = "series"
-    study = "study"
-    patient = "patient"
 
 
 LevelOption = Annotated[
@@ -69,7 +61,7 @@ def report_options(
     from usdcm.evaluation.reporting import ReportOptions
 
     return ReportOptions(
-        level=level.value if level else None,
+        level=level,
         threshold=threshold,
         positive_class=positive_class,
         subgroups=tuple(subgroup) if subgroup else ("manufacturer", "model"),

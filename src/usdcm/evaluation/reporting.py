@@ -22,7 +22,7 @@ from rich.table import Table
 
 from usdcm import __version__
 from usdcm.artifacts.evaluation import EVALUATION_JSON, EvaluationContext
-from usdcm.artifacts.metrics import METRICS_JSON, MetricsFile
+from usdcm.artifacts.metrics import METRICS_JSON, Level, MetricsFile
 from usdcm.artifacts.predictions import Predictions
 from usdcm.errors import ReportError
 
@@ -34,7 +34,7 @@ THUMBNAIL_SIDE = 160
 class ReportOptions:
     """How to compute the report; ``None`` means "decide from the data"."""
 
-    level: str | None = None
+    level: Level | None = None
     threshold: str = "youden"
     positive_class: str | None = None
     subgroups: tuple[str, ...] = ("manufacturer", "model")
@@ -97,7 +97,7 @@ def _evaluated_split(rows: Sequence[dict[str, str]], requested: str | None) -> s
 
 
 def _scores(
-    rows: Sequence[dict[str, str]], level: str, classes: list[str], positive: str
+    rows: Sequence[dict[str, str]], level: Level, classes: list[str], positive: str
 ) -> tuple[list[int], list[float]]:
     from usdcm.metrics import aggregate
 
@@ -113,14 +113,14 @@ def build_report(
     ``command`` is the exact command line to record (the CLI builds it with
     ``shlex.join(["usdcm", *args])``); None records none. Never reads ``sys.argv``.
     """
-    from usdcm.metrics import choose_threshold, parse_threshold_rule, summarize
+    from usdcm.metrics import choose_threshold, parse_level, parse_threshold_rule, summarize
 
     read = Predictions.read(predictions)
     rows, classes = list(read.rows), list(read.classes)
     context = _read_context(predictions.parent / EVALUATION_JSON)
     split = _evaluated_split(rows, options.split or None)
     evaluated = [row for row in rows if split is None or row.get("split") == split]
-    level = options.level or str(context.get("default_level") or "image")
+    level = options.level or parse_level(str(context.get("default_level") or "image"))
     positive = options.positive_class or default_positive_class(classes)
     if positive not in classes:
         message = f"--positive-class {positive!r} is not among the classes {classes}."

@@ -6,13 +6,14 @@ imports no torch and knows nothing of files: callers read the predictions CSV an
 the report.
 """
 
+from usdcm.artifacts.metrics import Level
 from usdcm.errors import (
     AggregationError,
     MetricsError,
     ThresholdRuleError,
     UndefinedMetricError,
 )
-from usdcm.metrics.aggregate import AggregatedCase, Level, aggregate
+from usdcm.metrics.aggregate import AggregatedCase, aggregate, parse_level
 from usdcm.metrics.bootstrap import BootstrapResult, cluster_bootstrap
 from usdcm.metrics.calibration import (
     Reliability,
@@ -48,6 +49,7 @@ __all__ = [
     "cluster_bootstrap",
     "delong_auc",
     "expected_calibration_error",
+    "parse_level",
     "parse_threshold_rule",
     "reliability",
     "roc_auc",

@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 
+from usdcm.artifacts.metrics import Level
 from usdcm.errors import AggregationError, MetricsError
 
 Row = Mapping[str, str]
@@ -30,15 +30,6 @@ UNKNOWN = "unknown"
 
 DEFAULT_SUBGROUP_COLUMNS: tuple[str, ...] = ("manufacturer", "model")
 """Columns whose values define subgroups unless told otherwise."""
-
-
-class Level(StrEnum):
-    """The unit a case stands for; images are grouped by the level's key column."""
-
-    IMAGE = "image"
-    SERIES = "series"
-    STUDY = "study"
-    PATIENT = "patient"
 
 
 KEY_COLUMNS: dict[Level, str] = {

@@ -17,12 +17,12 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_curve
 
+from usdcm.artifacts.metrics import Level
 from usdcm.errors import MetricsError, UndefinedMetricError
 from usdcm.metrics._arrays import require_both_classes
 from usdcm.metrics.aggregate import (
     DEFAULT_SUBGROUP_COLUMNS,
     AggregatedCase,
-    Level,
     Row,
     aggregate,
     aggregation_rule,
