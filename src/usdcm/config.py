@@ -62,6 +62,8 @@ class SplitConfig:
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     seed: int = 0
+    folds: int = 1
+    """Cross-validation folds over the non-test data (1: one train/val split, no folds)."""
 
     def __post_init__(self) -> None:
         _check_finite(self, "split.")
@@ -69,6 +71,7 @@ class SplitConfig:
         _check("split.val_fraction", val, 0 <= val < 1, "in [0, 1)")
         _check("split.test_fraction", test, 0 <= test < 1, "in [0, 1)")
         _check("split.test_fraction", test, val + test < 1, "val_fraction + test_fraction < 1")
+        _check("split.folds", self.folds, 1 <= self.folds <= 20, "in [1, 20]")
 
 
 @dataclass
@@ -106,6 +109,8 @@ class DataConfig:
     num_workers: int = 0
     loader: Literal["thread", "torch"] = "thread"
     cache_on_device: bool = False
+    tta_flip: bool = False
+    """Test-time augmentation: average each prediction with that of the left-right flip."""
     normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
 
     def __post_init__(self) -> None:
@@ -130,6 +135,10 @@ class AugmentConfig:
     gamma: float = 0.2
     speckle_std: float = 0.1
     prob: float = 0.5
+    mixup_alpha: float = 0.0
+    """Beta(alpha, alpha) mixup of batch pairs; 0 turns it off."""
+    cutmix_alpha: float = 0.0
+    """Beta(alpha, alpha) cutmix of batch pairs; 0 turns it off."""
 
     def __post_init__(self) -> None:
         _check_finite(self, "augment.")
@@ -141,6 +150,8 @@ class AugmentConfig:
             ("gamma", self.gamma, 0 <= self.gamma < 1, "in [0, 1)"),
             ("speckle_std", self.speckle_std, self.speckle_std >= 0, ">= 0"),
             ("prob", self.prob, 0 <= self.prob <= 1, "in [0, 1]"),
+            ("mixup_alpha", self.mixup_alpha, self.mixup_alpha >= 0, ">= 0"),
+            ("cutmix_alpha", self.cutmix_alpha, self.cutmix_alpha >= 0, ">= 0"),
         ]
         for key, value, ok, expected in checks:
             _check(f"augment.{key}", value, ok, expected)
@@ -153,12 +164,17 @@ class ModelConfig:
     name: str = "seed_cnn"
     """A name of :data:`usdcm.models.registry.MODEL_NAMES`."""
     dropout: float = 0.0
+    weights: str = "none"
+    """``imagenet`` (weights shipped in a registry package), ``none`` (random) or a path."""
 
     def __post_init__(self) -> None:
         _check_finite(self, "model.")
         names = ", ".join(repr(name) for name in MODEL_NAMES)
         _check("model.name", self.name, self.name in MODEL_NAMES, f"one of {names}")
         _check("model.dropout", self.dropout, 0 <= self.dropout < 1, "in [0, 1)")
+        _check(
+            "model.weights", self.weights, bool(self.weights.strip()), "imagenet, none or a path"
+        )
 
 
 @dataclass
@@ -172,6 +188,13 @@ class OptimConfig:
     schedule: Literal["cosine", "onecycle", "none"] = "cosine"
     patience: int = 5
     class_weighting: Literal["loss", "sampler", "none"] = "loss"
+    warmup_epochs: int = 0
+    """Epochs of linear learning-rate warmup before the schedule (cosine: warmup then cosine)."""
+    label_smoothing: float = 0.0
+    ema_decay: float = 0.0
+    """Decay of an exponential moving average of the weights, validated and saved; 0: off."""
+    grad_clip: float = 0.0
+    """Clip the gradient norm to this value; 0: off."""
 
     def __post_init__(self) -> None:
         _check_finite(self, "optim.")
@@ -180,6 +203,12 @@ class OptimConfig:
         _check("optim.lr", self.lr, self.lr > 0, "> 0")
         _check("optim.weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0")
         _check("optim.patience", self.patience, self.patience >= 1, ">= 1")
+        warmup = self.warmup_epochs
+        _check("optim.warmup_epochs", warmup, 0 <= warmup < self.epochs, "in [0, epochs)")
+        smoothing = self.label_smoothing
+        _check("optim.label_smoothing", smoothing, 0 <= smoothing < 1, "in [0, 1)")
+        _check("optim.ema_decay", self.ema_decay, 0 <= self.ema_decay < 1, "in [0, 1)")
+        _check("optim.grad_clip", self.grad_clip, self.grad_clip >= 0, ">= 0")
 
 
 @dataclass
