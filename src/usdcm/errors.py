@@ -117,6 +117,14 @@ class CheckpointError(UsdcmError):
     """A checkpoint that is missing, unreadable, unsafe or incomplete, or cannot be written."""
 
 
+class PlanError(UsdcmError):
+    """A plan that cannot be made: a time budget not understood, or a ``plan.json`` unusable."""
+
+
+class PlanFileError(ArtifactError):
+    """A ``plan.json`` that is missing, unreadable or malformed."""
+
+
 class DistributedError(UsdcmError):
     """torchrun's environment is inconsistent, or a multi-process run cannot start."""
 
