@@ -35,7 +35,7 @@ def test_round_trip_with_the_version_on_every_row(tmp_path: Path) -> None:
     ("text", "found"),
     [
         ("image_id,patient_key,study_key,label,split,schema_version\ni,p,s,a,train,1\n", "1"),
-        ("image_id,patient_key,study_key,label,split,schema_version\ni,p,s,a,train,3\n", "3"),
+        ("image_id,patient_key,study_key,label,split,fold,schema_version\ni,p,s,a,train,,4\n", "4"),
     ],
 )
 def test_another_version_is_refused_naming_file_versions_and_fix(
@@ -49,6 +49,22 @@ def test_another_version_is_refused_naming_file_versions_and_fix(
     assert str(path) in message
     assert f"schema version {found}" in message and f"reads version {SCHEMA_VERSION}" in message
     assert "retrain" in message
+
+
+def test_a_version_2_file_without_folds_is_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "splits.csv"
+    path.write_text("image_id,patient_key,study_key,label,split,schema_version\ni,p,s,a,val,2\n")
+    assert read_splits_file(path) == [SplitRow("i", "p", "s", "a", "val")]
+
+
+def test_folds_round_trip_and_name_their_leakage_group(tmp_path: Path) -> None:
+    rows = [SplitRow("a", "p1", "", "x", "train", fold=2), SplitRow("b", "p2", "", "y", "test")]
+    path = tmp_path / "splits.csv"
+    write_splits_file(path, rows)
+    assert read_splits_file(path) == rows
+    assert [row.group for row in rows] == ["fold-2", "test"]
+    with pytest.raises(SplitsFileError, match="fold 1 in split 'test'"):
+        SplitRow("c", "p3", "", "x", "test", fold=1)
 
 
 def test_an_unversioned_file_of_an_older_usdcm_is_refused(tmp_path: Path) -> None:

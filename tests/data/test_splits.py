@@ -14,8 +14,10 @@ from usdcm.data.splits import (
     SPLITS,
     LeakageError,
     SplitError,
+    assign_folds,
     assign_splits,
     check_leakage,
+    fold_splits,
     label_map,
     write_splits,
 )
@@ -247,3 +249,88 @@ def test_write_splits_writes_one_row_per_split_image(tmp_path: Path) -> None:
 def test_fractions_out_of_range_are_refused(val: float, test: float) -> None:
     with pytest.raises(ValueError, match="fraction"):
         assign_splits(make_rows(4), val_fraction=val, test_fraction=test, seed=0)
+
+
+def _shared_studies(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """``rows`` where every 7th patient shares its first study with the next patient."""
+    linked = [dict(row) for row in rows]
+    for row in linked:
+        patient = int(row["patient_key"].split("-")[1])
+        if patient % 7 == 1:
+            row["study_uid"] = f"1.2.3.{patient - 1}.0"
+    return linked
+
+
+def test_folds_keep_every_patient_and_study_in_one_fold_and_test_as_assign_splits() -> None:
+    rows = _shared_studies(make_rows(60))
+    folds = assign_folds(rows, folds=4, val_fraction=0.2, test_fraction=0.2, seed=3)
+    splits = assign_splits(rows, val_fraction=0.2, test_fraction=0.2, seed=3)
+
+    assert {i for i, f in folds.items() if f == 0} == {i for i, s in splits.items() if s == "test"}
+    assert set(folds) == {row["image_id"] for row in rows}
+    by_patient: dict[str, set[int]] = defaultdict(set)
+    by_study: dict[str, set[int]] = defaultdict(set)
+    for row in rows:
+        by_patient[row["patient_key"]].add(folds[row["image_id"]])
+        by_study[row["study_uid"]].add(folds[row["image_id"]])
+    assert all(len(found) == 1 for found in by_patient.values())
+    assert all(len(found) == 1 for found in by_study.values())
+    assert any(len({r["patient_key"] for r in rows if r["study_uid"] == s}) > 1 for s in by_study)
+    # each fold of the check is also what check_leakage accepts
+    check_leakage(rows, {image_id: f"fold-{fold}" for image_id, fold in folds.items()})
+
+
+def test_folds_are_stratified_balanced_and_independent_of_row_order() -> None:
+    rows = [
+        {"image_id": f"i{n}", "patient_key": f"p{n}", "label": "abnormal" if n % 4 == 0 else "b"}
+        for n in range(80)
+    ]
+    folds = assign_folds(rows, folds=4, val_fraction=0.2, test_fraction=0.2, seed=0)
+    per_fold = Counter((f, row["label"]) for row in rows if (f := folds[row["image_id"]]))
+    assert sorted({per_fold[(f, "abnormal")] for f in range(1, 5)}) in ([4], [3, 4], [4, 5])
+    assert (
+        max(per_fold[(f, "b")] for f in range(1, 5)) - min(per_fold[(f, "b")] for f in range(1, 5))
+        <= 1
+    )
+    assert assign_folds(rows[::-1], folds=4, val_fraction=0.2, test_fraction=0.2, seed=0) == folds
+    other = assign_folds(rows, folds=4, val_fraction=0.2, test_fraction=0.2, seed=1)
+    assert other != folds
+
+
+def test_fold_splits_validate_on_one_fold_and_train_on_the_others() -> None:
+    rows = make_rows(30)
+    folds = assign_folds(rows, folds=3, val_fraction=0.2, test_fraction=0.2, seed=0)
+    vals = []
+    for k in (1, 2, 3):
+        split = fold_splits(folds, k)
+        assert {i for i, s in split.items() if s == "val"} == {
+            i for i, f in folds.items() if f == k
+        }
+        assert {i for i, s in split.items() if s == "test"} == {
+            i for i, f in folds.items() if f == 0
+        }
+        vals.append({i for i, s in split.items() if s == "val"})
+    assert set().union(*vals) == {i for i, f in folds.items() if f}
+    assert sum(len(v) for v in vals) == len(set().union(*vals))
+    with pytest.raises(SplitError, match="no fold 4"):
+        fold_splits(folds, 4)
+
+
+def test_too_few_patients_for_the_folds_is_a_clear_error() -> None:
+    rows = make_rows(5)
+    with pytest.raises(SplitError, match="6 folds need at least 6 patients"):
+        assign_folds(rows, folds=6, val_fraction=0.2, test_fraction=0.2, seed=0)
+    with pytest.raises(SplitError, match="2 folds or more"):
+        assign_folds(rows, folds=1, val_fraction=0.2, test_fraction=0.2, seed=0)
+
+
+def test_write_splits_records_the_fold_of_each_training_image(tmp_path: Path) -> None:
+    from usdcm.artifacts.splits import read_splits_file
+
+    rows = make_rows(12)
+    folds = assign_folds(rows, folds=2, val_fraction=0.2, test_fraction=0.2, seed=0)
+    splits = {i: "test" if f == 0 else "train" for i, f in folds.items()}
+    write_splits(tmp_path / "splits.csv", rows, splits, folds)
+    written = read_splits_file(tmp_path / "splits.csv")
+    assert {row.image_id: row.fold for row in written} == folds
+    assert {row.split for row in written if row.fold} == {"train"}

@@ -1,8 +1,9 @@
 """Train/val/test splits of manifest rows: grouped by patient, stratified by label, leak-checked.
 
-Owns which image goes to which split, the label-to-index map, the leakage check and
-``splits.csv``. Works on manifest rows (``dict[str, str]``) only: it never opens an image
-and never decides how images are transformed. Rows without a label take part in no split.
+Owns which image goes to which split (and, for cross-validation, to which fold), the
+label-to-index map, the leakage check and ``splits.csv``. Works on manifest rows
+(``dict[str, str]``) only: it never opens an image and never decides how images are
+transformed. Rows without a label take part in no split.
 Studies are told apart by ``study_key`` (the keyed pseudonym ingest writes), or by
 ``study_uid`` in a hand-written manifest without one; a UID is used for grouping only and
 never written into ``splits.csv`` or shown in a message.
@@ -26,9 +27,11 @@ __all__ = [
     "SPLIT_COLUMNS",
     "LeakageError",
     "SplitError",
+    "assign_folds",
     "assign_splits",
     "check_leakage",
     "find_leaks",
+    "fold_splits",
     "label_map",
     "labelled_rows",
     "row_label",
@@ -165,6 +168,95 @@ def assign_splits(
     return splits
 
 
+TEST_FOLD = 0
+"""The fold number :func:`assign_folds` gives a test image: it is in no fold."""
+
+
+def assign_folds(
+    rows: Sequence[Row], *, folds: int, val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, int]:
+    """Hold the test split out as :func:`assign_splits` does, and cut the rest into folds.
+
+    The test images are exactly those :func:`assign_splits` (same arguments) sends to
+    ``test``, so a cross-validated run is tested on the images a plain run is tested on.
+    Every other labelled image goes to one of ``folds`` folds: images are grouped by
+    patient and study as for the splits (all images of a patient, and of a study, share a
+    fold), groups are stratified by their majority label, each stratum is shuffled with
+    ``seed`` and dealt round the folds, continuing where the previous stratum stopped, so
+    that folds differ by at most one group per label and in size by about one group. The
+    result depends on ``seed`` and the rows' content, never on their order.
+
+    Parameters
+    ----------
+    rows : sequence of mapping
+        Manifest rows; rows without a label are in no fold.
+    folds : int
+        Number of folds, 2 or more.
+    val_fraction, test_fraction : float, seed : int
+        As for :func:`assign_splits` (``val_fraction`` only shapes the test split, exactly
+        as it does there).
+
+    Returns
+    -------
+    dict of str to int
+        ``{image_id: fold}``: ``1 .. folds``, or :data:`TEST_FOLD` (0) for a test image.
+
+    Raises
+    ------
+    SplitError
+        Fewer than 2 folds, or fewer patient groups outside the test split than folds;
+        and everything :func:`assign_splits` raises.
+
+    Examples
+    --------
+    >>> rows = [
+    ...     {"image_id": f"i{n}", "patient_key": f"p{n}", "label": "ab"[n % 2]} for n in range(20)
+    ... ]
+    >>> assignment = assign_folds(rows, folds=3, val_fraction=0.2, test_fraction=0.2, seed=0)
+    >>> sorted(Counter(assignment.values()).items())
+    [(0, 4), (1, 6), (2, 5), (3, 5)]
+    """
+    if folds < 2:
+        message = f"folds is {folds}; cross-validation needs 2 folds or more (1 means no folds)."
+        raise SplitError(message)
+    splits = assign_splits(rows, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    rest = [row for row in labelled_rows(rows) if splits[row["image_id"].strip()] != "test"]
+    groups = _groups(rest)
+    if len(groups) < folds:
+        message = (
+            f"{folds} folds need at least {folds} patients outside the test split; there are "
+            f"{len(groups)} (patients sharing a study count as one). Use fewer folds "
+            "(split.folds, --folds) or add data."
+        )
+        raise SplitError(message)
+    assignment = dict.fromkeys((i for i, s in splits.items() if s == "test"), TEST_FOLD)
+    position = 0
+    for label, group_ids in sorted(_strata(groups).items()):
+        rng = np.random.default_rng([seed % 2**63, _stable_hash(label), folds])
+        ordered = sorted(group_ids)
+        for index in rng.permutation(len(ordered)):
+            fold = position % folds + 1
+            position += 1
+            for row in groups[ordered[index]]:
+                assignment[row["image_id"].strip()] = fold
+    return assignment
+
+
+def fold_splits(assignment: Mapping[str, int], fold: int) -> dict[str, str]:
+    """The train/val/test split of one fold: fold ``fold`` validates, the others train.
+
+    >>> fold_splits({"a": 0, "b": 1, "c": 2}, 2)
+    {'a': 'test', 'b': 'train', 'c': 'val'}
+    """
+    if fold not in set(assignment.values()) - {TEST_FOLD}:
+        message = f"There is no fold {fold}; the folds are {sorted(set(assignment.values()))}."
+        raise SplitError(message)
+    return {
+        image_id: "test" if value == TEST_FOLD else "val" if value == fold else "train"
+        for image_id, value in assignment.items()
+    }
+
+
 def _check_keys(rows: Sequence[Row]) -> None:
     seen: set[str] = set()
     for index, row in enumerate(rows):
@@ -211,13 +303,8 @@ def _grouped_splits(
     rows: Sequence[Row], *, val_fraction: float, test_fraction: float, seed: int
 ) -> dict[str, str]:
     groups = _groups(rows)
-    strata: dict[str, list[str]] = defaultdict(list)
-    for group_id, members in groups.items():
-        counts = Counter(row_label(row) for row in members)
-        majority = min(counts, key=lambda label: (-counts[label], label))
-        strata[majority].append(group_id)
     group_split: dict[str, str] = {}
-    for label, group_ids in strata.items():
+    for label, group_ids in _strata(groups).items():
         ordered = sorted(group_ids)
         rng = np.random.default_rng([seed % 2**63, _stable_hash(label)])
         shuffled = [ordered[i] for i in rng.permutation(len(ordered))]
@@ -234,6 +321,16 @@ def _grouped_splits(
         for group_id, members in groups.items()
         for row in members
     }
+
+
+def _strata(groups: Mapping[str, Sequence[Row]]) -> dict[str, list[str]]:
+    """Group names by their majority label (a tie goes to the alphabetically first label)."""
+    strata: dict[str, list[str]] = defaultdict(list)
+    for group_id, members in groups.items():
+        counts = Counter(row_label(row) for row in members)
+        majority = min(counts, key=lambda label: (-counts[label], label))
+        strata[majority].append(group_id)
+    return strata
 
 
 def _groups(rows: Sequence[Row]) -> dict[str, list[Row]]:
@@ -393,12 +490,19 @@ def check_leakage(rows: Iterable[Row], splits: Mapping[str, str]) -> None:
         raise LeakageError(message)
 
 
-def write_splits(path: Path, rows: Iterable[Row], splits: Mapping[str, str]) -> int:
+def write_splits(
+    path: Path,
+    rows: Iterable[Row],
+    splits: Mapping[str, str],
+    folds: Mapping[str, int] | None = None,
+) -> int:
     """Write ``splits.csv`` atomically: one row per image in ``splits``, in manifest order.
 
     The file is :mod:`usdcm.artifacts.splits`; a row without a ``study_key`` gets an empty
-    one, never its UID. Returns the number of rows written.
+    one, never its UID. ``folds`` (from :func:`assign_folds`) fills the ``fold`` column of
+    a cross-validated run's file. Returns the number of rows written.
     """
+    folds = folds or {}
     records = (
         SplitRow(
             image_id=image_id,
@@ -406,6 +510,7 @@ def write_splits(path: Path, rows: Iterable[Row], splits: Mapping[str, str]) -> 
             study_key=row.get("study_key") or "",
             label=row_label(row),
             split=splits[image_id],
+            fold=folds.get(image_id, TEST_FOLD),
         )
         for row in rows
         if (image_id := (row.get("image_id") or "").strip()) in splits
