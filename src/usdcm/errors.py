@@ -40,6 +40,10 @@ class MetricsFileError(ArtifactError):
     """A ``metrics.json`` that is missing, unreadable or malformed."""
 
 
+class FoldsFileError(ArtifactError):
+    """A cross-validated run's ``folds.json`` that is missing, unreadable or malformed."""
+
+
 # --- Ingest: SOURCE, DICOM files, labels and outputs ---
 
 
