@@ -242,6 +242,7 @@ def train(
     on_epoch: Callable[[EpochRecord], None] | None = None,
     progress: TrainingProgress | None = None,
     command: str | None = None,
+    splits: Mapping[str, str] | None = None,
 ) -> TrainResult:
     """Train on ``manifest_path`` with ``config`` into ``run_dir``; see the module docstring.
 
@@ -253,7 +254,9 @@ def train(
     ``progress`` gets one phase per epoch (``"epoch N"``, a step per training and validation
     batch) on rank 0; None shows nothing. ``command`` is the exact command line to record in
     the checkpoints (the CLI builds it with ``shlex.join(["usdcm", *args])``); None records
-    that it is unknown.
+    that it is unknown. ``splits`` (``{image_id: "train" | "val" | "test"}``) fixes the
+    split instead of computing it from ``config.split`` (one fold of a cross-validated
+    run, :func:`usdcm.training.folds.train_folds`); it is leak-checked all the same.
 
     Raises
     ------
@@ -288,6 +291,7 @@ def train(
             device=device,
             run_dir=run_dir,
             logger=logger,
+            splits=splits,
         )
         if context.is_main:
             atomic_write_text(run_dir / "config.yaml", dump_config(config))
@@ -406,6 +410,11 @@ def train(
                     "epoch": epoch,
                     "val_auc": auc,
                     "val_balanced_accuracy": metrics["balanced_accuracy"],
+                    # this epoch's validation probabilities: a fold's out-of-fold predictions
+                    "val_predictions": {
+                        "image_ids": list(predictions.image_ids),
+                        "probabilities": predictions.probabilities.tolist(),
+                    },
                 }
                 if improved:
                     save_checkpoint(run_dir / "best.pt", payload)
