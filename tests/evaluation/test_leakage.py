@@ -160,3 +160,15 @@ def test_an_unknown_secret_with_no_shared_key_is_not_checkable() -> None:
 def test_a_leakage_check_that_contradicts_itself_is_refused(status: str, patients: int) -> None:
     with pytest.raises(EvaluationFileError, match="leakage check"):
         LeakageCheck(status, "", shared_patients=patients)
+
+
+def test_a_patient_in_two_folds_of_a_cross_validated_run_fails_the_recheck() -> None:
+    apart = [
+        SplitRow("a", "p1", "s1", "x", "train", fold=1),
+        SplitRow("b", "p2", "s2", "x", "train", fold=2),
+        SplitRow("c", "p3", "s3", "x", "test"),
+    ]
+    assert check_run_splits(apart).status == "passed"
+    shared = [*apart, SplitRow("d", "p1", "s4", "x", "train", fold=2)]
+    check = check_run_splits(shared)
+    assert (check.status, check.shared_patients, check.shared_studies) == ("failed", 1, 0)

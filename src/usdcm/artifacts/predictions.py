@@ -24,6 +24,15 @@ from usdcm.errors import PredictionsError
 PREDICTIONS_CSV = "predictions.csv"
 """The name ``usdcm evaluate`` gives the file in its output folder."""
 
+OOF_PREDICTIONS_CSV = "oof_predictions.csv"
+"""A cross-validated run's out-of-fold predictions, ``RUN/oof_predictions.csv``: every
+non-test image once, predicted by the best checkpoint of the fold that validated on it,
+in this file's format with split :data:`OOF_SPLIT`."""
+
+OOF_SPLIT = "oof"
+"""The ``split`` value of an out-of-fold row; the report chooses its threshold on these rows
+when a run has folds (they stand where a plain run's val rows stand)."""
+
 SCHEMA_VERSION = 2
 """Version 2 has study_key/series_key and schema_version; version 1 (no column) had UIDs."""
 

@@ -43,7 +43,7 @@ def _plural(n: int, word: str) -> str:
 def check_run_splits(
     split_rows: Sequence[SplitRow], manifest_rows: Sequence[Row] = ()
 ) -> LeakageCheck:
-    """Re-check a run's ``splits.csv``: no patient and no study in two splits.
+    """Re-check a run's ``splits.csv``: no patient and no study in two splits (or two folds).
 
     ``manifest_rows`` (the run's manifest, when it is still there) supply the study of an
     image whose split row has no ``study_key`` (a hand-written manifest with UIDs only).
@@ -66,7 +66,8 @@ def check_run_splits(
         }
         for row in split_rows
     ]
-    patients, studies = find_leaks(records, {row.image_id: row.split for row in split_rows})
+    # a cross-validated run's folds are kept apart too (SplitRow.group is the fold there)
+    patients, studies = find_leaks(records, {row.image_id: row.group for row in split_rows})
     without_study = sum(1 for record in records if not study_of(record))
     if patients or studies:
         what = " and ".join(

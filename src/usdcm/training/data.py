@@ -27,7 +27,7 @@ from usdcm.data.datasets import (
     weighted_sampler,
 )
 from usdcm.data.normalization import IntensityStats, compute_stats
-from usdcm.data.splits import assign_splits, write_splits
+from usdcm.data.splits import assign_splits, check_leakage, write_splits
 from usdcm.data.transforms import preprocess_fingerprint, preprocess_transforms, train_transforms
 from usdcm.errors import TrainingError
 from usdcm.training.distributed import DistContext
@@ -56,21 +56,26 @@ def prepare_data(
     device: torch.device,
     run_dir: Path,
     logger: logging.Logger,
+    splits: Mapping[str, str] | None = None,
 ) -> RunData:
     """Split ``rows``, measure the training statistics, cache, and build the loaders.
 
     Every process computes the same split and statistics (both are deterministic), caches
     the whole train and validation splits, and iterates its own share through a
     ``DistributedSampler``; a single process is rank 0 of 1, so it sees the same global
-    batches as N processes do together.
+    batches as N processes do together. ``splits`` fixes the split (one fold of a
+    cross-validated run); it is leak-checked like a computed one.
     """
     seed = config.runtime.seed
-    splits = assign_splits(
-        rows,
-        val_fraction=config.split.val_fraction,
-        test_fraction=config.split.test_fraction,
-        seed=config.split.seed,
-    )
+    if splits is None:
+        splits = assign_splits(
+            rows,
+            val_fraction=config.split.val_fraction,
+            test_fraction=config.split.test_fraction,
+            seed=config.split.seed,
+        )
+    else:
+        check_leakage(rows, splits)
     items = dataset_items(rows, splits, root=root, labels=labels)
     train_items, val_items = items.get("train", []), items.get("val", [])
     if not train_items or not val_items:
