@@ -68,3 +68,48 @@ def test_merged_sorts_by_id_and_drops_the_padded_duplicates_of_other_ranks() -> 
     assert merged.probabilities.tolist() == [[0.9, 0.1], [0.2, 0.8], [0.3, 0.7]]
     with pytest.raises(ValueError):
         ClipPredictions(["a"], np.array([0, 1]), np.array([[1.0, 0.0]])).merged([])
+
+
+class _LeftHeavy(nn.Module):
+    """Logits ``[0, 4 * (mean of the first half of the columns - mean of the rest)]``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        half = x.shape[2] // 2
+        score = 4 * (x[:, :, :half].mean(dim=(1, 2, 3)) - x[:, :, half:].mean(dim=(1, 2, 3)))
+        return torch.stack([torch.zeros_like(score), score], dim=1)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_tta_flip_averages_the_image_and_its_left_right_flip(channels_last: bool) -> None:
+    from usdcm.data.transforms import affine_resample
+
+    generator = torch.Generator().manual_seed(0)
+    volumes = [torch.rand(1, 6, 4, 3, generator=generator) for _ in range(3)]
+    cines = [{"image": v, "label": i % 2, "image_id": f"c{i}"} for i, v in enumerate(volumes)]
+    dataset = EvalFramesDataset(cines, n_frames=3, clip_frames=1)  # type: ignore[arg-type]
+    batches = [collate_frames([dataset[0], dataset[1]]), collate_frames([dataset[2]])]
+    model = _LeftHeavy()
+
+    def run(tta_flip: bool) -> np.ndarray:  # type: ignore[type-arg]
+        return predict_clips(
+            model,
+            batches,
+            device=torch.device("cpu"),
+            autocast=contextlib.nullcontext,
+            channels_last=channels_last,
+            tta_flip=tta_flip,
+        ).probabilities
+
+    def expected(frames: torch.Tensor) -> np.ndarray:  # type: ignore[type-arg]
+        # the flip of training's augmentation, frame by frame: left-right, the column axis
+        flipped = torch.stack([affine_resample(frame, flip_lr=True) for frame in frames])
+        plain = torch.softmax(model(frames), dim=1)
+        mirrored = torch.softmax(model(flipped), dim=1)
+        return ((plain + mirrored) / 2).mean(dim=0).numpy()
+
+    with_flip, without = run(True), run(False)
+    for index in range(3):
+        frames = dataset[index]["image"]  # (frames, C, W, H)
+        np.testing.assert_allclose(with_flip[index], expected(frames), rtol=1e-5)
+    assert not np.allclose(with_flip, without)  # the model is not flip-symmetric
+    np.testing.assert_allclose(with_flip.sum(axis=1), 1.0, rtol=1e-6)

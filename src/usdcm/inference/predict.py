@@ -82,6 +82,7 @@ def predict_items(
         autocast=lambda: autocast(policy, trained.device),
         channels_last=config.runtime.channels_last,
         on_batch=on_image,
+        tta_flip=config.data.tta_flip,
     )
 
 

@@ -1,7 +1,8 @@
 """Batched prediction: a model over evaluation batches, one mean probability per cine.
 
 Owns the prediction pass that training (validation), evaluation and inference share: frames
-in, softmax per frame, mean per clip, :class:`ClipPredictions` out, in batch order. Never
+in, softmax per frame (averaged with the left-right flip's when asked), mean per clip,
+:class:`ClipPredictions` out, in batch order. Never
 reads files, configs or checkpoints, never picks a device or AMP policy (the caller passes
 them, see :mod:`usdcm.runtime.device`) and never computes metrics.
 """
@@ -58,12 +59,18 @@ def predict_clips(
     autocast: Callable[[], contextlib.AbstractContextManager[Any]],
     channels_last: bool = False,
     on_batch: ProgressHook | None = None,
+    tta_flip: bool = False,
 ) -> ClipPredictions:
     """Mean softmax probability over each cine's evenly spaced frames (or clips).
 
     Each batch is what :func:`usdcm.data.datasets.collate_frames` makes: ``image``
     ``(N, C, W, H)`` holding the frames of ``B`` cines, ``clip_index`` ``(N,)`` naming each
     frame's cine, ``label`` ``(B,)`` and ``image_id`` (``B`` str).
+
+    ``tta_flip`` (``data.tta_flip``) makes each frame's probability the mean of the
+    probabilities of the frame and of its left-right flip: the flip training augments with,
+    along the column axis (axis 2 of ``(N, C, W, H)``). Both go through the model in one
+    forward pass of twice the batch.
     """
     from usdcm.data.datasets import mean_per_clip
 
@@ -76,9 +83,18 @@ def predict_clips(
         frames = batch["image"].to(device, non_blocking=non_blocking)
         if channels_last:
             frames = frames.contiguous(memory_format=torch.channels_last)
-        with autocast():
-            logits = model(frames)
-        per_frame = torch.softmax(logits.float(), dim=1)
+        if tta_flip:
+            flipped = frames.flip(2)
+            if channels_last:
+                flipped = flipped.contiguous(memory_format=torch.channels_last)
+            with autocast():
+                logits = model(torch.cat([frames, flipped]))
+            both = torch.softmax(logits.float(), dim=1)
+            per_frame = (both[: len(frames)] + both[len(frames) :]) / 2
+        else:
+            with autocast():
+                logits = model(frames)
+            per_frame = torch.softmax(logits.float(), dim=1)
         n_clips = len(batch["image_id"])
         per_clip = mean_per_clip(per_frame, batch["clip_index"], n_clips)
         ids.extend(str(i) for i in batch["image_id"])
