@@ -6,11 +6,14 @@ import shlex
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from usdcm.cli._errors import user_errors
+
+if TYPE_CHECKING:
+    from usdcm.config import TrainConfig
 
 
 class DeviceChoice(StrEnum):
@@ -30,7 +33,13 @@ def train_command(
     manifest: Annotated[Path, typer.Argument(help="manifest.csv written by `usdcm ingest`.")],
     config: Annotated[
         Path | None,
-        typer.Option(help="YAML config (see configs/); default: the built-in defaults."),
+        typer.Option(
+            help="YAML config (see configs/) whose keys override the plan's choices; "
+            "default: the plan alone."
+        ),
+    ] = None,
+    time_budget: Annotated[
+        str | None, typer.Option("--time-budget", help=TIME_BUDGET_HELP)
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Run folder; default runs/<data folder>.")
@@ -39,6 +48,15 @@ def train_command(
     epochs: Annotated[int | None, typer.Option(min=1, help="Overrides optim.epochs.")] = None,
     seed: Annotated[int | None, typer.Option(help="Overrides runtime.seed.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from RUN/last.pt.")] = False,
+    folds: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=20,
+            help="Overrides split.folds: K > 1 trains K cross-validation folds into "
+            "RUN/fold-<k>/ and uses their ensemble; --resume skips finished folds.",
+        ),
+    ] = None,
     nproc: Annotated[
         int,
         typer.Option(min=1, help="Processes (GPUs) to train on; >1 launches torchrun (DDP)."),
@@ -48,10 +66,20 @@ def train_command(
         str | None,
         typer.Option(hidden=True, help="The user's command line (set for torchrun workers)."),
     ] = None,
+    plan_file: Annotated[
+        Path | None,
+        typer.Option(hidden=True, help="The launcher's plan.json (set for torchrun workers)."),
+    ] = None,
 ) -> None:
     """Train a classifier on an ingested manifest, reproducibly, on GPU when there is one.
 
-    Example: usdcm train data/manifest.csv --config configs/resnet18.yaml --out runs/r18
+    First it makes a plan (see `usdcm plan`): from the manifest, the device and a short
+    timing probe it chooses the model, weights, input size, batch size, epochs and recipe
+    that fit --time-budget, prints them with the rule behind each and writes RUN/plan.json.
+    Precedence: a flag (--epochs, --seed, --device, --folds) wins over a --config file,
+    which wins over the plan. --resume trains on with RUN/plan.json.
+
+    Example: usdcm train data/manifest.csv --time-budget 30m --out runs/r1
     """
     with user_errors():
         run_dir = out or _default_run_dir(manifest)
@@ -64,27 +92,86 @@ def train_command(
             if "--out" not in argv and "-o" not in argv:
                 argv += ["--out", str(run_dir)]
             argv = _strip_record_command(argv) + ["--record-command", command]
+            if plan_file is None:  # plan once, here; every worker trains with that plan
+                plan = _plan_or_resume(
+                    manifest, run_dir, resume, time_budget, config, nproc, flags
+                )
+                argv += ["--plan-file", str(run_dir / PLAN_JSON)]
+                del plan
             raise typer.Exit(launch(nproc, argv))
 
         from usdcm.cli._progress import RichProgress
         from usdcm.cli._train_report import print_summary
-        from usdcm.config import load_config
         from usdcm.training.run import train
 
-        overrides: dict[str, object] = {}
-        if device is not None:
-            overrides["runtime.device"] = device.value
-        if epochs is not None:
-            overrides["optim.epochs"] = epochs
-        if seed is not None:
-            overrides["runtime.seed"] = seed
-        resolved = load_config(config, overrides)
-        with RichProgress(disable=quiet) as progress:
+        if plan_file is not None:
+            from usdcm.artifacts.plan import PlanRecord
+            from usdcm.plan import plan_from_record
+
+            resolved = plan_from_record(PlanRecord.read(plan_file)).config
+        else:
+            resolved = _plan_or_resume(manifest, run_dir, resume, time_budget, config, 1, flags)
+        if resolved.split.folds > 1:
+            _train_folds(manifest, resolved, run_dir, resume=resume, quiet=quiet, command=command)
+            return
+        with RichProgress(disable=quiet, epochs=resolved.optim.epochs) as progress:
             result = train(
                 manifest, resolved, run_dir, resume=resume, progress=progress, command=command
             )
         if result.is_main:
             print_summary(result)
+
+
+def _plan_or_resume(
+    manifest: Path,
+    run_dir: Path,
+    resume: bool,
+    time_budget: str | None,
+    config: Path | None,
+    processes: int,
+    flags: dict[str, Any],
+) -> TrainConfig:
+    """The config to train with: a new plan, printed and written to RUN/plan.json; or, with
+    --resume, the run's plan.json with the --config file's keys and the flags over it."""
+    from usdcm.artifacts.plan import PlanRecord
+    from usdcm.cli.plan import flag_overrides, make_cli_plan, print_plan
+    from usdcm.plan import override_config
+
+    if resume and (run_dir / PLAN_JSON).is_file():
+        overrides, _sources = flag_overrides(**flags)
+        record = PlanRecord.read(run_dir / PLAN_JSON)
+        typer.echo(f"resuming with the plan in {run_dir / PLAN_JSON}")
+        return override_config(record.config, config_path=config, overrides=overrides)
+    plan = make_cli_plan(
+        manifest, time_budget=time_budget, config=config, processes=processes, **flags
+    )
+    print_plan(plan.to_record())
+    plan.write(run_dir)
+    return plan.config
+
+
+def _train_folds(
+    manifest: Path, config: TrainConfig, run_dir: Path, *, resume: bool, quiet: bool, command: str
+) -> None:
+    """Train the cross-validation folds and print each fold's best AUC and the OOF AUC."""
+    from usdcm.cli._progress import RichProgress
+    from usdcm.training.folds import train_folds
+
+    with RichProgress(disable=quiet) as progress:
+        result = train_folds(
+            manifest, config, run_dir, resume=resume, progress=progress, command=command
+        )
+    if not result.is_main:
+        return
+    for entry in result.record.folds:
+        auc = "n/a" if entry.val_auc is None else f"{entry.val_auc:.4f}"
+        typer.echo(
+            f"fold {entry.fold}: best validation AUC {auc} ({run_dir / f'fold-{entry.fold}'})"
+        )
+    oof = "n/a" if result.record.oof_auc is None else f"{result.record.oof_auc:.4f}"
+    typer.echo(
+        f"out-of-fold AUC {oof}: {result.oof_path}; `usdcm evaluate {run_dir}` uses the ensemble"
+    )
 
 
 def _strip_nproc_value(argv: list[str]) -> list[str]:

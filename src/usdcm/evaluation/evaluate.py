@@ -8,6 +8,12 @@ before it looks at the evaluated split. Also owns two checks: that the run's man
 still the one the checkpoint was trained on (refused otherwise, unless allowed), and the
 leakage check (:mod:`.leakage`). Never computes a metric: :mod:`.reporting` does. Never
 reads ``sys.argv``: the caller passes the command line to record.
+
+A cross-validated run (``usdcm train --folds K``) is evaluated with the ensemble of its
+folds (the mean of their probabilities). Its non-test images were each trained on by K-1
+folds, so none is predicted again: the run's out-of-fold predictions
+(``RUN/oof_predictions.csv``, split ``oof``) are copied in instead, and the report chooses
+its threshold on them as it does on a plain run's val rows.
 """
 
 from __future__ import annotations
@@ -25,13 +31,19 @@ from usdcm.artifacts.evaluation import (
     ManifestCheck,
 )
 from usdcm.artifacts.manifest import read_manifest
-from usdcm.artifacts.predictions import PREDICTIONS_CSV, write_predictions
+from usdcm.artifacts.predictions import (
+    OOF_PREDICTIONS_CSV,
+    OOF_SPLIT,
+    PREDICTIONS_CSV,
+    read_predictions,
+    write_predictions,
+)
 from usdcm.artifacts.splits import SplitRow, read_splits_file
 from usdcm.errors import EvaluationError, ManifestChangedError
 from usdcm.evaluation.leakage import check_external, check_run_splits
 
 if TYPE_CHECKING:
-    from usdcm.inference.model import TrainedModel
+    from usdcm.inference.model import Classifier
 
 SPLITS = ("train", "val", "test")
 LEVEL_OF_LABEL_KEY = {
@@ -141,10 +153,11 @@ def evaluate_run(
     EvaluationError
         No labelled images in the split, labels the model does not know, a missing image.
     """
-    from usdcm.inference.model import load_trained_model
+    from usdcm.inference.model import Ensemble, load_trained_model
     from usdcm.inference.predict import predict_items
 
     trained = load_trained_model(run, device)
+    folds = len(trained.members) if isinstance(trained, Ensemble) else 0
     run_dir = trained.checkpoint_path.parent
     train_manifest = trained.manifest_path
     label_map = {name: index for index, name in enumerate(trained.classes)}
@@ -184,6 +197,14 @@ def evaluate_run(
         roots["external"] = manifest.parent
         if not split_rows and splits_path.is_file():
             split_rows = read_splits_file(splits_path)  # the run's manifest is gone
+    if folds and manifest is None and split != "test":
+        message = (
+            f"The run {run_dir} is cross-validated ({folds} folds): each of its non-test "
+            "images was trained on by the other folds, and its out-of-fold prediction is in "
+            f"{run_dir / OOF_PREDICTIONS_CSV} (report it with `usdcm report`); evaluate "
+            "--split test, or pass --manifest."
+        )
+        raise EvaluationError(message)
     if split not in by_split or not by_split[split]:
         message = (
             f"The split {split!r} holds no labelled images; choose one of "
@@ -201,6 +222,8 @@ def evaluate_run(
     if on_start is not None:
         on_start(sum(len(by_split[name]) for name in predicted))
     rows_out: list[dict[str, Any]] = []
+    if folds:
+        rows_out.extend(_oof_rows(run_dir / OOF_PREDICTIONS_CSV, trained.classes))
     for name in predicted:
         rows = by_split[name]
         result = predict_items(trained, _items(rows, roots[name], label_map), on_image=on_image)
@@ -253,8 +276,26 @@ def evaluate_run(
     return predictions_path, context.to_dict()
 
 
+def _oof_rows(path: Path, classes: Sequence[str]) -> list[dict[str, Any]]:
+    """The out-of-fold rows of a cross-validated run, as predictions rows of split ``oof``."""
+    rows, found = read_predictions(path)
+    if list(found) != list(classes):
+        message = f"{path} holds the classes {found}, the folds {list(classes)}; retrain."
+        raise EvaluationError(message)
+    columns = ("image_id", "label", *(f"prob_{c}" for c in classes))
+    context = ("patient_key", "study_key", "series_key", "manufacturer", "model", "frames")
+    return [
+        {
+            **{column: row[column] for column in columns},
+            "split": OOF_SPLIT,
+            **{column: row.get(column, "") for column in context},
+        }
+        for row in rows
+    ]
+
+
 def _context(
-    trained: TrainedModel,
+    trained: Classifier,
     run_dir: Path,
     manifest: Path,
     split: str,
@@ -298,6 +339,12 @@ def _context(
             if split == "external"
             else "the run's splits.csv (manifest split column, or grouped by patient and "
             "study, stratified by label)"
+            + (
+                f"; the non-test images in {len(payload['folds'])} cross-validation folds, "
+                "grouped and stratified the same way"
+                if payload.get("folds")
+                else ""
+            )
         ),
         leakage_check=leakage,
         manifest_check=manifest_check,
@@ -312,5 +359,20 @@ def _context(
             "manifest_sha256": payload.get("manifest_sha256"),
             "versions": payload.get("versions", {}),
             "config": trained.config.to_dict(),
+            **_ensemble_info(payload),
         },
     )
+
+
+def _ensemble_info(payload: dict[str, Any]) -> dict[str, Any]:
+    """A cross-validated run's folds for the report's model section; ``{}`` for one model."""
+    folds = payload.get("folds")
+    if not folds:
+        return {}
+    return {
+        "ensemble": (
+            f"mean of the probabilities of {len(folds)} fold models, each applied with its "
+            "own preprocessing; the threshold rows are the out-of-fold predictions"
+        ),
+        "folds": folds,
+    }

@@ -4,7 +4,10 @@ Owns the decisions between predictions and numbers: which rows are evaluated, at
 level, which class is positive, and where the threshold is chosen (the val rows, before the
 evaluated rows are looked at; on the evaluated rows only as an exploratory report). Writes
 ``metrics.json`` and hands the rendering to :mod:`usdcm.report`. The statistics themselves
-live in :mod:`usdcm.metrics`. ``evaluation.json`` beside the predictions, when present,
+live in :mod:`usdcm.metrics`. With a cross-validated run's predictions, which hold
+out-of-fold rows (split ``oof``) instead of val rows, the threshold is chosen on the
+out-of-fold rows, and their AUC is reported as the cross-validation result
+(``metrics["cross_validation"]``). ``evaluation.json`` beside the predictions, when present,
 only adds descriptions (data, split, model) and thumbnails; never a number.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +27,7 @@ from rich.table import Table
 from usdcm import __version__
 from usdcm.artifacts.evaluation import EVALUATION_JSON, EvaluationContext
 from usdcm.artifacts.metrics import METRICS_JSON, Level, MetricsFile
-from usdcm.artifacts.predictions import Predictions
+from usdcm.artifacts.predictions import OOF_SPLIT, Predictions
 from usdcm.errors import ReportError
 
 NEGATIVE_NAMES = ("normal", "negative", "benign", "healthy", "control", "absent", "no", "0")
@@ -128,12 +132,16 @@ def build_report(
 
     rule = parse_threshold_rule(options.threshold)
     val_rows = [row for row in rows if row.get("split") == "val"]
+    val_name = "val"
+    if not val_rows:  # a cross-validated run: its out-of-fold rows stand for val
+        val_rows = [row for row in rows if row.get("split") == OOF_SPLIT]
+        val_name = "out-of-fold predictions (oof)"
     exploratory = False
     if rule.kind.value == "fixed":
         threshold, chosen_on = float(rule.value), "fixed in advance"
-    elif val_rows and split not in (None, "val"):
+    elif val_rows and split not in (None, "val", OOF_SPLIT):
         labels, scores = _scores(val_rows, level, classes, positive)
-        threshold, chosen_on = choose_threshold(labels, scores, rule), "val"
+        threshold, chosen_on = choose_threshold(labels, scores, rule), val_name
     else:
         labels, scores = _scores(evaluated, level, classes, positive)
         threshold, chosen_on = choose_threshold(labels, scores, rule), split or "all rows"
@@ -152,6 +160,10 @@ def build_report(
         seed=options.seed,
         exploratory=exploratory,
     )
+    if split not in (None, OOF_SPLIT):
+        cross_validation = _cross_validation(rows, level, classes, positive)
+        if cross_validation is not None:
+            metrics["cross_validation"] = cross_validation
     metrics["provenance"] = {
         "predictions": str(predictions),
         "predictions_sha256": _sha256(predictions),
@@ -167,6 +179,37 @@ def build_report(
     MetricsFile(metrics).write(files["metrics"])
     files.update(_render(out, metrics, context, rows, positive, split, options))
     return BuiltReport(out=out, metrics=metrics, files=files)
+
+
+def _cross_validation(
+    rows: Sequence[dict[str, str]], level: Level, classes: list[str], positive: str
+) -> dict[str, Any] | None:
+    """The out-of-fold result: AUC with its DeLong interval at ``level``; None without oof rows.
+
+    An AUC that one class's absence leaves undefined is ``None``, never a made-up number.
+    """
+    from usdcm.errors import UndefinedMetricError
+    from usdcm.metrics import delong_auc
+
+    oof = [row for row in rows if row.get("split") == OOF_SPLIT]
+    if not oof:
+        return None
+    labels, scores = _scores(oof, level, classes, positive)
+    auc: dict[str, Any] = {"value": None, "ci95": [None, None], "method": "DeLong"}
+    try:
+        result = delong_auc(labels, scores)
+    except UndefinedMetricError:
+        pass
+    else:
+        auc["value"] = result.auc
+        auc["ci95"] = [None if math.isnan(bound) else bound for bound in result.ci95]
+    return {
+        "split": OOF_SPLIT,
+        "level": level.value,
+        "n": len(labels),
+        "n_positive": sum(labels),
+        "auc": auc,
+    }
 
 
 def _read_context(path: Path) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 Owns applying a :class:`~usdcm.inference.model.TrainedModel` to images given as ingested
 NIfTI paths or as volumes decoded in memory, and ``usdcm predict``'s walk over a raw export.
 Each image's probability is the mean over ``data.eval_frames`` evenly spaced frames (or
-clips), exactly as validation during training computed it. Never writes images.
+clips), exactly as validation during training computed it; for an
+:class:`~usdcm.inference.model.Ensemble`, the mean of its members' probabilities, each
+member with its own preprocessing. Never writes images.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from usdcm.artifacts.instance import InstanceHeader
-from usdcm.inference.model import TrainedModel
+from usdcm.inference.model import Classifier, Ensemble, TrainedModel
 from usdcm.runtime.predict import ClipPredictions
 
 ProgressHook = Callable[[int], None]
@@ -25,7 +27,7 @@ DEFAULT_BATCH = 4
 
 
 def predict_items(
-    trained: TrainedModel,
+    trained: Classifier,
     items: Sequence[dict[str, Any]],
     *,
     batch_size: int = DEFAULT_BATCH,
@@ -33,10 +35,14 @@ def predict_items(
 ) -> ClipPredictions:
     """Class probabilities of ``items``, in their order.
 
+    An :class:`~usdcm.inference.model.Ensemble` predicts ``items`` with every member
+    (each preprocessing them with its own statistics) and returns the mean of the members'
+    probabilities; ``on_image`` then counts each image once over all members.
+
     Parameters
     ----------
     trained
-        From :func:`~usdcm.inference.model.load_trained_model`.
+        From :func:`~usdcm.inference.model.load_trained_model`: one model or an ensemble.
     items
         ``{"image": NIfTI path or (W, H, F[, 3]) array, "label": int (-1 if unknown),
         "image_id": str}``.
@@ -45,6 +51,52 @@ def predict_items(
     on_image
         Called with the number of images done after each batch.
     """
+    if isinstance(trained, Ensemble):
+        return _predict_ensemble(trained, items, batch_size=batch_size, on_image=on_image)
+    return _predict_one(trained, items, batch_size=batch_size, on_image=on_image)
+
+
+def _predict_ensemble(
+    ensemble: Ensemble,
+    items: Sequence[dict[str, Any]],
+    *,
+    batch_size: int,
+    on_image: ProgressHook | None,
+) -> ClipPredictions:
+    """The mean of the members' probabilities; progress counts each image once."""
+    n_members = len(ensemble.members)
+    progress = {"done": 0.0, "shown": 0}
+
+    def share(count: int) -> None:
+        progress["done"] += count / n_members
+        step = int(progress["done"] + 1e-9) - int(progress["shown"])
+        if step > 0 and on_image is not None:
+            progress["shown"] += step
+            on_image(step)
+
+    parts = [
+        _predict_one(member, items, batch_size=batch_size, on_image=share)
+        for member in ensemble.members
+    ]
+    for part in parts[1:]:
+        if part.image_ids != parts[0].image_ids:  # every member is given the same items
+            message = "ensemble members predicted different images; this is a bug in usdcm."
+            raise RuntimeError(message)
+    return ClipPredictions(
+        image_ids=parts[0].image_ids,
+        labels=parts[0].labels,
+        probabilities=np.mean(np.stack([part.probabilities for part in parts]), axis=0),
+    )
+
+
+def _predict_one(
+    trained: TrainedModel,
+    items: Sequence[dict[str, Any]],
+    *,
+    batch_size: int,
+    on_image: ProgressHook | None,
+) -> ClipPredictions:
+    """One network's probabilities of ``items`` (see :func:`predict_items`)."""
     from monai.data import Dataset
 
     from usdcm.data.datasets import EvalFramesDataset, make_loader
@@ -114,7 +166,7 @@ def _decode(task: tuple[int, Path, bool]) -> dict[str, Any]:
 
 
 def predict_source(
-    trained: TrainedModel,
+    trained: Classifier,
     source: Path,
     *,
     secret: Any,
@@ -231,7 +283,7 @@ def predict_source(
 
 
 def _row(
-    header: InstanceHeader, frames: int, probs: Any, trained: TrainedModel, secret: Any
+    header: InstanceHeader, frames: int, probs: Any, trained: Classifier, secret: Any
 ) -> dict[str, Any]:
     """One output row: pseudonymous keys, scanner, frames, probabilities, predicted class."""
     row: dict[str, Any] = {

@@ -387,6 +387,7 @@ def _model(context: ReportContext) -> Section:
                 ),
             ]
         )
+    blocks.extend(_folds_blocks(model))
     config = model.get("config")
     if isinstance(config, Mapping) and config:
         blocks.extend([Subheading("Configuration"), _key_values(flatten(config))])
@@ -401,9 +402,75 @@ def _model(context: ReportContext) -> Section:
         "config",
         "versions",
         "manifest_check",
+        "ensemble",
+        "folds",
     }
     blocks.extend(_extras(model, known))
     return _section("model", blocks)
+
+
+def _folds_blocks(model: Mapping[str, Any]) -> list[Block]:
+    """A cross-validated run's folds: what the ensemble is, and each fold's training result."""
+    folds = model.get("folds")
+    if not isinstance(folds, Sequence) or not folds:
+        return []
+    rows = tuple(
+        (
+            fmt_value(get(fold, "fold")),
+            fmt_int(_one_based(get(fold, "best_epoch"))),
+            fmt_num(get(fold, "val_auc")),
+            fmt_int(get(fold, "n_train")),
+            fmt_int(get(fold, "n_val")),
+        )
+        for fold in folds
+    )
+    return [
+        Subheading("Cross-validation folds"),
+        Paragraph(
+            f"An ensemble of {len(folds)} models: {fmt_value(model.get('ensemble'))}. Each "
+            "fold's model trained on the other folds and was validated on its own; the test "
+            "split was held out of every fold."
+        ),
+        Table(
+            ("Fold", "Best epoch", "Validation AUC", "Training images", "Validation images"),
+            rows,
+            align="lrrrr",
+        ),
+    ]
+
+
+def _one_based(epoch: object) -> object:
+    """A 0-based epoch as training counts it, shown 1-based as ``usdcm train`` prints it."""
+    return epoch + 1 if isinstance(epoch, int) and not isinstance(epoch, bool) else epoch
+
+
+def _cross_validation_blocks(metrics: Mapping[str, Any]) -> list[Block]:
+    """The out-of-fold result of a cross-validated run, beside the ensemble's test result."""
+    cv = metrics.get("cross_validation")
+    if not isinstance(cv, Mapping):
+        return []
+    auc = cv.get("auc")
+    return [
+        Subheading("Cross-validation (out-of-fold)"),
+        Table(
+            ("Result", "AUC", "95% CI", "Cases (positive)"),
+            (
+                (
+                    f"Out-of-fold, {fmt_value(cv.get('level'))} level",
+                    fmt_num(get(auc, "value")),
+                    _ci_text(auc),
+                    f"{fmt_int(cv.get('n'))} ({fmt_int(cv.get('n_positive'))})",
+                ),
+            ),
+            align="lrrr",
+        ),
+        Paragraph(
+            "Out-of-fold: every image outside the test split, predicted by the fold model "
+            "that did not train on it (AUC with its DeLong interval). The results above are "
+            "the ensemble's (the mean probability of the fold models) on the evaluated split; "
+            "its threshold was chosen on the out-of-fold predictions."
+        ),
+    ]
 
 
 def _proportion_row(name: str, entry: object, *, has_k: bool = True) -> tuple[Cell, ...]:
@@ -462,6 +529,7 @@ def _results(metrics: Mapping[str, Any]) -> Section:
         )
     )
     blocks.extend(_multiclass_blocks(metrics.get("multiclass")))
+    blocks.extend(_cross_validation_blocks(metrics))
     return _section("results", blocks)
 
 
