@@ -88,3 +88,15 @@ def test_a_non_test_split_of_a_cross_validated_run_is_refused_pointing_at_oof(
 ) -> None:
     with pytest.raises(EvaluationError, match="oof_predictions.csv"):
         evaluate_run(folded_run.run, tmp_path, split=split, device="cpu")
+
+
+def test_an_external_manifest_is_scored_by_the_ensemble_with_oof_threshold_rows(
+    folded_run: Evaluated, tmp_path: Path
+) -> None:
+    manifest = folded_run.ingested.root / "manifest.csv"  # its own data: every patient seen
+    predictions, context = evaluate_run(folded_run.run, tmp_path, manifest=manifest, device="cpu")
+    rows, _ = read_predictions(predictions)
+    assert {row["split"] for row in rows} == {"oof", "external"}
+    assert context["split_info"]["leakage_check"]["status"] == "failed"  # folds count as seen
+    metrics = build_report(predictions, tmp_path / "report", ReportOptions(n_bootstrap=20)).metrics
+    assert metrics["threshold"]["chosen_on"] == "out-of-fold predictions (oof)"
