@@ -90,7 +90,7 @@ def test_tta_flip_averages_the_image_and_its_left_right_flip(channels_last: bool
     batches = [collate_frames([dataset[0], dataset[1]]), collate_frames([dataset[2]])]
     model = _LeftHeavy()
 
-    def run(tta_flip: bool) -> np.ndarray:  # type: ignore[type-arg]
+    def run(tta_flip: bool) -> np.ndarray:
         return predict_clips(
             model,
             batches,
@@ -100,7 +100,7 @@ def test_tta_flip_averages_the_image_and_its_left_right_flip(channels_last: bool
             tta_flip=tta_flip,
         ).probabilities
 
-    def expected(frames: torch.Tensor) -> np.ndarray:  # type: ignore[type-arg]
+    def expected(frames: torch.Tensor) -> np.ndarray:
         # the flip of training's augmentation, frame by frame: left-right, the column axis
         flipped = torch.stack([affine_resample(frame, flip_lr=True) for frame in frames])
         plain = torch.softmax(model(frames), dim=1)

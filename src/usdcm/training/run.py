@@ -7,6 +7,10 @@ Owns the run folder::
     RUN/metrics.jsonl   one line per epoch: train loss, validation loss, AUC, balanced accuracy
     RUN/best.pt         the checkpoint with the best validation AUC
     RUN/last.pt         the checkpoint after the last finished epoch (for --resume)
+
+With ``optim.ema_decay`` the network validated, and saved as ``model_state`` in both
+checkpoints, is the exponential moving average of the weights; ``last.pt`` adds the trained
+weights (``train_model_state``) for resuming.
     RUN/train.log       what happened, without patient identifiers
 
 Only rank 0 writes. Every epoch re-seeds every random stream from (seed, epoch), so a run
@@ -15,6 +19,7 @@ resumed from ``last.pt`` ends exactly where an uninterrupted run ends.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -26,6 +31,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from usdcm.artifacts.manifest import read_manifest
 from usdcm.atomic import atomic_write_text
@@ -35,6 +41,7 @@ from usdcm.data.splits import label_map, labelled_rows
 from usdcm.data.transforms import spatial_size
 from usdcm.errors import TrainingError
 from usdcm.models.factory import build_model
+from usdcm.models.weights import apply_weights
 from usdcm.runtime.checkpoint import (
     load_checkpoint,
     package_versions,
@@ -62,7 +69,7 @@ from usdcm.training.distributed import (
     context_from_env,
     init_distributed,
 )
-from usdcm.training.engine import classification_metrics, train_one_epoch
+from usdcm.training.engine import BatchMixer, classification_metrics, make_ema, train_one_epoch
 from usdcm.training.progress import NoProgress, TrainingProgress
 
 __all__ = ["EpochRecord", "TrainResult", "TrainingError", "train"]
@@ -136,11 +143,54 @@ def _read_metrics(path: Path, before_epoch: int) -> list[EpochRecord]:
     return records
 
 
+def _warmup_factor(step: int, *, warmup_steps: int, total_steps: int, cosine: bool) -> float:
+    """Learning-rate factor of optimizer step ``step`` (0-based) under a linear warmup.
+
+    Rises linearly over ``warmup_steps`` (``(step + 1) / warmup_steps``, so the first step
+    already learns and the last warmup step runs at the full rate), then stays at 1, or
+    with ``cosine`` decays as a half cosine to 0 at ``total_steps``.
+
+    >>> [round(_warmup_factor(s, warmup_steps=2, total_steps=6, cosine=True), 3)
+    ...  for s in range(6)]
+    [0.5, 1.0, 1.0, 0.854, 0.5, 0.146]
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if not cosine:
+        return 1.0
+    done = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
+
+
 def _scheduler(
     optimizer: Any, config: TrainConfig, steps_per_epoch: int
 ) -> tuple[Any | None, bool]:
-    """The learning-rate schedule and whether it steps per batch (True) or per epoch."""
+    """The learning-rate schedule and whether it steps per batch (True) or per epoch.
+
+    ``optim.warmup_epochs`` above 0 makes every schedule step per batch: a linear warmup
+    over those epochs, then the cosine's decay to 0 over the remaining ones (cosine), the
+    full rate (none), or, for one-cycle, its own ramp lasting the warmup (``pct_start``).
+    Without warmup the schedules are those of earlier versions, step for step.
+    """
     schedule = config.optim.schedule
+    warmup = config.optim.warmup_epochs
+    if warmup > 0:
+        steps = max(steps_per_epoch, 1)
+        if schedule == "onecycle":
+            return torch.optim.lr_scheduler.OneCycleLR(
+                optimizer,
+                max_lr=config.optim.lr,
+                epochs=config.optim.epochs,
+                steps_per_epoch=steps,
+                pct_start=warmup / config.optim.epochs,
+            ), True
+        factor = functools.partial(
+            _warmup_factor,
+            warmup_steps=warmup * steps,
+            total_steps=config.optim.epochs * steps,
+            cosine=schedule == "cosine",
+        )
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor), True
     if schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=config.optim.epochs
@@ -153,6 +203,42 @@ def _scheduler(
             steps_per_epoch=max(steps_per_epoch, 1),
         ), True
     return None, False
+
+
+def _loss_function(
+    config: TrainConfig, train_labels: list[int], n_classes: int, device: torch.device
+) -> nn.Module:
+    """Cross-entropy, weighted by inverse class frequency (``optim.class_weighting: loss``)
+    and with ``optim.label_smoothing``."""
+    weight = None
+    if config.optim.class_weighting == "loss":
+        weight = class_weights(train_labels, n_classes).to(device)
+    return nn.CrossEntropyLoss(weight=weight, label_smoothing=config.optim.label_smoothing)
+
+
+def _batch_mixer(config: TrainConfig, seed: int, epoch: int, rank: int) -> BatchMixer | None:
+    """The epoch's mixup/cutmix, from its own generator seeded by (seed, epoch, rank).
+
+    None when both alphas are 0. Its own stream, re-seeded every epoch, so a resumed run
+    mixes as an uninterrupted one did, and dropout's global stream is untouched.
+    """
+    augment = config.augment
+    if augment.mixup_alpha == 0 and augment.cutmix_alpha == 0:
+        return None
+    import numpy as np
+
+    rng = np.random.default_rng(np.random.SeedSequence([seed % 2**63, epoch, rank, 11]))
+    return BatchMixer(augment.mixup_alpha, augment.cutmix_alpha, rng)
+
+
+def _ema_resume_state(network: nn.Module, ema: AveragedModel | None) -> dict[str, Any]:
+    """What ``last.pt`` needs besides ``model_state`` (the EMA's) to resume with an EMA."""
+    if ema is None:
+        return {}
+    return {
+        "train_model_state": unwrap_model(network).state_dict(),
+        "ema_updates": int(ema.n_averaged),
+    }
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -169,7 +255,10 @@ def _restore(
     parts: dict[str, Any],
     device: torch.device,
 ) -> tuple[int, float, int, int]:
-    """Load ``last.pt`` into the model, optimizer, scheduler and scaler of ``parts``.
+    """Load ``last.pt`` into the model, EMA, optimizer, scheduler and scaler of ``parts``.
+
+    With an EMA, ``last.pt``'s ``model_state`` is the EMA's (what was validated) and the
+    trained weights are ``train_model_state``; ``ema_updates`` restores its count.
 
     Returns the epoch to start at, the best AUC and epoch so far, and the stale epochs.
     """
@@ -180,7 +269,11 @@ def _restore(
             "same manifest, or start a new run folder."
         )
         raise TrainingError(message)
-    parts["model"].load_state_dict(state["model_state"])
+    parts["model"].load_state_dict(state.get("train_model_state", state["model_state"]))
+    ema = parts.get("ema")
+    if ema is not None and "ema_updates" in state:
+        ema.module.load_state_dict(state["model_state"])
+        ema.n_averaged.fill_(int(state["ema_updates"]))
     parts["optimizer"].load_state_dict(state["optimizer_state"])
     if parts["scheduler"] is not None and state.get("scheduler_state"):
         parts["scheduler"].load_state_dict(state["scheduler_state"])
@@ -304,22 +397,24 @@ def train(
             image_size=spatial_size(config.data.image_size),  # (W, H), as the loader stacks
             dropout=config.model.dropout,
         ).to(device)
+        in_channels = data.channels * config.data.clip_frames
+        weights = apply_weights(model, config.model.name, config.model.weights, in_channels)
+        logger.info("starting weights: %s (%s)", weights.source, "; ".join(weights.notes))
         model = to_channels_last(model, config.runtime.channels_last)
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
         )
         scheduler, per_step = _scheduler(optimizer, config, len(data.train_loader))
         scaler = make_grad_scaler(policy, device)
-        weight = None
-        if config.optim.class_weighting == "loss":
-            weight = class_weights(data.train_labels, n_classes).to(device)
-        loss_fn = nn.CrossEntropyLoss(weight=weight)
+        loss_fn = _loss_function(config, data.train_labels, n_classes, device)
+        ema = make_ema(model, config.optim.ema_decay) if config.optim.ema_decay > 0 else None
 
         manifest_sha = sha256_file(manifest_path)
         start_epoch, best_auc, best_epoch, stale = 0, float("nan"), -1, 0
         if resume:
             parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
             parts["scaler"] = scaler
+            parts["ema"] = ema
             start_epoch, best_auc, best_epoch, stale = _restore(
                 last_path, manifest_sha, parts, device
             )
@@ -336,6 +431,7 @@ def train(
             return autocast(policy, device)
 
         payload_base = _checkpoint_base(config, labels, data, manifest_path, manifest_sha, command)
+        payload_base["weights"] = weights.to_dict()  # source and SHA-256 of the start weights
         metrics_path = run_dir / "metrics.jsonl"
         result = TrainResult(
             run_dir=run_dir,
@@ -369,18 +465,22 @@ def train(
                 step_scheduler=scheduler.step if per_step and scheduler else None,
                 channels_last=config.runtime.channels_last,
                 on_batch=lambda _n: bar.advance(1),
+                grad_clip=config.optim.grad_clip,
+                ema=ema,
+                mixer=_batch_mixer(config, seed, epoch, context.rank),
             )
             lr = float(optimizer.param_groups[0]["lr"])
             if scheduler is not None and not per_step:
                 scheduler.step()
             train_loss = all_reduce_mean(context, train_loss)
             local = predict_clips(
-                network,
+                network if ema is None else ema.module,
                 val_loader,
                 device=device,
                 autocast=run_autocast,
                 channels_last=config.runtime.channels_last,
                 on_batch=lambda _n: bar.advance(1),
+                tta_flip=config.data.tta_flip,
             )
             gathered = all_gather_objects(context, local)
             predictions = gathered[0].merged(gathered[1:])
@@ -404,9 +504,11 @@ def train(
                 best=improved,
             )
             if context.is_main:
+                # model_state is the network validated (the EMA's when there is one)
+                validated = unwrap_model(network) if ema is None else ema.module
                 payload = {
                     **payload_base,
-                    "model_state": unwrap_model(network).state_dict(),
+                    "model_state": validated.state_dict(),
                     "epoch": epoch,
                     "val_auc": auc,
                     "val_balanced_accuracy": metrics["balanced_accuracy"],
@@ -428,6 +530,7 @@ def train(
                         "best_auc": best_auc,
                         "best_epoch": best_epoch,
                         "stale_epochs": stale,
+                        **_ema_resume_state(network, ema),
                     },
                 )
                 _append_metrics(metrics_path, record, epoch)
