@@ -274,3 +274,62 @@ def test_each_epoch_and_rank_mixes_from_its_own_stream() -> None:
     draws = {first_lam(s, e, r) for s, e, r in [(0, 0, 0), (0, 1, 0), (0, 0, 1), (1, 0, 0)]}
     assert len(draws) == 4
     assert first_lam(0, 1, 0) == first_lam(0, 1, 0)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_with_the_ema_and_clipping_match_one(
+    tiny_manifest: TinyManifest, tmp_path: Path
+) -> None:
+    """Under DDP the EMA follows the unwrapped model and clipping sees the reduced gradients."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    manifest = tiny_manifest()
+    sections: dict[str, dict[str, object]] = {
+        "optim": {
+            "class_weighting": "none",
+            "ema_decay": 0.6,
+            "grad_clip": 0.05,
+            "warmup_epochs": 1,
+            "label_smoothing": 0.1,
+        },
+        "data": {"tta_flip": True},
+    }
+    config = tiny_config(**sections)
+    config_path = tmp_path / "ddp.yaml"
+    config_path.write_text(yaml.safe_dump(config.to_dict()))
+    train(manifest, config, tmp_path / "single")
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "usdcm",
+        "train",
+        str(manifest),
+        "--config",
+        str(config_path),
+        "--out",
+        str(tmp_path / "ddp"),
+        "--quiet",
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    ddp, single = _metrics(tmp_path / "ddp"), _metrics(tmp_path / "single")
+    assert len(ddp) == len(single) == 3
+    for d, s in zip(ddp, single, strict=True):
+        for key in _KEYS:
+            assert d[key] == pytest.approx(s[key], rel=1e-3, abs=1e-4), key
+    ddp_last = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    single_last = load_checkpoint(tmp_path / "single" / "last.pt")
+    assert ddp_last["ema_updates"] == single_last["ema_updates"] == 3 * 2
+    for key, value in single_last["model_state"].items():
+        torch.testing.assert_close(ddp_last["model_state"][key], value, rtol=1e-3, atol=1e-4)
