@@ -22,7 +22,7 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 
 from usdcm.errors import ConfigError
-from usdcm.models.registry import MIN_SIDE, MODEL_NAMES
+from usdcm.models.registry import IMAGENET_MODELS, MIN_SIDE, MODEL_NAMES
 
 __all__ = [
     "AugmentConfig",
@@ -175,6 +175,9 @@ class ModelConfig:
         _check(
             "model.weights", self.weights, bool(self.weights.strip()), "imagenet, none or a path"
         )
+        has = self.weights != "imagenet" or self.name in IMAGENET_MODELS
+        why = f"model.name {self.name!r} has no ImageNet weights; {', '.join(IMAGENET_MODELS)} has"
+        _check("model.weights", self.weights, has, f"none or a path ({why})")
 
 
 @dataclass

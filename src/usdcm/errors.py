@@ -93,6 +93,10 @@ class ModelError(UsdcmError):
     """An unknown model name, or model arguments out of range."""
 
 
+class WeightsError(ModelError):
+    """A weights file (``model.weights``) that is missing, unreadable, unsafe or does not fit."""
+
+
 class PreprocessError(UsdcmError):
     """An image that cannot be read, or whose layout is not what the manifest says.
 

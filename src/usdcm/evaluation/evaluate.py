@@ -358,6 +358,7 @@ def _context(
             "normalization": payload.get("normalization"),
             "manifest_sha256": payload.get("manifest_sha256"),
             "versions": payload.get("versions", {}),
+            "weights": payload.get("weights") or {"source": "not recorded (an older run)"},
             "config": trained.config.to_dict(),
             **_ensemble_info(payload),
         },
