@@ -23,8 +23,9 @@ Rows (each a ``usdcm train`` + ``usdcm evaluate`` run of the CLI, as a user runs
 - **pretrained**: EfficientNet-Lite0 with ImageNet weights, 224 px, 8 epochs; skipped until
   the model registry has ``efficientnet_lite0``.
 - **<base>+<piece>**: recipe ablations, one piece of issue 9's recipe turned on over the
-  ``--base`` row (warmup, smooth, ema, mixup, cutmix, clip, tta, onecycle, sampler); a piece
-  is skipped while no code outside ``usdcm/config.py`` reads its key.
+  ``--base`` row: warmup, smooth, ema, mixup, cutmix, clip, tta, onecycle, sampler, or
+  recipe (warmup, smooth, ema, clip and tta together); a piece is skipped while no code
+  outside ``usdcm/config.py`` reads its key.
 
 Per row: the test AUC with its DeLong 95% CI, accuracy (at the threshold chosen on
 validation) and balanced accuracy, all from usdcm's ``metrics.json``; minutes of training
@@ -87,7 +88,22 @@ PIECES: tuple[Piece, ...] = (
     Piece("tta", {"data": {"tta_flip": True}}, "tta_flip"),
     Piece("onecycle", {"optim": {"schedule": "onecycle"}}, "schedule"),
     Piece("sampler", {"optim": {"class_weighting": "sampler"}}, "class_weighting"),
+    Piece(
+        "recipe",
+        {
+            "optim": {
+                "warmup_epochs": 1,
+                "label_smoothing": 0.1,
+                "ema_decay": 0.99,
+                "grad_clip": 1.0,
+            },
+            "data": {"tta_flip": True},
+        },
+        "warmup_epochs",
+    ),
 )
+"""``recipe`` turns on warmup, label smoothing, EMA, clipping and TTA together (not mixup or
+cutmix, which the issue calls optional)."""
 PIECE_BY_NAME = {piece.name: piece for piece in PIECES}
 
 
