@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import os
 import shlex
 import subprocess
@@ -11,10 +12,20 @@ import yaml
 from tests.training.conftest import tiny_config, write_tiny_manifest
 from typer.testing import CliRunner
 
+from usdcm.artifacts.plan import PLAN_JSON, PlanRecord
 from usdcm.cli.app import app
 from usdcm.cli.train import _strip_nproc_value
 
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def reference_timing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plan with the reference machine's step times: no probe, the same plan everywhere."""
+    from usdcm.plan import planner
+    from usdcm.plan.probe import reference_probe
+
+    monkeypatch.setattr(planner, "timing_probe", lambda device: reference_probe)
 
 
 def test_train_prints_the_summary_table(tmp_path: Path) -> None:
@@ -60,13 +71,99 @@ def test_nproc_workers_record_the_users_command_not_their_own(
         return 0
 
     monkeypatch.setattr(distributed, "launch", fake_launch)
-    args = ["train", "m.csv", "--nproc", "2", "--epochs", "3"]
+    manifest = write_tiny_manifest(tmp_path / "data")
+    out = tmp_path / "run"
+    args = ["train", str(manifest), "--nproc", "2", "--epochs", "3", "-o", str(out)]
     monkeypatch.setattr(sys, "argv", ["usdcm", *args])
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     (argv,) = seen
-    assert "--nproc" not in argv and "--out" in argv
-    assert argv[-2:] == ["--record-command", shlex.join(["usdcm", *args])]
+    assert "--nproc" not in argv and "-o" in argv
+    # the launcher plans once and hands every worker that plan
+    assert argv[-4:-2] == ["--record-command", shlex.join(["usdcm", *args])]
+    assert argv[-2:] == ["--plan-file", str(out / PLAN_JSON)]
+    assert PlanRecord.read(out / PLAN_JSON).config["optim"]["epochs"] == 3
+
+
+def test_train_without_a_config_plans_prints_the_plan_and_trains_with_it(
+    tmp_path: Path,
+) -> None:
+    manifest = write_tiny_manifest(tmp_path / "data")
+    out = tmp_path / "run"
+    args = ["train", str(manifest), "-o", str(out), "--epochs", "1", "--time-budget", "8s", "-q"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "usdcm plan" in result.output and "model.name" in result.output
+    assert "overridden" in result.output  # --epochs
+    assert result.output.index("usdcm plan") < result.output.index("val AUC")
+    record = PlanRecord.read(out / PLAN_JSON)
+    assert record.choice("optim.epochs").overridden
+    assert record.choice("optim.epochs").rule.startswith("set by --epochs")
+    assert not record.choice("model.name").overridden
+    trained = yaml.safe_load((out / "config.yaml").read_text())
+    assert trained == record.config
+    assert trained["model"]["name"] != "seed_cnn"  # no longer the default
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+    # --resume trains on with the run's plan, not a new one; a flag still overrides it
+    resumed = runner.invoke(app, [*args[:-5], "--epochs", "2", "--resume", "-q"])
+    assert resumed.exit_code == 0, resumed.output
+    assert f"resuming with the plan in {out / PLAN_JSON}" in resumed.output.replace("\n", "")
+    again = yaml.safe_load((out / "config.yaml").read_text())
+    assert again["optim"]["epochs"] == 2
+    assert {k: v for k, v in again.items() if k != "optim"} == {
+        k: v for k, v in trained.items() if k != "optim"
+    }
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_the_seed_cnn_stays_selectable_through_the_config(tmp_path: Path) -> None:
+    manifest = write_tiny_manifest(tmp_path / "data")
+    config = tmp_path / "seed.yaml"
+    config.write_text("model:\n  name: seed_cnn\ndata:\n  image_size: [24, 24]\n")
+    out = tmp_path / "run"
+    args = ["train", str(manifest), "--config", str(config), "-o", str(out), "--epochs", "1"]
+    result = runner.invoke(app, [*args, "-q"])
+    assert result.exit_code == 0, result.output
+    record = PlanRecord.read(out / PLAN_JSON)
+    model = record.choice("model.name")
+    assert (model.value, model.overridden) == ("seed_cnn", True)
+    assert f"--config {config}" in model.rule
+    assert record.choice("model.weights").value == "none"
+
+
+def test_a_bad_time_budget_is_one_line(tmp_path: Path) -> None:
+    manifest = write_tiny_manifest(tmp_path / "data")
+    result = runner.invoke(app, ["train", str(manifest), "--time-budget", "ten minutes"])
+    assert result.exit_code == 2
+    assert "--time-budget is 'ten minutes'" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_progress_shows_the_eta_of_the_epoch_and_of_the_run() -> None:
+    from rich.console import Console
+
+    from usdcm.cli._progress import RichProgress
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=120)
+    with RichProgress(epochs=3, console=console) as bar:
+        for epoch in (1, 2):
+            bar.phase(f"epoch {epoch}", 5)
+            for _ in range(5):
+                bar.advance(1)
+        run = bar.progress.tasks[0]
+        assert (run.description, run.total, run.completed) == ("run", 15, 10)
+        assert bar.progress.tasks[-1].description == "epoch 2"
+        columns = [type(column).__name__ for column in bar.progress.columns]
+        assert "TimeRemainingColumn" in columns
+    with RichProgress(epochs=4, console=console) as resumed:  # resumed after 2 epochs
+        resumed.phase("epoch 3", 5)
+        resumed.advance(2)
+        run = resumed.progress.tasks[0]
+        assert (run.total, run.completed) == (20, 12)
+    with RichProgress(console=console) as plain:  # ingest's phases: no run bar
+        plain.phase("scan", 3)
+        assert plain.run_task is None and len(plain.progress.tasks) == 1
 
 
 @pytest.mark.parametrize(

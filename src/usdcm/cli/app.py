@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from usdcm import __version__
-from usdcm.cli import demo, evaluate, ingest, predict, report, synth, train
+from usdcm.cli import demo, evaluate, ingest, plan, predict, report, synth, train
 
 app = typer.Typer(
     name="usdcm",
@@ -37,6 +37,7 @@ def _root(
 
 app.command("synth")(synth.synth_command)
 app.command("ingest")(ingest.ingest_command)
+app.command("plan")(plan.plan_command)
 app.command("train")(train.train_command)
 app.command("evaluate")(evaluate.evaluate_command)
 app.command("report")(report.report_command)

@@ -6,10 +6,11 @@ import shlex
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from usdcm.artifacts.plan import PLAN_JSON
 from usdcm.cli._errors import user_errors
 
 if TYPE_CHECKING:
@@ -25,6 +26,12 @@ class DeviceChoice(StrEnum):
     cpu = "cpu"
 
 
+TIME_BUDGET_HELP = (
+    "Time the training may take, e.g. 20m, 1h30m or 900s; the plan picks the largest "
+    "model, input and epochs that fit. Default 20m."
+)
+
+
 def _default_run_dir(manifest: Path) -> Path:
     return Path("runs") / manifest.resolve().parent.name
 
@@ -38,9 +45,7 @@ def train_command(
             "default: the plan alone."
         ),
     ] = None,
-    time_budget: Annotated[
-        str | None, typer.Option("--time-budget", help=TIME_BUDGET_HELP)
-    ] = None,
+    time_budget: Annotated[str | None, typer.Option("--time-budget", help=TIME_BUDGET_HELP)] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Run folder; default runs/<data folder>.")
     ] = None,
@@ -84,6 +89,7 @@ def train_command(
     with user_errors():
         run_dir = out or _default_run_dir(manifest)
         command = record_command or shlex.join(["usdcm", *sys.argv[1:]])
+        flags: dict[str, Any] = {"device": device, "epochs": epochs, "seed": seed, "folds": folds}
         if nproc > 1:
             from usdcm.training.distributed import launch
 
@@ -93,11 +99,8 @@ def train_command(
                 argv += ["--out", str(run_dir)]
             argv = _strip_record_command(argv) + ["--record-command", command]
             if plan_file is None:  # plan once, here; every worker trains with that plan
-                plan = _plan_or_resume(
-                    manifest, run_dir, resume, time_budget, config, nproc, flags
-                )
+                _plan_or_resume(manifest, run_dir, resume, time_budget, config, nproc, flags)
                 argv += ["--plan-file", str(run_dir / PLAN_JSON)]
-                del plan
             raise typer.Exit(launch(nproc, argv))
 
         from usdcm.cli._progress import RichProgress
@@ -157,7 +160,8 @@ def _train_folds(
     from usdcm.cli._progress import RichProgress
     from usdcm.training.folds import train_folds
 
-    with RichProgress(disable=quiet) as progress:
+    epochs = config.optim.epochs * config.split.folds
+    with RichProgress(disable=quiet, epochs=epochs) as progress:
         result = train_folds(
             manifest, config, run_dir, resume=resume, progress=progress, command=command
         )
