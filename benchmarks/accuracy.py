@@ -22,10 +22,12 @@ Rows (each a ``usdcm train`` + ``usdcm evaluate`` run of the CLI, as a user runs
   with a note until ``usdcm.plan`` provides ``make_plan``.
 - **pretrained**: EfficientNet-Lite0 with ImageNet weights, 224 px, 8 epochs; skipped until
   the model registry has ``efficientnet_lite0``.
-- **<base>+<piece>**: recipe ablations, one piece of issue 9's recipe turned on over the
-  ``--base`` row: warmup, smooth, ema, mixup, cutmix, clip, tta, onecycle, sampler, or
-  recipe (warmup, smooth, ema, clip and tta together); a piece is skipped while no code
-  outside ``usdcm/config.py`` reads its key.
+- **<base>+<piece>** / **<base>-<piece>**: recipe ablations, one piece of issue 9's recipe
+  turned on (or off) over a base row: warmup, smooth, ema, mixup, cutmix, clip, tta,
+  onecycle, sampler, or recipe (warmup, smooth, ema, clip and tta together). Over a fixed
+  row the config extends the row's; over ``plan`` it holds the piece's keys only, which
+  override the plan's matching choices (``plan-smooth``: the plan without label
+  smoothing). A piece is skipped while no code outside ``usdcm/config.py`` reads its key.
 
 Per row: the test AUC with its DeLong 95% CI, accuracy (at the threshold chosen on
 validation) and balanced accuracy, all from usdcm's ``metrics.json``; minutes of training
@@ -74,20 +76,47 @@ class Piece:
 
     name: str
     overrides: dict[str, Any]
+    """The keys that turn it on (``BASE+PIECE``)."""
+    off: dict[str, Any]
+    """The keys that turn it off (``BASE-PIECE``, e.g. ``plan-smooth``)."""
     key: str
     """A config key name whose use outside ``config.py`` means the piece has landed."""
 
 
 PIECES: tuple[Piece, ...] = (
-    Piece("warmup", {"optim": {"warmup_epochs": 1}}, "warmup_epochs"),
-    Piece("smooth", {"optim": {"label_smoothing": 0.1}}, "label_smoothing"),
-    Piece("ema", {"optim": {"ema_decay": 0.99}}, "ema_decay"),
-    Piece("mixup", {"augment": {"mixup_alpha": 0.2}}, "mixup_alpha"),
-    Piece("cutmix", {"augment": {"cutmix_alpha": 1.0}}, "cutmix_alpha"),
-    Piece("clip", {"optim": {"grad_clip": 1.0}}, "grad_clip"),
-    Piece("tta", {"data": {"tta_flip": True}}, "tta_flip"),
-    Piece("onecycle", {"optim": {"schedule": "onecycle"}}, "schedule"),
-    Piece("sampler", {"optim": {"class_weighting": "sampler"}}, "class_weighting"),
+    Piece(
+        "warmup", {"optim": {"warmup_epochs": 1}}, {"optim": {"warmup_epochs": 0}}, "warmup_epochs"
+    ),
+    Piece(
+        "smooth",
+        {"optim": {"label_smoothing": 0.1}},
+        {"optim": {"label_smoothing": 0.0}},
+        "label_smoothing",
+    ),
+    Piece("ema", {"optim": {"ema_decay": 0.99}}, {"optim": {"ema_decay": 0.0}}, "ema_decay"),
+    Piece(
+        "mixup", {"augment": {"mixup_alpha": 0.2}}, {"augment": {"mixup_alpha": 0.0}}, "mixup_alpha"
+    ),
+    Piece(
+        "cutmix",
+        {"augment": {"cutmix_alpha": 1.0}},
+        {"augment": {"cutmix_alpha": 0.0}},
+        "cutmix_alpha",
+    ),
+    Piece("clip", {"optim": {"grad_clip": 1.0}}, {"optim": {"grad_clip": 0.0}}, "grad_clip"),
+    Piece("tta", {"data": {"tta_flip": True}}, {"data": {"tta_flip": False}}, "tta_flip"),
+    Piece(
+        "onecycle",
+        {"optim": {"schedule": "onecycle"}},
+        {"optim": {"schedule": "cosine"}},
+        "schedule",
+    ),
+    Piece(
+        "sampler",
+        {"optim": {"class_weighting": "sampler"}},
+        {"optim": {"class_weighting": "loss"}},
+        "class_weighting",
+    ),
     Piece(
         "recipe",
         {
@@ -99,12 +128,23 @@ PIECES: tuple[Piece, ...] = (
             },
             "data": {"tta_flip": True},
         },
+        {
+            "optim": {
+                "warmup_epochs": 0,
+                "label_smoothing": 0.0,
+                "ema_decay": 0.0,
+                "grad_clip": 0.0,
+            },
+            "data": {"tta_flip": False},
+        },
         "warmup_epochs",
     ),
 )
 """``recipe`` turns on warmup, label smoothing, EMA, clipping and TTA together (not mixup or
 cutmix, which the issue calls optional)."""
 PIECE_BY_NAME = {piece.name: piece for piece in PIECES}
+OPTIONAL = ("mixup", "cutmix", "onecycle", "sampler")
+"""Pieces the plan leaves off: over ``--base plan`` they are ablated on, the rest off."""
 
 
 @dataclass(frozen=True)
@@ -340,27 +380,36 @@ def make_row(name: str, out: Path) -> Row:
         return Row(name, CONFIGS / f"{name}.yaml", blocked, description)
     if name == "plan":
         return Row(name, None, _plan_ready(), "`usdcm train MANIFEST`: the default plan")
-    base, _, piece_name = name.partition("+")
-    if piece_name not in PIECE_BY_NAME or base not in fixed:
+    match = re.fullmatch(r"(\w+)([+-])(\w+)", name)
+    if match is None or match[3] not in PIECE_BY_NAME or match[1] not in (*fixed, "plan"):
         message = f"unknown row {name!r}; see --list"
         raise SystemExit(message)
+    base, sign, piece_name = match.groups()
     piece = PIECE_BY_NAME[piece_name]
     base_row = make_row(base, out)
     blocked = base_row.blocked
     if blocked is None and not _used_outside_config(piece.key):
         blocked = f"{piece.key} is read nowhere outside config.py yet: skipped"
+    values = piece.overrides if sign == "+" else piece.off
+    if base_row.config is not None:
+        values = {"extends": str(base_row.config), **values}
+    # for the plan: a config of these keys only, which override the plan's matching choices
     config = out / "configs" / f"{name}.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
-    assert base_row.config is not None
-    text = f"# {name}: the {base} row with {piece_name} on (written by benchmarks/accuracy.py)\n"
-    config.write_text(
-        text + _yaml({"extends": str(base_row.config), **piece.overrides}), encoding="utf-8"
+    state = "on" if sign == "+" else "off"
+    text = (
+        f"# {name}: the {base} row with {piece_name} {state} (written by benchmarks/accuracy.py)\n"
     )
-    return Row(name, config, blocked, f"{base_row.description} + {piece_name}")
+    config.write_text(text + _yaml(values), encoding="utf-8")
+    return Row(name, config, blocked, f"{base_row.description}, {piece_name} {state}")
 
 
 def all_row_names(base: str) -> list[str]:
-    return ["seed_cnn", "resnet18", "plan", "pretrained", *(f"{base}+{p.name}" for p in PIECES)]
+    """Every row: the four base rows, then each piece on over ``base`` (``plan``: off)."""
+    sign = "-" if base == "plan" else "+"
+    pieces = (f"{base}{sign}{p.name}" for p in PIECES if not (sign == "-" and p.name in OPTIONAL))
+    on = (f"plan+{name}" for name in OPTIONAL) if base == "plan" else ()
+    return ["seed_cnn", "resnet18", "plan", "pretrained", *pieces, *on]
 
 
 # ---------------------------------------------------------------------------- measuring
