@@ -6,18 +6,22 @@ import json
 import shlex
 from pathlib import Path
 
+import yaml
 from typer.testing import CliRunner
 
+from usdcm.artifacts.plan import PlanRecord
 from usdcm.cli.app import app
 from usdcm.config import config_from_dict, load_config
-from usdcm.demo import DEMO_CONFIG
+from usdcm.demo import DEMO_OVERRIDES, DEMO_TIME_BUDGET_S
 from usdcm.runtime.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_configs_demo_yaml_is_the_demo_config() -> None:
-    assert load_config(ROOT / "configs" / "demo.yaml") == config_from_dict(DEMO_CONFIG)
+def test_configs_demo_yaml_holds_what_the_demo_sets_over_its_plan() -> None:
+    path = ROOT / "configs" / "demo.yaml"
+    assert yaml.safe_load(path.read_text(encoding="utf-8")) == DEMO_OVERRIDES
+    assert load_config(path).intended_use == DEMO_OVERRIDES["intended_use"]
 
 
 def test_demo_runs_the_whole_job_and_prints_the_report_path(tmp_path: Path) -> None:
@@ -42,9 +46,15 @@ def test_demo_runs_the_whole_job_and_prints_the_report_path(tmp_path: Path) -> N
     assert load_checkpoint(run / "best.pt")["command"] == shlex.join(train)
     markdown = (run / "eval" / "report.md").read_text(encoding="utf-8")
     assert shlex.join(train) in markdown and shlex.join(evaluate) in markdown
-    values = json.loads(json.dumps(DEMO_CONFIG))
-    values["optim"]["epochs"] = 2
-    assert load_config(out / "demo.yaml") == config_from_dict(values)  # the command runs as is
+    # the demo trains the default plan; the config the recorded command names is the plan's
+    plan = PlanRecord.read(run / "plan.json")
+    assert load_config(out / "demo.yaml") == config_from_dict(plan.config)
+    assert plan.time_budget_s == DEMO_TIME_BUDGET_S
+    assert plan.choice("optim.epochs").value == 2 and plan.choice("optim.epochs").overridden
+    assert not plan.choice("model.name").overridden
+    assert plan.config["model"]["name"] != "seed_cnn"
+    assert f"3/4 train: {plan.config['model']['name']}" in result.output
+    assert plan.estimated_seconds <= DEMO_TIME_BUDGET_S
 
     again = CliRunner().invoke(app, args)  # the export is reused, ingest converts nothing
     assert again.exit_code == 0, again.output

@@ -1,11 +1,16 @@
 """``usdcm demo``: the whole job on built-in synthetic data, in one call.
 
-Owns the order of the steps (synth, ingest, train, evaluate), the demo's training config
-(:data:`DEMO_CONFIG`, which ``configs/demo.yaml`` mirrors for reading) and the timing of each
-step. Every step is the same function its own command runs; nothing here computes, decodes
-or trains by itself. The run and the report record the commands each step stands for
-(``usdcm train ...``, ``usdcm evaluate ...``), which repeat it outside the demo; the config
-they name is written beside the export as ``demo.yaml``.
+Owns the order of the steps (synth, ingest, plan, train, evaluate), the demo's time budget
+(:data:`DEMO_TIME_BUDGET_S`), the keys it sets over its plan (:data:`DEMO_OVERRIDES`, which
+``configs/demo.yaml`` mirrors for reading) and the timing of each step. Every step is the
+same function its own command runs; nothing here computes, decodes or trains by itself.
+
+The demo trains the default plan, as ``usdcm train MANIFEST`` does, with one difference: it
+plans with the reference machine's step times (2 CPU cores) instead of a timing probe, so
+that it trains the same model on every machine and its numbers repeat. The plan goes to
+``run/plan.json``; the resolved config it gives is written beside the export as
+``demo.yaml``, which the recorded ``usdcm train ... --config demo.yaml`` command names, so
+the run and the report repeat it outside the demo.
 """
 
 from __future__ import annotations
@@ -22,18 +27,14 @@ from typing import Any
 from usdcm.atomic import atomic_write_bytes, atomic_write_text
 from usdcm.errors import DemoError
 
-DEMO_CONFIG: dict[str, Any] = {
+DEMO_OVERRIDES: dict[str, Any] = {
     "intended_use": "Demonstration on synthetic data only; not for clinical use.",
-    "model": {"name": "resnet18"},
-    "data": {"image_size": [64, 64], "eval_frames": 4},
-    "optim": {"epochs": 60, "batch_size": 16, "lr": 0.002, "patience": 25},
 }
-"""The training config of the demo (mirrored by configs/demo.yaml).
+"""What the demo sets over its plan (mirrored by configs/demo.yaml): only the intended use."""
 
-ResNet-18 at 64 px: the seed CNN, which has no global pooling, does not find small lesions
-at random places from 110 training images, and the ResNet only starts to after 10-20 epochs
-of 7 steps, hence 60 epochs and a patience of 25.
-"""
+DEMO_TIME_BUDGET_S = 3 * 60.0
+"""The demo's ``--time-budget``: 3 minutes of training on 2 CPU cores (by the reference
+machine's step times), which keeps ``make demo`` well under 10 minutes there."""
 
 DEMO_JSON = "demo.json"
 DEMO_YAML = "demo.yaml"
@@ -49,6 +50,8 @@ class DemoResult:
     report_html: Path | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     train_result: Any = None
+    plan: Any = None
+    """The :class:`usdcm.plan.Plan` the demo trained with."""
 
 
 Step = Callable[[str], None]
@@ -84,10 +87,12 @@ def run_demo(
     An existing ``out/pacs`` written by an earlier demo with the same ``patients`` and
     ``seed`` is reused (the export is deterministic); ingest then converts nothing new.
     """
-    from usdcm.config import config_from_dict, dump_config
+    from usdcm.config import dump_config
     from usdcm.evaluation.evaluate import evaluate_run
     from usdcm.evaluation.reporting import ReportOptions, build_report
     from usdcm.ingest import IngestOptions, ingest
+    from usdcm.plan import format_duration, make_plan
+    from usdcm.plan.probe import reference_probe
     from usdcm.synth import write_export
     from usdcm.training.run import train
 
@@ -121,15 +126,32 @@ def run_demo(
     result.seconds["ingest"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    values = json.loads(json.dumps(DEMO_CONFIG))
+    manifest = data / "manifest.csv"
+    overrides: dict[str, Any] = dict(DEMO_OVERRIDES)
+    sources = dict.fromkeys(overrides, "usdcm demo")
     if epochs is not None:
-        values["optim"]["epochs"] = epochs
-    config = config_from_dict(values)
+        overrides["optim.epochs"] = epochs
+        sources["optim.epochs"] = "--epochs"
+    plan = make_plan(
+        manifest,
+        time_budget_s=DEMO_TIME_BUDGET_S,
+        overrides=overrides,
+        override_sources=sources,
+        probe=reference_probe,
+    )
+    result.plan = plan
+    plan.write(run)
+    config = plan.config
     config_path = out / DEMO_YAML
     atomic_write_text(config_path, dump_config(config))
-    manifest = data / "manifest.csv"
     train_command = ["train", str(manifest), "--config", str(config_path), "--out", str(run)]
-    say(f"3/4 train: {values['model']['name']} on {manifest} -> {run}")
+    side = "x".join(str(s) for s in config.data.image_size)
+    say(
+        f"3/4 train: {config.model.name} ({config.model.weights} weights), {side} px, "
+        f"{config.optim.epochs} epochs, planned for {format_duration(DEMO_TIME_BUDGET_S)} "
+        f"(estimated {format_duration(plan.estimated_seconds)}; {run / 'plan.json'}) "
+        f"on {manifest} -> {run}"
+    )
     result.train_result = train(
         manifest,
         config,

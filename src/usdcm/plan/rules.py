@@ -51,8 +51,16 @@ CPU_SIDES: tuple[int, ...] = (224, 192, 160, 128, 96, 64)
 GPU_SIDES: tuple[int, ...] = (384, 320, 288, 256, 224, 192, 160, 128, 96, 64)
 """Input sides the plan considers on a GPU, largest first."""
 
-_PROBE_SIDES = {False: (64, 128), True: (128, 256)}
+_PROBE_SIDES = {False: (96, 192), True: (128, 320)}
 """The two sides the probe times on a CPU / a GPU; other sides follow a + b * pixels."""
+
+LOOP_OVERHEAD = 1.15
+"""An epoch's cost over the probed steps' (loading, metrics, the EMA), measured on the demo."""
+EPOCH_FIXED_S = 0.5
+"""Seconds per epoch besides the steps: writing ``best.pt`` and ``last.pt``."""
+STARTUP_S = 3.0
+STARTUP_PER_FRAME_S = 0.002
+"""A run's start: building the model and its weights, then caching every frame."""
 
 WeightsCheck = Callable[[str], str | None]
 """``model name -> None`` when its ImageNet weights can be loaded here, else the reason."""
@@ -334,11 +342,12 @@ def choose(
     costs = _Costs.fit(probe, name, channels, _PROBE_SIDES[gpu])
     speedup = max(device.processes, 1)
     frames_total = data.images * data.frames_mean
-    startup = 5.0 + 0.003 * frames_total
+    startup = STARTUP_S + STARTUP_PER_FRAME_S * frames_total
 
     def epoch_seconds(side: int) -> float:
         times = costs.at(side * side)
-        return times.per_epoch(train_images=n_train, eval_frames=val_frames) / speedup
+        steps = times.per_epoch(train_images=n_train, eval_frames=val_frames) / speedup
+        return LOOP_OVERHEAD * steps + EPOCH_FIXED_S
 
     budget = max(time_budget_s / folds - startup, 0.0)
     target_steps = 500 if pretrained else 1500
