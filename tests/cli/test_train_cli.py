@@ -83,6 +83,11 @@ def test_nproc_workers_record_the_users_command_not_their_own(
     assert argv[-4:-2] == ["--record-command", shlex.join(["usdcm", *args])]
     assert argv[-2:] == ["--plan-file", str(out / PLAN_JSON)]
     assert PlanRecord.read(out / PLAN_JSON).config["optim"]["epochs"] == 3
+    # resumed, the workers read RUN/plan.json themselves (with the new flags over it)
+    monkeypatch.setattr(sys, "argv", ["usdcm", *args, "--resume"])
+    resumed = runner.invoke(app, [*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "--plan-file" not in seen[-1] and "--resume" in seen[-1]
 
 
 def test_train_without_a_config_plans_prints_the_plan_and_trains_with_it(
@@ -96,6 +101,7 @@ def test_train_without_a_config_plans_prints_the_plan_and_trains_with_it(
     assert "usdcm plan" in result.output and "model.name" in result.output
     assert "overridden" in result.output  # --epochs
     assert result.output.index("usdcm plan") < result.output.index("val AUC")
+    assert "(the plan estimated" in result.output
     record = PlanRecord.read(out / PLAN_JSON)
     assert record.choice("optim.epochs").overridden
     assert record.choice("optim.epochs").rule.startswith("set by --epochs")
@@ -108,7 +114,7 @@ def test_train_without_a_config_plans_prints_the_plan_and_trains_with_it(
     # --resume trains on with the run's plan, not a new one; a flag still overrides it
     resumed = runner.invoke(app, [*args[:-5], "--epochs", "2", "--resume", "-q"])
     assert resumed.exit_code == 0, resumed.output
-    assert f"resuming with the plan in {out / PLAN_JSON}" in resumed.output.replace("\n", "")
+    assert f"resuming with the config in {out / PLAN_JSON}" in resumed.output.replace("\n", "")
     again = yaml.safe_load((out / "config.yaml").read_text())
     assert again["optim"]["epochs"] == 2
     assert {k: v for k, v in again.items() if k != "optim"} == {

@@ -14,8 +14,14 @@ def _fmt(value: float, digits: int = 4) -> str:
     return "-" if math.isnan(value) else f"{value:.{digits}f}"
 
 
-def print_summary(result: TrainResult, console: Console | None = None) -> None:
-    """Print the epochs of ``result`` and where its checkpoints are."""
+def print_summary(
+    result: TrainResult, console: Console | None = None, *, estimated_seconds: float | None = None
+) -> None:
+    """Print the epochs of ``result`` and where its checkpoints are.
+
+    ``estimated_seconds`` is the plan's estimate of the training time, shown beside the
+    time it took.
+    """
     console = console or Console()
     table = Table(title=f"usdcm train: {result.run_dir}")
     for column in ("epoch", "train loss", "val loss", "val AUC", "val bal. acc.", "lr", "s"):
@@ -33,9 +39,12 @@ def print_summary(result: TrainResult, console: Console | None = None) -> None:
     console.print(table)
     split_counts = ", ".join(f"{name} {count}" for name, count in result.n_images.items())
     stop = " (stopped early)" if result.stopped_early else ""
+    planned = (
+        "" if estimated_seconds is None else f" (the plan estimated {estimated_seconds:.0f} s)"
+    )
     console.print(
         f"images: {split_counts}; device {result.device}; cache "
-        f"{result.cache_bytes / 1e6:.1f} MB; {result.seconds:.1f} s{stop}"
+        f"{result.cache_bytes / 1e6:.1f} MB; {result.seconds:.1f} s{planned}{stop}"
     )
     console.print(
         f"best epoch {result.best_epoch + 1}, validation AUC {_fmt(result.best_auc)}: "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from enum import StrEnum
@@ -99,21 +100,27 @@ def train_command(
                 argv += ["--out", str(run_dir)]
             argv = _strip_record_command(argv) + ["--record-command", command]
             if plan_file is None:  # plan once, here; every worker trains with that plan
-                _plan_or_resume(manifest, run_dir, resume, time_budget, config, nproc, flags)
-                argv += ["--plan-file", str(run_dir / PLAN_JSON)]
+                _, planned = _plan_or_resume(
+                    manifest, run_dir, resume, time_budget, config, nproc, flags
+                )
+                if planned is not None:  # a resumed run's workers read RUN/plan.json
+                    argv += ["--plan-file", str(run_dir / PLAN_JSON)]
             raise typer.Exit(launch(nproc, argv))
 
         from usdcm.cli._progress import RichProgress
         from usdcm.cli._train_report import print_summary
         from usdcm.training.run import train
 
+        estimate: float | None = None
         if plan_file is not None:
             from usdcm.artifacts.plan import PlanRecord
             from usdcm.plan import plan_from_record
 
             resolved = plan_from_record(PlanRecord.read(plan_file)).config
         else:
-            resolved = _plan_or_resume(manifest, run_dir, resume, time_budget, config, 1, flags)
+            resolved, estimate = _plan_or_resume(
+                manifest, run_dir, resume, time_budget, config, 1, flags
+            )
         if resolved.split.folds > 1:
             _train_folds(manifest, resolved, run_dir, resume=resume, quiet=quiet, command=command)
             return
@@ -122,7 +129,7 @@ def train_command(
                 manifest, resolved, run_dir, resume=resume, progress=progress, command=command
             )
         if result.is_main:
-            print_summary(result)
+            print_summary(result, estimated_seconds=estimate)
 
 
 def _plan_or_resume(
@@ -133,24 +140,39 @@ def _plan_or_resume(
     config: Path | None,
     processes: int,
     flags: dict[str, Any],
-) -> TrainConfig:
-    """The config to train with: a new plan, printed and written to RUN/plan.json; or, with
-    --resume, the run's plan.json with the --config file's keys and the flags over it."""
+) -> tuple[TrainConfig, float | None]:
+    """The config to train with, and the plan's time estimate when a new plan was made.
+
+    A new plan is printed and written to RUN/plan.json. With --resume the run keeps its
+    config: RUN/plan.json's (or RUN/config.yaml's, for a run trained before plans), with the
+    --config file's keys and the flags over it.
+    """
+    import yaml
+
     from usdcm.artifacts.plan import PlanRecord
     from usdcm.cli.plan import flag_overrides, make_cli_plan, print_plan
     from usdcm.plan import override_config
 
-    if resume and (run_dir / PLAN_JSON).is_file():
-        overrides, _sources = flag_overrides(**flags)
-        record = PlanRecord.read(run_dir / PLAN_JSON)
-        typer.echo(f"resuming with the plan in {run_dir / PLAN_JSON}")
-        return override_config(record.config, config_path=config, overrides=overrides)
+    if resume:
+        source = run_dir / PLAN_JSON
+        if source.is_file():
+            base = PlanRecord.read(source).config
+        elif (run_dir / "config.yaml").is_file():
+            source = run_dir / "config.yaml"
+            base = yaml.safe_load(source.read_text(encoding="utf-8"))
+        else:
+            base = None
+        if base is not None:
+            overrides, _sources = flag_overrides(**flags)
+            if os.environ.get("RANK", "0") == "0":
+                typer.echo(f"resuming with the config in {source}")
+            return override_config(base, config_path=config, overrides=overrides), None
     plan = make_cli_plan(
         manifest, time_budget=time_budget, config=config, processes=processes, **flags
     )
     print_plan(plan.to_record())
     plan.write(run_dir)
-    return plan.config
+    return plan.config, plan.estimated_seconds
 
 
 def _train_folds(
