@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -564,6 +565,8 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=2000)
     code = "the commit whose src/ is measured (git archive), or 'worktree'"
     parser.add_argument("--code", default="HEAD", help=code)
+    suffix = "appended to the rows' names in the results (e.g. @f373e56 with --code f373e56)"
+    parser.add_argument("--suffix", default="", help=suffix)
     parser.add_argument("--list", action="store_true", help="list the rows and exit")
     parser.add_argument("--report", action="store_true", help="print the tables and exit")
     args = parser.parse_args()
@@ -582,6 +585,8 @@ def main() -> None:
             print(f"{name:22} {row.blocked or 'ready'}: {row.description}")
         return
     rows = [make_row(name, out) for name in names]
+    if args.suffix:
+        rows = [dataclasses.replace(row, name=f"{row.name}{args.suffix}") for row in rows]
     epochs = 1 if args.quick and args.epochs is None else args.epochs
     bootstrap = 200 if args.quick else args.bootstrap
     print(f"machine: {describe(gpu=True)}; load average {os.getloadavg()[0]:.1f}; code {CODE}")
