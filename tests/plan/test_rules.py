@@ -192,7 +192,7 @@ def test_a_fixed_value_wins_is_marked_and_names_its_source() -> None:
     )
     epochs = next(c for c in decision.choices if c.key == "optim.epochs")
     assert (epochs.value, epochs.overridden) == (3, True)
-    assert epochs.rule.startswith("set by --epochs")
+    assert epochs.rule.startswith("set by --epochs (the plan chose 7:")
     smoothing = next(c for c in decision.choices if c.key == "optim.label_smoothing")
     assert (smoothing.value, smoothing.overridden) == (0.0, True)
     assert "set by --config my.yaml" in smoothing.rule and "0.1" in smoothing.rule
@@ -200,6 +200,15 @@ def test_a_fixed_value_wins_is_marked_and_names_its_source() -> None:
     assert overridden == ["optim.epochs", "optim.label_smoothing"]
     # three epochs at 224 px take ~9 minutes: the largest input fits
     assert side(decision) == 224
+
+
+def test_fixed_epochs_beyond_the_budget_are_trained_and_the_plan_says_so() -> None:
+    decision = plan(fingerprint(LARGE_STILLS), fixed={"optim.epochs": 100})
+    assert side(decision) == CPU_SIDES[-1]
+    assert decision.value("optim.epochs") == 100
+    assert decision.estimated_seconds > 20 * 60
+    (note,) = decision.notes
+    assert "100 epochs at 64 px take about" in note and "Raise --time-budget" in note
 
 
 def test_fixing_the_input_size_lets_the_budget_choose_the_epochs() -> None:

@@ -116,14 +116,15 @@ def print_plan(record: PlanRecord, console: Console | None = None) -> None:
     line = _fingerprint_line(record.fingerprint)
     if line:
         console.print(line, highlight=False)
-    table = Table(title="usdcm plan", title_justify="left")
-    table.add_column("key")
-    table.add_column("value")
-    table.add_column("rule")
-    table.add_column("", no_wrap=True)
+    overridden = any(choice.overridden for choice in record.choices)
+    caption = "* overridden: set by a flag or the config file" if overridden else None
+    table = Table(title="usdcm plan", title_justify="left", caption=caption)
+    table.add_column("key", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_column("rule", ratio=1)
     for choice in record.choices:
-        marker = "[bold yellow]overridden[/]" if choice.overridden else ""
-        table.add_row(choice.key, _value(choice.value), choice.rule, marker)
+        key = f"[bold yellow]* {choice.key}[/]" if choice.overridden else f"  {choice.key}"
+        table.add_row(key, _value(choice.value), choice.rule)
     console.print(table)
     if record.time_budget_s:
         console.print(

@@ -336,9 +336,6 @@ def choose(
     least = min_side(name)
     side_cap, cap_rule = _side_cap(fp, sides)
     candidates = [s for s in sides if least <= s <= side_cap] or [max(least, sides[-1])]
-    given_size = fixed.get("data.image_size")
-    if given_size is not None:
-        candidates = [int(math.sqrt(int(given_size[0]) * int(given_size[1])))]
     costs = _Costs.fit(probe, name, channels, _PROBE_SIDES[gpu])
     speedup = max(device.processes, 1)
     frames_total = data.images * data.frames_mean
@@ -350,48 +347,52 @@ def choose(
         return LOOP_OVERHEAD * steps + EPOCH_FIXED_S
 
     budget = max(time_budget_s / folds - startup, 0.0)
+    budget_text = f"the {format_duration(time_budget_s)} budget"
+
+    def fits(side: int) -> int:
+        return int(budget // max(epoch_seconds(side), 1e-9))
+
     target_steps = 500 if pretrained else 1500
     least_epochs = 8 if pretrained else 15
     wanted = min(max(math.ceil(target_steps / steps_per_epoch), least_epochs), 60)
     enough = max(math.ceil(wanted / 2), min(5, wanted))
-    given_epochs = fixed.get("optim.epochs")
-    side = candidates[-1]
-    if given_epochs is not None:
-        epochs = int(given_epochs)
-        for candidate in candidates:
-            if epochs * epoch_seconds(candidate) <= budget:
-                side = candidate
-                break
-        size_rule = f"the largest input whose {epochs} epochs fit the budget; {cap_rule}"
-        epochs_rule = "given"
-    else:
-        fits = {c: int(budget // max(epoch_seconds(c), 1e-9)) for c in candidates}
-        chosen = next((c for c in candidates if fits[c] >= enough), None)
-        if chosen is None:
-            side = candidates[-1]
-            epochs = max(fits[side], 2)
-            notes.append(
-                f"The {format_duration(time_budget_s)} budget allows only {fits[side]} epoch(s) "
-                f"at {side} px; the plan trains {epochs}. Raise --time-budget for a better model."
-            )
-            epochs_rule = f"all the budget allows at {side} px (wanted {wanted})"
-        else:
-            side = chosen
-            epochs = min(wanted, fits[side])
-            epochs_rule = (
-                f"~{target_steps} steps of {steps_per_epoch} per epoch"
-                f" ({least_epochs}-60 epochs), within the budget"
-            )
-            if epochs < wanted:
-                epochs_rule = f"as many as fit the budget (wanted {wanted}) at {side} px"
-        size_rule = (
-            f"the largest input that leaves {enough}+ epochs in the "
-            f"{format_duration(time_budget_s)} budget; {cap_rule}"
-        )
-    size = rec.pick("data.image_size", [side, side], size_rule)
+
+    # what the plan would choose by itself: the largest input that leaves enough epochs
+    side = next((c for c in candidates if fits(c) >= enough), candidates[-1])
+    epochs = max(min(wanted, fits(side)), 2)
+    size_rule = f"the largest input that leaves {enough}+ epochs in {budget_text}; {cap_rule}"
+    epochs_rule = (
+        f"~{target_steps} steps of {steps_per_epoch} per epoch ({least_epochs}-60 epochs)"
+        if epochs == wanted
+        else f"as many as fit {budget_text} at {side} px (wanted {wanted})"
+    )
+    # a fixed size or number of epochs: the budget sets the other (the rows say what the plan
+    # by itself would have chosen for the fixed one)
+    given_size, given_epochs = fixed.get("data.image_size"), fixed.get("optim.epochs")
+    size_value: list[int] = [side, side]
+    if given_size is not None and given_epochs is None:
+        given_side = int(math.sqrt(int(given_size[0]) * int(given_size[1])))
+        epochs = max(min(wanted, fits(given_side)), 2)
+        epochs_rule = f"as many as fit {budget_text} at the given size (up to {wanted})"
+    elif given_epochs is not None and given_size is None:
+        fitting = next((c for c in candidates if int(given_epochs) <= fits(c)), candidates[-1])
+        size_value = [fitting, fitting]
+        size_rule = f"the largest input whose {given_epochs} epochs fit {budget_text}; {cap_rule}"
+    size = rec.pick("data.image_size", size_value, size_rule)
     epochs = int(rec.pick("optim.epochs", epochs, epochs_rule))
     run_side = int(math.sqrt(int(size[0]) * int(size[1])))
     estimate = (startup + epochs * epoch_seconds(run_side)) * folds
+    if given_epochs is None and epochs < enough:
+        notes.append(
+            f"{budget_text.capitalize()} allows only {epochs} epochs at {run_side} px, fewer "
+            f"than the {enough} a good model needs here. Raise --time-budget."
+        )
+    elif estimate > time_budget_s:
+        notes.append(
+            f"{epochs} epochs at {run_side} px take about {format_duration(estimate)}, more "
+            f"than {budget_text} allows. Raise --time-budget (or set fewer epochs or a "
+            "smaller input)."
+        )
 
     # --- the recipe ---
     rec.pick("optim.schedule", "cosine", "warmup, then cosine to zero over the planned epochs")
