@@ -151,12 +151,13 @@ def plan_command(
         bool, typer.Option("--json", help="Print plan.json instead of the table.")
     ] = False,
 ) -> None:
-    """Print the plan `usdcm train` would follow for MANIFEST on this machine, and why.
+    """Print the plan `usdcm train` would follow for MANIFEST here, and why.
 
-    The plan reads the manifest (images, patients, classes, frames, sizes) and the device,
-    times a few training steps here, and chooses the model, weights, input size, batch
-    size, epochs and recipe that fit the time budget. A flag wins over a --config file,
-    which wins over the plan; overridden choices are marked.
+    The plan reads the manifest (images, patients, classes, frames, sizes)
+    and the device, times a few training steps here, and chooses the model,
+    weights, input size, batch size, epochs and recipe that fit the time
+    budget. A flag wins over a --config file, which wins over the plan;
+    overridden choices are marked.
 
     Example: usdcm plan data/manifest.csv --time-budget 30m
     """

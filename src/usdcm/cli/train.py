@@ -79,11 +79,12 @@ def train_command(
 ) -> None:
     """Train a classifier on an ingested manifest, reproducibly, on GPU when there is one.
 
-    First it makes a plan (see `usdcm plan`): from the manifest, the device and a short
-    timing probe it chooses the model, weights, input size, batch size, epochs and recipe
-    that fit --time-budget, prints them with the rule behind each and writes RUN/plan.json.
-    Precedence: a flag (--epochs, --seed, --device, --folds) wins over a --config file,
-    which wins over the plan. --resume trains on with RUN/plan.json.
+    First it makes a plan (see `usdcm plan`): from the manifest, the device
+    and a short timing probe it chooses the model, weights, input size, batch
+    size, epochs and recipe that fit --time-budget, prints them with the rule
+    behind each and writes RUN/plan.json. A flag (--epochs, --seed, --device,
+    --folds) wins over a --config file, which wins over the plan. --resume
+    trains on with the run's config.
 
     Example: usdcm train data/manifest.csv --time-budget 30m --out runs/r1
     """
