@@ -112,6 +112,18 @@ def test_a_failing_probe_falls_back_to_the_reference_times(tmp_path: Path) -> No
     assert any("timing probe failed (RuntimeError)" in note for note in plan.notes)
 
 
+def test_a_cpu_far_slower_than_the_reference_gets_a_note(tmp_path: Path) -> None:
+    def busy(name: str, channels: int, side: int) -> StepTimes:
+        quiet = reference_probe(name, channels, side)
+        return StepTimes(train_s=quiet.train_s * 10, eval_s=quiet.eval_s * 10)
+
+    slow = tiny_plan(tmp_path, probe=busy, time_budget_s=60)
+    assert any("10x slower here than on the reference machine" in n for n in slow.notes)
+    quiet = tiny_plan(tmp_path, probe=reference_probe, time_budget_s=60)
+    assert not quiet.notes
+    assert slow.config.data.image_size[0] < quiet.config.data.image_size[0]
+
+
 def test_plan_json_holds_the_config_to_train_again(tmp_path: Path) -> None:
     plan = tiny_plan(tmp_path, overrides={"optim.epochs": 2})
     path = plan.write(tmp_path / "run")

@@ -137,20 +137,36 @@ def _config_file_keys(path: Path) -> list[str]:
     return list(_flatten(_read_yaml(path)))
 
 
-def _safe_probe(probe: Probe, notes: list[str]) -> Probe:
-    """``probe``, falling back to the reference machine's times when it fails here."""
+SLOW_PROBE = 4.0
+"""A CPU probed this many times slower than the reference machine gets a note: a busy
+machine (another job on the same cores) makes every step slow, and the plan small."""
+
+
+def _safe_probe(probe: Probe, notes: list[str], *, cpu: bool) -> Probe:
+    """``probe``, falling back to the reference machine's times when it fails here, and
+    noting a CPU far slower than the reference machine."""
+
+    def add(note: str) -> None:
+        if note not in notes:
+            notes.append(note)
 
     def guarded(name: str, channels: int, side: int) -> StepTimes:
         try:
-            return probe(name, channels, side)
+            times = probe(name, channels, side)
         except (RuntimeError, UsdcmError) as err:
-            note = (
+            add(
                 f"The timing probe failed ({type(err).__name__}); the plan uses step times "
                 "of the reference machine (2 CPU cores)."
             )
-            if note not in notes:
-                notes.append(note)
             return reference_probe(name, channels, side)
+        slower = times.train_s / max(reference_probe(name, channels, side).train_s, 1e-9)
+        if cpu and slower > SLOW_PROBE:
+            add(
+                f"Training steps ran {slower:.0f}x slower here than on the reference machine "
+                "(2 CPU cores): if another job shares these cores, plan again when it is "
+                "done; the plan fits the budget at this speed."
+            )
+        return times
 
     return guarded
 
@@ -217,7 +233,9 @@ def make_plan(
     decision = choose(
         fingerprint,
         time_budget_s=time_budget_s,
-        probe=_safe_probe(probe or timing_probe(requested), notes),
+        probe=_safe_probe(
+            probe or timing_probe(requested), notes, cpu=fingerprint.device.kind == "cpu"
+        ),
         weights_check=weights_check or imagenet_weights_check,
         fixed=fixed,
         sources=sources,
