@@ -58,10 +58,12 @@ def test_bad_configs_name_the_key(tmp_path: Path, text: str, fragment: str) -> N
 
 def test_overrides_win_and_floats_accept_ints(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text(f"extends: {CONFIGS / 'demo.yaml'}\noptim:\n  lr: 1\n")
+    base = tmp_path / "base.yaml"
+    base.write_text("data:\n  image_size: [64, 64]\noptim:\n  lr: 0.5\n  epochs: 7\n")
+    path.write_text(f"extends: {base}\noptim:\n  lr: 1\n")
     config = load_config(path, {"optim.epochs": 2, "runtime.seed": 5})
     assert (config.optim.epochs, config.runtime.seed, config.optim.lr) == (2, 5, 1.0)
-    assert config.data.image_size == [64, 64]  # from demo.yaml
+    assert config.data.image_size == [64, 64]  # from the extended file
     assert load_config(None, {"optim.epochs": 2}).optim.epochs == 2
     again = tmp_path / "again.yaml"
     again.write_text(dump_config(config))

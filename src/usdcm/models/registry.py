@@ -57,6 +57,9 @@ class ModelSpec:
     build: Builder
     imagenet: PackagedWeights | None = None
     """Where ``model.weights: imagenet`` comes from; None: this network has no such weights."""
+    reference_step_s: tuple[float, float, float, float] = (5.7e-3, 5.78e-7, 1.6e-3, 1.36e-7)
+    """Seconds per image on the plan's reference machine (:mod:`usdcm.plan.probe`), as
+    ``(a_train, b_train, a_eval, b_eval)`` of ``a + b * pixels``; the default is ResNet-18's."""
 
 
 def _seed_cnn(
@@ -146,17 +149,42 @@ LITE0_IMAGENET = PackagedWeights(
 """Google's EfficientNet-Lite0 ImageNet-1k checkpoint, converted to PyTorch (18.8 MB)."""
 
 _SPECS = (
-    ModelSpec("seed_cnn", 16, "the two-convolution tutorial CNN usdcm grew from", _seed_cnn),
-    ModelSpec("densenet121", 32, "MONAI DenseNet-121, 2D", _densenet121),
+    ModelSpec(
+        "seed_cnn",
+        16,
+        "the two-convolution tutorial CNN usdcm grew from",
+        _seed_cnn,
+        reference_step_s=(3.1e-4, 1.77e-7, 1.0e-5, 3.0e-8),
+    ),
+    ModelSpec(
+        "densenet121",
+        32,
+        "MONAI DenseNet-121, 2D",
+        _densenet121,
+        reference_step_s=(2.3e-2, 2.3e-6, 6.4e-3, 5.4e-7),
+    ),
     ModelSpec("resnet18", 16, "MONAI ResNet-18, 2D, standard stride-2 stem", _resnet(18)),
-    ModelSpec("resnet34", 16, "MONAI ResNet-34, 2D, standard stride-2 stem", _resnet(34)),
-    ModelSpec("efficientnet-b0", 32, "MONAI EfficientNet-B0, 2D", _efficientnet_b0),
+    ModelSpec(
+        "resnet34",
+        16,
+        "MONAI ResNet-34, 2D, standard stride-2 stem",
+        _resnet(34),
+        reference_step_s=(1.1e-2, 1.16e-6, 3.2e-3, 2.7e-7),
+    ),
+    ModelSpec(
+        "efficientnet-b0",
+        32,
+        "MONAI EfficientNet-B0, 2D",
+        _efficientnet_b0,
+        reference_step_s=(6.0e-3, 7.7e-7, 1.2e-3, 1.25e-7),
+    ),
     ModelSpec(
         "efficientnet_lite0",
         32,
         "EfficientNet-Lite0 (ReLU6, no squeeze-excitation), ImageNet weights available",
         _efficientnet_lite0,
         imagenet=LITE0_IMAGENET,
+        reference_step_s=(4.0e-3, 5.10e-7, 8.1e-4, 8.3e-8),
     ),
 )
 
@@ -169,6 +197,10 @@ MODEL_NAMES: tuple[str, ...] = tuple(REGISTRY)
 >>> MODEL_NAMES[0]
 'seed_cnn'
 """
+
+RANDOM_INIT_MODELS: Mapping[str, str] = MappingProxyType({"cpu": "resnet18", "cuda": "resnet34"})
+"""The network the plan trains from scratch when no ImageNet weights can be had, by device
+kind: on a CPU the best measured from scratch on BUSI (issue 9), on a GPU its double depth."""
 
 IMAGENET_MODELS: tuple[str, ...] = tuple(spec.name for spec in _SPECS if spec.imagenet)
 """The names ``model.weights: imagenet`` accepts: their weights ship in a registry package."""

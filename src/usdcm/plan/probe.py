@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from usdcm.models.registry import RANDOM_INIT_MODELS, REGISTRY
+
 __all__ = [
     "REFERENCE_MACHINE",
     "Probe",
@@ -45,21 +47,12 @@ Probe = Callable[[str, int, int], StepTimes]
 """``(model name, input channels, input side) -> StepTimes`` for a square input."""
 
 REFERENCE_MACHINE = "2 CPU cores (x86-64, torch 2.13 CPU build)"
-"""Where :data:`_REFERENCE` was measured."""
+"""Where the registry's ``reference_step_s`` were measured."""
 
 # Seconds per image as ``a + b * pixels`` (pixels = side**2), for training (augmentation
-# included, batch 8) and for evaluation. seed_cnn, resnet18 and efficientnet_lite0 were
-# measured on REFERENCE_MACHINE, idle, with timing_probe at 64 and 160 px (the fit is within
-# 10% at 224 px); resnet34, efficientnet-b0 and densenet121 are scaled from them by their
-# FLOPs, not measured.
-_REFERENCE: dict[str, tuple[float, float, float, float]] = {
-    "seed_cnn": (3.1e-4, 1.77e-7, 1.0e-5, 3.0e-8),
-    "resnet18": (5.7e-3, 5.78e-7, 1.6e-3, 1.36e-7),
-    "resnet34": (1.1e-2, 1.16e-6, 3.2e-3, 2.7e-7),
-    "efficientnet_lite0": (4.0e-3, 5.10e-7, 8.1e-4, 8.3e-8),
-    "efficientnet-b0": (6.0e-3, 7.7e-7, 1.2e-3, 1.25e-7),
-    "densenet121": (2.3e-2, 2.3e-6, 6.4e-3, 5.4e-7),
-}
+# included, batch 8) and for evaluation, live in the registry (ModelSpec.reference_step_s).
+# The registry says which were measured on REFERENCE_MACHINE (idle, timing_probe at 64 and
+# 160 px; the fit is within 10% at 224 px) and which are scaled from them by FLOPs.
 
 
 def reference_probe(name: str, in_channels: int, side: int) -> StepTimes:
@@ -68,10 +61,11 @@ def reference_probe(name: str, in_channels: int, side: int) -> StepTimes:
     Deterministic: the same plan on every machine (the demo plans with it, so its numbers
     do not depend on how busy the machine was while probing).
 
-    >>> reference_probe("resnet18", 1, 128).train_s
+    >>> reference_probe("resnet18", 1, 128).train_s  # the registry's default
     0.01517
     """
-    a_train, b_train, a_eval, b_eval = _REFERENCE.get(name, _REFERENCE["resnet18"])
+    spec = REGISTRY.get(name, REGISTRY[RANDOM_INIT_MODELS["cpu"]])  # unknown: as ResNet-18
+    a_train, b_train, a_eval, b_eval = spec.reference_step_s
     pixels = side * side
     return StepTimes(
         train_s=round(a_train + b_train * pixels, 6), eval_s=round(a_eval + b_eval * pixels, 6)

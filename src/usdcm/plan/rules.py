@@ -20,6 +20,7 @@ from typing import Any
 
 from usdcm.artifacts.plan import Choice
 from usdcm.errors import PlanError
+from usdcm.models.registry import IMAGENET_MODELS, RANDOM_INIT_MODELS
 from usdcm.plan.fingerprint import Fingerprint
 from usdcm.plan.probe import Probe, StepTimes
 
@@ -38,13 +39,13 @@ __all__ = [
 DEFAULT_TIME_BUDGET_S = 20 * 60.0
 """``--time-budget`` when none is given: 20 minutes, on any device."""
 
-PRETRAINED: tuple[str, ...] = ("efficientnet_lite0",)
-"""Models with ImageNet weights shipped in a package, best first."""
+PRETRAINED: tuple[str, ...] = IMAGENET_MODELS
+"""Models with ImageNet weights shipped in a package, best first (from the registry)."""
 
-RANDOM_INIT_CPU = "resnet18"
-"""The model without pretrained weights on a CPU: the best measured from scratch (issue 9)."""
-RANDOM_INIT_GPU = "resnet34"
-"""The model without pretrained weights on a GPU, which affords its double depth."""
+RANDOM_INIT_CPU = RANDOM_INIT_MODELS["cpu"]
+"""The model without pretrained weights on a CPU (the registry's choice)."""
+RANDOM_INIT_GPU = RANDOM_INIT_MODELS["cuda"]
+"""The model without pretrained weights on a GPU (the registry's choice)."""
 
 CPU_SIDES: tuple[int, ...] = (224, 192, 160, 128, 96, 64)
 """Input sides the plan considers on a CPU, largest first (multiples of 32)."""
