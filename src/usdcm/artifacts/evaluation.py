@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from usdcm.artifacts._json import read_json_object
 from usdcm.artifacts._schema import SCHEMA_KEY, check_schema_version
 from usdcm.atomic import atomic_write_text
 from usdcm.errors import EvaluationFileError
@@ -231,12 +232,5 @@ class EvaluationContext:
     @classmethod
     def read(cls, path: Path) -> EvaluationContext:
         """Read ``path``, checking its schema version and its shape."""
-        try:
-            loaded = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            message = f"The evaluation file {path} is unreadable ({type(err).__name__}); {_FIX}."
-            raise EvaluationFileError(message) from err
-        if not isinstance(loaded, dict):
-            message = f"The evaluation file {path} is not a JSON object; {_FIX}."
-            raise EvaluationFileError(message)
+        loaded = read_json_object(path, name="evaluation file", error=EvaluationFileError, fix=_FIX)
         return cls.from_dict(loaded, source=path)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from usdcm.artifacts._json import read_json_object
 from usdcm.artifacts._schema import SCHEMA_KEY, check_schema_version
 from usdcm.atomic import atomic_write_text
 from usdcm.errors import FoldsFileError
@@ -156,17 +157,13 @@ class FoldsFile:
         FoldsFileError
             A missing, unreadable or malformed file.
         """
-        try:
-            loaded = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as err:
-            message = f"The cross-validated run's {path} is missing; {_FIX}."
-            raise FoldsFileError(message) from err
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            message = f"The folds file {path} is unreadable ({type(err).__name__}); {_FIX}."
-            raise FoldsFileError(message) from err
-        if not isinstance(loaded, dict):
-            message = f"The folds file {path} is not a JSON object; {_FIX}."
-            raise FoldsFileError(message)
+        loaded = read_json_object(
+            path,
+            name="folds file",
+            error=FoldsFileError,
+            fix=_FIX,
+            missing=f"The cross-validated run's {path} is missing; {_FIX}.",
+        )
         check_schema_version(
             loaded.get(SCHEMA_KEY), SCHEMA_VERSION, artifact="folds", source=path, fix=_FIX
         )

@@ -15,6 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from usdcm.artifacts._json import read_json_object
 from usdcm.artifacts._schema import SCHEMA_KEY, check_schema_version
 from usdcm.atomic import atomic_write_text
 from usdcm.errors import MetricsFileError
@@ -74,14 +75,7 @@ class MetricsFile:
         MetricsFileError
             A missing, unreadable or malformed file.
         """
-        try:
-            loaded = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            message = f"The metrics file {path} is unreadable ({type(err).__name__}); {_FIX}."
-            raise MetricsFileError(message) from err
-        if not isinstance(loaded, dict):
-            message = f"The metrics file {path} is not a JSON object; {_FIX}."
-            raise MetricsFileError(message)
+        loaded = read_json_object(path, name="metrics file", error=MetricsFileError, fix=_FIX)
         check_schema_version(
             loaded.pop(SCHEMA_KEY, None), SCHEMA_VERSION, artifact="metrics", source=path, fix=_FIX
         )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from usdcm.artifacts._json import read_json_object
 from usdcm.artifacts._schema import SCHEMA_KEY, check_schema_version
 from usdcm.atomic import atomic_write_text
 from usdcm.errors import PlanFileError
@@ -184,15 +185,11 @@ class PlanRecord:
         SchemaVersionError
             The file was written by a usdcm with another plan schema.
         """
-        try:
-            loaded = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as err:
-            message = f"No plan at {path}; {_FIX}."
-            raise PlanFileError(message) from err
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            message = f"The plan file {path} is unreadable ({type(err).__name__}); {_FIX}."
-            raise PlanFileError(message) from err
-        if not isinstance(loaded, dict):
-            message = f"The plan file {path} is not a JSON object; {_FIX}."
-            raise PlanFileError(message)
+        loaded = read_json_object(
+            path,
+            name="plan file",
+            error=PlanFileError,
+            fix=_FIX,
+            missing=f"No plan at {path}; {_FIX}.",
+        )
         return cls.from_dict(loaded, source=path)
