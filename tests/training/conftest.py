@@ -83,3 +83,22 @@ def tiny_config(**sections: dict[str, object]) -> TrainConfig:
     for name, update in sections.items():
         values.setdefault(name, {}).update(update)
     return config_from_dict(values)
+
+
+def train_with_torchrun(manifest: Path, config_path: Path, out: Path) -> None:
+    """``usdcm train`` under torchrun with two gloo processes, as ``--nproc 2`` launches it.
+
+    The command is :func:`usdcm.training.distributed.torchrun_command`'s, so the tests run
+    exactly what the CLI runs; one thread per process keeps two processes on two cores.
+    """
+    import os
+    import subprocess
+
+    from usdcm.training.distributed import torchrun_command
+
+    argv = ["train", str(manifest), "--config", str(config_path), "--out", str(out), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run(
+        torchrun_command(2, argv), env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

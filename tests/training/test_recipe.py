@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.training.conftest import TinyManifest, tiny_config
+from tests.training.conftest import TinyManifest, tiny_config, train_with_torchrun
 
 from usdcm.config import config_from_dict
 from usdcm.runtime.checkpoint import load_checkpoint
@@ -281,9 +281,6 @@ def test_two_gloo_processes_with_the_ema_and_clipping_match_one(
     tiny_manifest: TinyManifest, tmp_path: Path
 ) -> None:
     """Under DDP the EMA follows the unwrapped model and clipping sees the reduced gradients."""
-    import os
-    import subprocess
-    import sys
 
     import yaml
 
@@ -303,25 +300,7 @@ def test_two_gloo_processes_with_the_ema_and_clipping_match_one(
     config_path.write_text(yaml.safe_dump(config.to_dict()))
     train(manifest, config, tmp_path / "single")
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "usdcm",
-        "train",
-        str(manifest),
-        "--config",
-        str(config_path),
-        "--out",
-        str(tmp_path / "ddp"),
-        "--quiet",
-    ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    train_with_torchrun(manifest, config_path, tmp_path / "ddp")
 
     ddp, single = _metrics(tmp_path / "ddp"), _metrics(tmp_path / "single")
     assert len(ddp) == len(single) == 3

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from tests.training.conftest import TinyManifest, tiny_config
+from tests.training.conftest import TinyManifest, tiny_config, train_with_torchrun
 
 from usdcm.errors import TrainingError
 from usdcm.runtime.checkpoint import REQUIRED_KEYS, load_checkpoint
@@ -133,25 +131,7 @@ def test_two_gloo_processes_match_one(tiny_manifest: TinyManifest, tmp_path: Pat
     single = tmp_path / "single"
     train(manifest, tiny_config(optim={"class_weighting": "none"}), single)
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "usdcm",
-        "train",
-        str(manifest),
-        "--config",
-        str(config_path),
-        "--out",
-        str(tmp_path / "ddp"),
-        "--quiet",
-    ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    train_with_torchrun(manifest, config_path, tmp_path / "ddp")
 
     ddp_metrics, single_metrics = _metrics(tmp_path / "ddp"), _metrics(single)
     assert len(ddp_metrics) == len(single_metrics) == 3
