@@ -198,6 +198,9 @@ class OptimConfig:
     """Decay of an exponential moving average of the weights, validated and saved; 0: off."""
     grad_clip: float = 0.0
     """Clip the gradient norm to this value; 0: off."""
+    time_limit_s: float = 0.0
+    """Stop before an epoch that would end more than this many seconds after training
+    began (the best checkpoint is kept); 0: no limit. The plan sets it to the time budget."""
 
     def __post_init__(self) -> None:
         _check_finite(self, "optim.")
@@ -212,6 +215,7 @@ class OptimConfig:
         _check("optim.label_smoothing", smoothing, 0 <= smoothing < 1, "in [0, 1)")
         _check("optim.ema_decay", self.ema_decay, 0 <= self.ema_decay < 1, "in [0, 1)")
         _check("optim.grad_clip", self.grad_clip, self.grad_clip >= 0, ">= 0")
+        _check("optim.time_limit_s", self.time_limit_s, self.time_limit_s >= 0, ">= 0")
 
 
 @dataclass

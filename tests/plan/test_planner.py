@@ -16,7 +16,7 @@ from usdcm.artifacts.plan import PLAN_JSON, PlanRecord
 from usdcm.errors import ConfigError
 from usdcm.plan import make_plan, override_config, plan_from_record
 from usdcm.plan.planner import Plan, imagenet_weights_check
-from usdcm.plan.probe import StepTimes, reference_probe
+from usdcm.plan.probe import Probe, StepTimes, reference_probe
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,16 +112,48 @@ def test_a_failing_probe_falls_back_to_the_reference_times(tmp_path: Path) -> No
     assert any("timing probe failed (RuntimeError)" in note for note in plan.notes)
 
 
-def test_a_cpu_far_slower_than_the_reference_gets_a_note(tmp_path: Path) -> None:
-    def busy(name: str, channels: int, side: int) -> StepTimes:
+def _slowed(factor: float) -> Probe:
+    def probe(name: str, channels: int, side: int) -> StepTimes:
         quiet = reference_probe(name, channels, side)
-        return StepTimes(train_s=quiet.train_s * 10, eval_s=quiet.eval_s * 10)
+        return StepTimes(train_s=quiet.train_s * factor, eval_s=quiet.eval_s * factor)
 
-    slow = tiny_plan(tmp_path, probe=busy, time_budget_s=60)
-    assert any("10x slower here than on the reference machine" in n for n in slow.notes)
+    return probe
+
+
+def test_a_cpu_far_slower_than_the_reference_is_planned_with_the_reference_times(
+    tmp_path: Path,
+) -> None:
+    # a probe 10x slower is taken as a busy machine: the plan is the reference machine's, with
+    # the time limit holding the budget (db94286 planned 64 px / 2 epochs here, AUC 0.79)
+    busy = tiny_plan(tmp_path, probe=_slowed(10), time_budget_s=60)
+    assert any("10x slower here than on the reference machine" in n for n in busy.notes)
     quiet = tiny_plan(tmp_path, probe=reference_probe, time_budget_s=60)
     assert not quiet.notes
-    assert slow.config.data.image_size[0] < quiet.config.data.image_size[0]
+    assert busy.config == quiet.config
+    assert busy.config.optim.time_limit_s == 60
+
+
+def test_a_cpu_somewhat_slower_than_the_reference_is_planned_with_its_own_times(
+    tmp_path: Path,
+) -> None:
+    slow = tiny_plan(tmp_path, probe=_slowed(3), time_budget_s=60)
+    quiet = tiny_plan(tmp_path, probe=reference_probe, time_budget_s=60)
+    assert not slow.notes
+    assert (slow.config.data.image_size[0], slow.config.optim.epochs) < (
+        quiet.config.data.image_size[0],
+        quiet.config.optim.epochs,
+    )
+
+
+def test_the_time_limit_is_the_budget_per_fold_and_off_when_epochs_are_given(
+    tmp_path: Path,
+) -> None:
+    assert tiny_plan(tmp_path, time_budget_s=600).config.optim.time_limit_s == 600
+    folds = tiny_plan(tmp_path, time_budget_s=600, overrides={"split.folds": 3})
+    assert folds.config.optim.time_limit_s == 200
+    given = tiny_plan(tmp_path, time_budget_s=600, overrides={"optim.epochs": 4})
+    assert given.config.optim.time_limit_s == 0
+    assert "epochs were given" in given.to_record().choice("optim.time_limit_s").rule
 
 
 def test_plan_json_holds_the_config_to_train_again(tmp_path: Path) -> None:

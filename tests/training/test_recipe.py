@@ -5,6 +5,7 @@ unchanged."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,15 @@ from tests.training.conftest import TinyManifest, tiny_config, train_with_torchr
 
 from usdcm.config import config_from_dict
 from usdcm.runtime.checkpoint import load_checkpoint
-from usdcm.training.run import EpochRecord, _batch_mixer, _loss_function, _scheduler, train
+from usdcm.training.distributed import context_from_env
+from usdcm.training.run import (
+    EpochRecord,
+    _batch_mixer,
+    _loss_function,
+    _past_time_limit,
+    _scheduler,
+    train,
+)
 
 _KEYS = ("train_loss", "val_loss", "val_auc", "val_balanced_accuracy", "lr")
 
@@ -260,6 +269,30 @@ def test_training_stops_after_patience_epochs_without_a_better_val_auc(
     assert improved[-1] == learning.best_epoch
     assert len(learning.epochs) == min(8, learning.best_epoch + 3)
     assert learning.stopped_early == (learning.best_epoch + 3 < 8)
+
+
+def test_training_stops_before_an_epoch_that_would_end_past_the_time_limit(
+    tiny_manifest: TinyManifest, tmp_path: Path
+) -> None:
+    manifest = tiny_manifest()
+    limited = train(
+        manifest, tiny_config(optim={"epochs": 4, "time_limit_s": 1e-3}), tmp_path / "limited"
+    )
+    # the first epoch always runs; the second would end past a millisecond
+    assert [r.epoch for r in limited.epochs] == [0]
+    assert limited.stopped_at_time_limit and not limited.stopped_early
+    assert load_checkpoint(tmp_path / "limited" / "best.pt")["epoch"] == 0
+    roomy = train(manifest, tiny_config(optim={"epochs": 2, "time_limit_s": 1e6}), tmp_path / "r")
+    assert len(roomy.epochs) == 2 and not roomy.stopped_at_time_limit
+
+
+def test_the_time_limit_counts_the_next_epoch_as_long_as_the_last() -> None:
+    single = context_from_env()
+    ten_ago = time.perf_counter() - 10
+    assert not _past_time_limit(single, 20.0, ten_ago, 9.0)
+    assert _past_time_limit(single, 20.0, ten_ago, 11.0)
+    assert not _past_time_limit(single, 0.0, ten_ago, 1e9)  # 0: no limit
+    assert not _past_time_limit(single, 1.0, ten_ago, 0.0)  # before the first epoch
 
 
 def test_each_epoch_and_rank_mixes_from_its_own_stream() -> None:

@@ -39,6 +39,8 @@ def print_summary(
     console.print(table)
     split_counts = ", ".join(f"{name} {count}" for name, count in result.n_images.items())
     stop = " (stopped early)" if result.stopped_early else ""
+    if result.stopped_at_time_limit:
+        stop = " (stopped at the time limit, optim.time_limit_s)"
     planned = (
         "" if estimated_seconds is None else f" (the plan estimated {estimated_seconds:.0f} s)"
     )

@@ -138,13 +138,15 @@ def _config_file_keys(path: Path) -> list[str]:
 
 
 SLOW_PROBE = 4.0
-"""A CPU probed this many times slower than the reference machine gets a note: a busy
-machine (another job on the same cores) makes every step slow, and the plan small."""
+"""A CPU probed this many times slower than the reference machine is taken as busy (another
+job on the same cores makes every probed step slow, and the plan small): the plan uses the
+reference machine's times instead, and ``optim.time_limit_s`` holds the budget if the
+machine really is that slow."""
 
 
 def _safe_probe(probe: Probe, notes: list[str], *, cpu: bool) -> Probe:
-    """``probe``, falling back to the reference machine's times when it fails here, and
-    noting a CPU far slower than the reference machine."""
+    """``probe``, falling back to the reference machine's times when it fails here, or when
+    a CPU probes far slower than the reference machine (see :data:`SLOW_PROBE`)."""
 
     def add(note: str) -> None:
         if note not in notes:
@@ -159,13 +161,16 @@ def _safe_probe(probe: Probe, notes: list[str], *, cpu: bool) -> Probe:
                 "of the reference machine (2 CPU cores)."
             )
             return reference_probe(name, channels, side)
-        slower = times.train_s / max(reference_probe(name, channels, side).train_s, 1e-9)
+        reference = reference_probe(name, channels, side)
+        slower = times.train_s / max(reference.train_s, 1e-9)
         if cpu and slower > SLOW_PROBE:
             add(
                 f"Training steps ran {slower:.0f}x slower here than on the reference machine "
-                "(2 CPU cores): if another job shares these cores, plan again when it is "
-                "done; the plan fits the budget at this speed."
+                "(2 CPU cores), most likely because another job shares these cores: the plan "
+                "uses the reference machine's step times, and training stops at the time "
+                "budget (optim.time_limit_s) if this machine really is that slow."
             )
+            return reference
         return times
 
     return guarded

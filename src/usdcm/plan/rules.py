@@ -425,6 +425,16 @@ def choose(
         "loss",
         f"class-weighted loss (rarest class {minority:.0%} of the images)",
     )
+    if given_epochs is None:
+        limit = float(round(time_budget_s / folds))
+        per = " per fold" if folds > 1 else ""
+        limit_rule = (
+            f"stop before an epoch that would end past {budget_text}{per}: the estimate is a "
+            "forecast, this holds the budget on a slower or busier machine"
+        )
+    else:
+        limit, limit_rule = 0.0, f"no limit: the epochs were given ({given_epochs})"
+    rec.pick("optim.time_limit_s", limit, limit_rule)
     rec.pick("augment.mixup_alpha", 0.0, "off: not shown to help here; 0.2 to try it")
     rec.pick("augment.cutmix_alpha", 0.0, "off: cutting can remove the lesion that sets the label")
 

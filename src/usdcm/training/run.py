@@ -62,6 +62,7 @@ from usdcm.runtime.device import (
 from usdcm.runtime.predict import predict_clips
 from usdcm.training.data import RunData, prepare_data
 from usdcm.training.distributed import (
+    DistContext,
     all_gather_objects,
     all_reduce_mean,
     barrier,
@@ -107,6 +108,8 @@ class TrainResult:
     best_epoch: int = -1
     best_auc: float = float("nan")
     stopped_early: bool = False
+    stopped_at_time_limit: bool = False
+    """Stopped because the next epoch would have ended past ``optim.time_limit_s``."""
     n_images: dict[str, int] = field(default_factory=dict)
     cache_bytes: int = 0
     device: str = ""
@@ -446,9 +449,18 @@ def train(
         bar: TrainingProgress = (
             progress if progress is not None and context.is_main else NoProgress()
         )
+        last_epoch_s = 0.0
         for epoch in range(start_epoch, config.optim.epochs):
             if stale >= config.optim.patience:
                 result.stopped_early = True
+                break
+            if _past_time_limit(context, config.optim.time_limit_s, started, last_epoch_s):
+                result.stopped_at_time_limit = True
+                logger.info(
+                    "stopped before epoch %d: it would end past the time limit of %.0f s",
+                    epoch,
+                    config.optim.time_limit_s,
+                )
                 break
             epoch_started = time.perf_counter()
             torch.manual_seed(_epoch_seed(seed, epoch))
@@ -503,6 +515,7 @@ def train(
                 seconds=time.perf_counter() - epoch_started,
                 best=improved,
             )
+            last_epoch_s = record.seconds
             if context.is_main:
                 # model_state is the network validated (the EMA's when there is one)
                 validated = unwrap_model(network) if ema is None else ema.module
@@ -547,6 +560,20 @@ def train(
         return result
     finally:
         cleanup()
+
+
+def _past_time_limit(
+    context: DistContext, limit_s: float, started: float, last_epoch_s: float
+) -> bool:
+    """Whether an epoch as long as the last one would end past ``limit_s`` seconds after
+    ``started``; never before the first epoch of this process, and never with no limit.
+
+    Every process decides on the mean of their clocks, so that all stop at the same epoch.
+    """
+    if limit_s <= 0 or last_epoch_s <= 0:
+        return False
+    elapsed = all_reduce_mean(context, time.perf_counter() - started)
+    return elapsed + all_reduce_mean(context, last_epoch_s) > limit_s
 
 
 def _append_metrics(path: Path, record: EpochRecord, epoch: int) -> None:
