@@ -28,6 +28,10 @@ Rows (each a ``usdcm train`` + ``usdcm evaluate`` run of the CLI, as a user runs
   row the config extends the row's; over ``plan`` it holds the piece's keys only, which
   override the plan's matching choices (``plan-smooth``: the plan without label
   smoothing). A piece is skipped while no code outside ``usdcm/config.py`` reads its key.
+- **pinned** and **pinned+<piece>** / **pinned-<piece>**: the plan of ``--time-budget``
+  made with the reference machine's step times and without its time limit, written as a
+  full config once per dataset: the ablations over it train the same plan on a busy machine
+  as on a quiet one, and differ only by their piece.
 
 Per row: the test AUC with its DeLong 95% CI, accuracy (at the threshold chosen on
 validation) and balanced accuracy, all from usdcm's ``metrics.json``; minutes of training
@@ -361,6 +365,9 @@ class Row:
     """``None``: no --config (the plan)."""
     blocked: str | None
     description: str
+    pinned: dict[str, Any] | None = None
+    """A row over the pinned plan: the keys it sets over it (``{}`` for ``pinned`` itself);
+    its config is written per dataset when it runs (:func:`_pinned_config`)."""
 
 
 def _yaml(values: dict[str, Any]) -> str:
@@ -381,8 +388,12 @@ def make_row(name: str, out: Path) -> Row:
         return Row(name, CONFIGS / f"{name}.yaml", blocked, description)
     if name == "plan":
         return Row(name, None, _plan_ready(), "`usdcm train MANIFEST`: the default plan")
+    if name == "pinned":
+        description = "the default plan, pinned: reference step times, no time limit"
+        return Row(name, None, _plan_ready(), description, pinned={})
     match = re.fullmatch(r"(\w+)([+-])(\w+)", name)
-    if match is None or match[3] not in PIECE_BY_NAME or match[1] not in (*fixed, "plan"):
+    bases = (*fixed, "plan", "pinned")
+    if match is None or match[3] not in PIECE_BY_NAME or match[1] not in bases:
         message = f"unknown row {name!r}; see --list"
         raise SystemExit(message)
     base, sign, piece_name = match.groups()
@@ -392,12 +403,15 @@ def make_row(name: str, out: Path) -> Row:
     if blocked is None and not _used_outside_config(piece.key):
         blocked = f"{piece.key} is read nowhere outside config.py yet: skipped"
     values = piece.overrides if sign == "+" else piece.off
+    state = "on" if sign == "+" else "off"
+    if base == "pinned":
+        description = f"{base_row.description}, {piece_name} {state}"
+        return Row(name, None, blocked, description, pinned=values)
     if base_row.config is not None:
         values = {"extends": str(base_row.config), **values}
     # for the plan: a config of these keys only, which override the plan's matching choices
     config = out / "configs" / f"{name}.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
-    state = "on" if sign == "+" else "off"
     text = (
         f"# {name}: the {base} row with {piece_name} {state} (written by benchmarks/accuracy.py)\n"
     )
@@ -406,10 +420,11 @@ def make_row(name: str, out: Path) -> Row:
 
 
 def all_row_names(base: str) -> list[str]:
-    """Every row: the four base rows, then each piece on over ``base`` (``plan``: off)."""
-    sign = "-" if base == "plan" else "+"
+    """Every row: the four base rows, then each piece on over ``base`` (a plan: off)."""
+    planned = base in ("plan", "pinned")
+    sign = "-" if planned else "+"
     pieces = (f"{base}{sign}{p.name}" for p in PIECES if not (sign == "-" and p.name in OPTIONAL))
-    on = (f"plan+{name}" for name in OPTIONAL) if base == "plan" else ()
+    on = (f"{base}+{name}" for name in OPTIONAL) if planned else ()
     return ["seed_cnn", "resnet18", "plan", "pretrained", *pieces, *on]
 
 
@@ -446,8 +461,53 @@ def _metrics(path: Path) -> dict[str, Any]:
     }
 
 
+_PIN = """\
+import dataclasses, sys
+from pathlib import Path
+from usdcm.config import dump_config
+from usdcm.plan import make_plan
+from usdcm.plan.probe import reference_probe
+plan = make_plan(Path(sys.argv[1]), time_budget_s=float(sys.argv[2]), device="cpu",
+                 probe=reference_probe)
+config = plan.config
+config = dataclasses.replace(config, optim=dataclasses.replace(config.optim, time_limit_s=0.0))
+Path(sys.argv[3]).write_text(dump_config(config), encoding="utf-8")
+"""
+"""Writes the plan ``usdcm train MANIFEST --time-budget B`` makes on the reference machine
+(its step times, not this machine's), as a full config without the time limit."""
+
+
+def _pinned_config(row: Row, data: Dataset, out: Path, budget: str) -> Path:
+    """The config of a row over the pinned plan of ``data`` at ``budget`` (written once).
+
+    Pinned, the plan's choices do not depend on how busy the machine is while probing, and
+    without the time limit every row trains the same epochs however loaded the cores are:
+    the rows differ only by the piece they change.
+    """
+    from usdcm.plan import parse_time_budget
+
+    folder = out / data.name / "configs"
+    folder.mkdir(parents=True, exist_ok=True)
+    seconds = parse_time_budget(budget)
+    pinned = folder / f"pinned-{seconds:.0f}s.yaml"
+    if not pinned.exists():
+        script = [sys.executable, "-c", _PIN, str(data.manifest), str(seconds), str(pinned)]
+        subprocess.run(script, check=True)
+    assert row.pinned is not None
+    config = folder / f"{row.name}-{seconds:.0f}s.yaml"
+    text = f"# {row.name}: {row.description} (written by benchmarks/accuracy.py)\n"
+    config.write_text(text + _yaml({"extends": str(pinned), **row.pinned}), encoding="utf-8")
+    return config
+
+
 def measure(
-    row: Row, data: Dataset, out: Path, *, epochs: int | None, bootstrap: int
+    row: Row,
+    data: Dataset,
+    out: Path,
+    *,
+    epochs: int | None,
+    bootstrap: int,
+    budget: str | None = None,
 ) -> dict[str, Any]:
     run = out / data.name / "runs" / row.name
     shutil.rmtree(run, ignore_errors=True)
@@ -455,8 +515,13 @@ def measure(
     log = run.parent / f"{row.name}.log"
     log.write_text("", encoding="utf-8")
     train = _usdcm("train", str(data.manifest), "--out", str(run), "--quiet")
-    if row.config is not None:
-        train += ["--config", str(row.config)]
+    config = row.config
+    if row.pinned is not None:
+        config = _pinned_config(row, data, out, budget or "20m")
+    elif config is None and budget is not None:
+        train += ["--time-budget", budget]
+    if config is not None:
+        train += ["--config", str(config)]
     if epochs is not None:
         train += ["--epochs", str(epochs)]
     evaluate = _usdcm(
@@ -557,6 +622,8 @@ def main() -> None:
     parser.add_argument("--datasets", default="busi,synth", help="busi, synth or both")
     parser.add_argument("--base", default="pretrained", help="base row of the ablations")
     parser.add_argument("--epochs", type=int, default=None, help="override every row's epochs")
+    budget = "--time-budget of the plan rows and of the pinned plan (default: the plan's, 20m)"
+    parser.add_argument("--time-budget", default=None, help=budget)
     quick = "smoke run: 12 BUSI images a folder, 20 synth patients, 1 epoch"
     parser.add_argument("--quick", action="store_true", help=quick)
     parser.add_argument("--out", type=Path, default=Path("/tmp/usdcm-accuracy"))
@@ -606,7 +673,9 @@ def main() -> None:
                     continue
                 print(f"{data.name}/{row.name}: training ({row.description})", flush=True)
                 try:
-                    result = measure(row, data, out, epochs=epochs, bootstrap=bootstrap)
+                    result = measure(
+                        row, data, out, epochs=epochs, bootstrap=bootstrap, budget=args.time_budget
+                    )
                 except RuntimeError as err:
                     print(f"{data.name}/{row.name}: FAILED, {err}", flush=True)
                     continue
