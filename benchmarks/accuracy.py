@@ -489,7 +489,7 @@ def _pinned_config(row: Row, data: Dataset, out: Path, budget: str) -> Path:
     folder = out / data.name / "configs"
     folder.mkdir(parents=True, exist_ok=True)
     seconds = parse_time_budget(budget)
-    pinned = folder / f"pinned-{seconds:.0f}s.yaml"
+    pinned = folder / f"plan-{seconds:.0f}s-reference.yaml"
     if not pinned.exists():
         script = [sys.executable, "-c", _PIN, str(data.manifest), str(seconds), str(pinned)]
         subprocess.run(script, check=True)
