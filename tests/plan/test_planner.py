@@ -133,6 +133,26 @@ def test_a_cpu_far_slower_than_the_reference_is_planned_with_the_reference_times
     assert busy.config.optim.time_limit_s == 60
 
 
+def test_a_model_is_planned_from_one_source_decided_at_its_first_probe(tmp_path: Path) -> None:
+    # contention that starts or stops between the two probed sides must not mix the sources
+    def varying(first: float, then: float) -> Probe:
+        calls: list[int] = []
+
+        def probe(name: str, channels: int, side: int) -> StepTimes:
+            calls.append(side)
+            return _slowed(first if len(calls) == 1 else then)(name, channels, side)
+
+        return probe
+
+    quiet = tiny_plan(tmp_path, probe=reference_probe, time_budget_s=60)
+    eased = tiny_plan(tmp_path, probe=varying(10, 1), time_budget_s=60)
+    assert eased.config == quiet.config
+    assert any("10x slower" in note for note in eased.notes)
+    worsened = tiny_plan(tmp_path, probe=varying(3, 10), time_budget_s=60)
+    assert not worsened.notes  # 3x at first: this machine's times, for both sides
+    assert worsened.config != quiet.config
+
+
 def test_a_cpu_somewhat_slower_than_the_reference_is_planned_with_its_own_times(
     tmp_path: Path,
 ) -> None:
