@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import math
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -135,3 +137,20 @@ def test_midranks_equal_scipy_average_ranks() -> None:
     for size in (0, 1, 2, 17, 200):
         values = np.round(rng.random(size), 1)
         assert np.array_equal(midranks(values), rankdata(values))
+
+
+ASAH_NDKA = Path(__file__).parent / "data" / "asah_ndka.csv"
+"""pROC's aSAH data, outcome and ndka (see data/README.md)."""
+
+
+def test_delong_matches_proc_on_asah_ndka() -> None:
+    """pROC: ``ci.auc(roc(aSAH$outcome, aSAH$ndka), method = "delong")``, Poor is the case."""
+    with ASAH_NDKA.open(newline="") as handle:
+        rows = list(csv.DictReader(line for line in handle if not line.startswith("#")))
+    assert len(rows) == 113
+    labels = [row["outcome"] == "Poor" for row in rows]
+    assert sum(labels) == 41
+    result = delong_auc(labels, [float(row["ndka"]) for row in rows])
+    assert result.auc == pytest.approx(0.611957994579946, abs=1e-9)
+    assert result.ci95[0] == pytest.approx(0.501244999271703, abs=1e-9)
+    assert result.ci95[1] == pytest.approx(0.722670989888189, abs=1e-9)
