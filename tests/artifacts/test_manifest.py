@@ -70,15 +70,34 @@ def a_row(**changes: object) -> ManifestRow:
 
 def test_a_typed_row_is_written_with_the_schema_version(tmp_path: Path) -> None:
     path = tmp_path / "manifest.csv"
-    write_manifest(path, [a_row()])
+    write_manifest(path, [a_row(sex="F", age_band="90+", study_year="2019")])
     header, line = path.read_text(encoding="utf-8").splitlines()
     assert header.split(",") == list(MANIFEST_COLUMNS) and header.endswith(",schema_version")
+    assert header.endswith(",sex,age_band,study_year,schema_version")
     assert line == (
         "a1,images/a1.nii.gz,p1,s1,r1,1.2,1.2.3,1.2.3.4,,3,10,12,1,,0.25,,Acme,X1,US,"
-        "Ultrasound Image Storage,MONOCHROME2,1.2.840.10008.1.2.1,33.5,PT1/IM1,1234,1"
+        "Ultrasound Image Storage,MONOCHROME2,1.2.840.10008.1.2.1,33.5,PT1/IM1,1234,"
+        "F,90+,2019,2"
     )
     (row,) = read_manifest(path)
-    assert row["schema_version"] == str(SCHEMA_VERSION) == "1"
+    assert row["schema_version"] == str(SCHEMA_VERSION) == "2"
+
+
+def test_demographics_are_unknown_by_default() -> None:
+    row = a_row()
+    assert (row.sex, row.age_band, row.study_year) == ("", "", "")
+
+
+def test_a_version_1_manifest_is_still_read_without_the_demographic_columns(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "manifest.csv"
+    path.write_text(
+        "image_id,image_path,patient_key,label,crop,schema_version\na,images/a.nii.gz,p,x,,1\n",
+        encoding="utf-8",
+    )
+    (row,) = read_manifest(path)
+    assert row["schema_version"] == "1" and row.get("sex", "") == ""
 
 
 @pytest.mark.parametrize(
@@ -108,9 +127,9 @@ def test_a_manifest_of_another_version_is_refused_with_the_fix(tmp_path: Path) -
     path = tmp_path / "manifest.csv"
     write_manifest(path, [a_row()])
     text = path.read_text(encoding="utf-8")
-    path.write_text(text[: text.rindex(",1")] + ",2\n", encoding="utf-8")
+    path.write_text(text[: text.rindex(",2")] + ",3\n", encoding="utf-8")
     with pytest.raises(
-        SchemaVersionError, match="schema version 2; this usdcm reads version 1"
+        SchemaVersionError, match="schema version 3; this usdcm reads version 2"
     ) as err:
         read_manifest(path)
     assert str(path) in str(err.value) and "usdcm ingest" in str(err.value)

@@ -20,9 +20,11 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-RECORD_VERSION = 1
-"""The version of :meth:`InstanceHeader.to_record`'s keys; bump it when they change, and
-the journal's records of another version are scanned again instead of read."""
+RECORD_VERSION = 2
+"""The version of :meth:`InstanceHeader.to_record`'s keys (its ``record_version`` key; a
+record without one is version 1); bump it when they change, and the journal's records of
+another version are scanned again instead of read. Version 2 adds ``sex``, ``age_band``
+and ``study_year``."""
 
 
 def _same(value: T) -> T:
@@ -36,6 +38,8 @@ class InstanceHeader:
     Named in DICOM's terms. ``patient_key`` is the keyed pseudonym of the PatientID (or of
     the StudyInstanceUID when there is none); it is empty only between
     :func:`~usdcm.dicom.header.read_header`, which has no secret, and the header scan.
+    ``sex``, ``age_band`` and ``study_year`` are the only demographics kept: bands and
+    years, never a date.
 
     Examples
     --------
@@ -67,6 +71,12 @@ class InstanceHeader:
     bits_allocated: int
     frame_time_ms: float | None
     patient_key: str = ""
+    sex: str = ""
+    """PatientSex as ``F``, ``M``, ``O``, or ``""`` when unknown."""
+    age_band: str = ""
+    """The age at the study in 10-year bands (``"40-49"``, ``"90+"``), or ``""``."""
+    study_year: str = ""
+    """The study's year (``"2024"``), or ``""``: years only, never a date."""
 
     def __post_init__(self) -> None:
         counts = (self.rows, self.columns, self.frames, self.samples_per_pixel, self.bits_allocated)
@@ -112,6 +122,10 @@ class InstanceHeader:
             "pixel_bytes": self.declared_pixel_bytes,
             "frame_time_ms": self.frame_time_ms,
             "patient_key": self.patient_key,
+            "sex": self.sex,
+            "age_band": self.age_band,
+            "study_year": self.study_year,
+            "record_version": RECORD_VERSION,
         }
 
     @classmethod
@@ -123,8 +137,13 @@ class InstanceHeader:
         ``share`` maps each string repeated across a series (classes, study and series
         UIDs, scanner, patient key) to one shared copy, so that a run holding a header per
         file keeps each such string once. Raises ``KeyError``, ``TypeError`` or
-        ``ValueError`` for a record that does not fit (then the file is scanned again).
+        ``ValueError`` for a record that does not fit, or one of another
+        :data:`RECORD_VERSION` (then the file is scanned again).
         """
+        version = record.get("record_version", 1)
+        if version != RECORD_VERSION:
+            message = f"record version {version!r}, not {RECORD_VERSION}"
+            raise ValueError(message)
         strings = (
             "sop_class",
             "sop_uid",
@@ -136,6 +155,9 @@ class InstanceHeader:
             "transfer_syntax",
             "photometric",
             "patient_key",
+            "sex",
+            "age_band",
+            "study_year",
         )
         for key in strings:
             if not isinstance(record[key], str):
@@ -158,4 +180,7 @@ class InstanceHeader:
             bits_allocated=record["bits"],
             frame_time_ms=record["frame_time_ms"],
             patient_key=share(record["patient_key"]),
+            sex=share(record["sex"]),
+            age_band=share(record["age_band"]),
+            study_year=share(record["study_year"]),
         )

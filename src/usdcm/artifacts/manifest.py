@@ -18,8 +18,16 @@ from usdcm.artifacts._csv import write_csv
 from usdcm.artifacts._schema import SCHEMA_KEY, check_schema_version
 from usdcm.errors import ManifestError
 
-SCHEMA_VERSION = 1
-"""The version of ``manifest.csv`` this usdcm writes and reads."""
+SCHEMA_VERSION = 2
+"""The version of ``manifest.csv`` this usdcm writes. Version 2 adds ``sex``, ``age_band``
+and ``study_year``."""
+
+READ_VERSIONS: tuple[int, ...] = (1, SCHEMA_VERSION)
+"""The versions read: a version 1 manifest lacks the version 2 columns, which read as
+unknown (``row.get(column, "")``)."""
+
+DEMOGRAPHIC_COLUMNS: tuple[str, ...] = ("sex", "age_band", "study_year")
+"""The patient and study columns: bands and years only, never a date."""
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
     # identity
@@ -50,6 +58,8 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "frame_time_ms",
     "source_path",
     "source_size",
+    # patient and study: a sex code, a 10-year age band, a year; never a date
+    *DEMOGRAPHIC_COLUMNS,
     # artifact
     SCHEMA_KEY,
 )
@@ -66,7 +76,8 @@ class ManifestRow:
     """One row of ``manifest.csv``: one converted SOP instance (see ``manifests/README.md``).
 
     Values are as they are written: ``None`` is an empty cell. Checked when built: the
-    required identity is there, and the geometry is that of an image.
+    required identity is there, and the geometry is that of an image. ``crop`` is empty
+    when the image had no 2D tissue region and keeps its whole frame.
     """
 
     image_id: str
@@ -94,6 +105,9 @@ class ManifestRow:
     frame_time_ms: float | None
     source_path: str
     source_size: int
+    sex: str = ""
+    age_band: str = ""
+    study_year: str = ""
 
     def __post_init__(self) -> None:
         missing = [name for name in REQUIRED_COLUMNS if name != "label" and not getattr(self, name)]
@@ -132,7 +146,7 @@ def write_excluded(path: Path, rows: Iterable[Mapping[str, object]]) -> int:
 
 def read_manifest(path: Path) -> list[dict[str, str]]:
     """Read a manifest, checking that it exists, has the required columns and, when it
-    carries a ``schema_version``, that it is this usdcm's.
+    carries a ``schema_version``, that this usdcm reads it (:data:`READ_VERSIONS`).
 
     Raises ``ManifestError`` naming the missing columns, or the problem with the file, and
     ``SchemaVersionError`` for a manifest of another schema version.
@@ -150,6 +164,8 @@ def read_manifest(path: Path) -> list[dict[str, str]]:
                 raise ManifestError(message)
             rows = [dict(row) for row in reader]
             for version in {row.get(SCHEMA_KEY) for row in rows}:
+                if str(version) in {str(older) for older in READ_VERSIONS}:
+                    continue
                 check_schema_version(
                     version,
                     SCHEMA_VERSION,

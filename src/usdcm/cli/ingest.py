@@ -71,3 +71,8 @@ def ingest_command(
             f"{result.n_excluded} excluded ({reasons or 'none'}) in {result.excluded_path}; "
             f"{result.n_converted} converted, {result.n_reused} reused."
         )
+        if result.n_without_region:
+            typer.echo(
+                f"{result.n_without_region} of {result.n_images} images had no ultrasound "
+                "region to crop to: their whole frame was kept, with any text burned into it."
+            )

@@ -1,7 +1,8 @@
 """Recognise a DICOM file by its content and read its header, never its pixels.
 
 Builds the :class:`~usdcm.artifacts.instance.InstanceHeader` that ingest and predict select
-on, beside the patient identifiers that only the header scan may see (to pseudonymise them
+on (with the patient's sex, age band and study year, never a date), beside the patient
+identifiers that only the header scan may see (to pseudonymise them
 and hash them for label joins): :class:`PatientIdentifiers` hides them from ``repr``, and
 nothing here stores them.
 """
@@ -20,6 +21,7 @@ from pydicom.errors import InvalidDicomError
 
 from usdcm.artifacts.instance import InstanceHeader
 from usdcm.dicom.deflate import check_inflated_size
+from usdcm.dicom.demographics import patient_age_band, patient_sex, study_year
 from usdcm.dicom.regions import UltrasoundRegion, read_regions
 from usdcm.errors import NotDicomError, UnsupportedDicomError
 
@@ -81,6 +83,9 @@ def sniff_dicom(path: Path) -> bool:
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 _CODE_STRING = re.compile(r"[A-Z0-9 _]{0,16}")
 _LONG_STRING_MAX = 64
+STUDY_DATE_KEYWORDS = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")
+"""Where the study's date is read, in order: the first that parses gives the year (and the
+age at the study, with PatientBirthDate); the date itself is never kept."""
 
 
 def _text(dataset: Any, keyword: str) -> str:
@@ -158,6 +163,7 @@ def header_from_dataset(dataset: Any) -> DicomHeader:
     elif len(transfer_syntax) > 64 or not _UID.fullmatch(transfer_syntax):
         raise UnsupportedDicomError("TransferSyntaxUID is not a valid UID (damaged header)")
     try:
+        dates = tuple(_text(dataset, keyword) for keyword in STUDY_DATE_KEYWORDS)
         instance = InstanceHeader(
             sop_class_uid=sop_class,
             sop_instance_uid=sop_instance,
@@ -174,6 +180,11 @@ def header_from_dataset(dataset: Any) -> DicomHeader:
             samples_per_pixel=_int(dataset, "SamplesPerPixel", 1),
             bits_allocated=_int(dataset, "BitsAllocated", 8),
             frame_time_ms=frame_time_ms(dataset),
+            sex=patient_sex(_text(dataset, "PatientSex")),
+            age_band=patient_age_band(
+                _text(dataset, "PatientAge"), _text(dataset, "PatientBirthDate"), dates
+            ),
+            study_year=study_year(dates),
         )
         header = DicomHeader(
             instance,

@@ -4,7 +4,8 @@ Owns the output folder layout::
 
     DIR/manifest.csv       one row per SOP instance (see manifests/README.md)
     DIR/excluded.csv       every other file under SOURCE, with its reason
-    DIR/ingest.json        counts by reason, label join counts, timings, versions
+    DIR/ingest.json        counts by reason, label join counts, images cropped to their
+                           ultrasound region and images without one, timings, versions
     DIR/images/*.nii.gz    one NIfTI per SOP instance
     DIR/.usdcm/secret      the HMAC key behind every pseudonym (mode 0600, never printed)
     DIR/.usdcm/journal.jsonl  finished work, so re-runs convert only new or changed files
@@ -123,6 +124,9 @@ class IngestResult:
     n_converted: int
     n_reused: int
     excluded_by_code: dict[str, int] = field(default_factory=dict)
+    n_without_region: int = 0
+    """Images without a 2D ultrasound region: their whole frame was kept, with any text
+    burned into it."""
 
     @property
     def manifest_path(self) -> Path:
@@ -482,6 +486,9 @@ class _Run:
                 frame_time_ms=scan.frame_time_ms,
                 source_path=item.display,
                 source_size=item.size,
+                sex=scan.sex,
+                age_band=scan.age_band,
+                study_year=scan.study_year,
             )
 
 
@@ -562,6 +569,9 @@ def _ingest_locked(
         ({"path": path, "code": code, "reason": reason} for path, code, reason in exclusions),
     )
     by_code = dict(sorted(Counter(code for _, code, _ in exclusions).items()))
+    n_cropped = sum(
+        1 for item in images if isinstance(item.converted, _Image) and item.converted.crop
+    )
     run.timings["total_s"] = time.perf_counter() - started
     summary = {
         "usdcm_version": __version__,
@@ -572,6 +582,8 @@ def _ingest_locked(
         "excluded_by_code": by_code,
         "n_converted": run.converted,
         "n_reused": run.reused,
+        "n_cropped": n_cropped,
+        "n_without_region": len(images) - n_cropped,
         "output_folder_skipped": skip is not None,
         "labels": (
             labels.summary(unlabelled[0]) if labels else {"unlabelled_images": unlabelled[0]}
@@ -599,4 +611,5 @@ def _ingest_locked(
         n_converted=run.converted,
         n_reused=run.reused,
         excluded_by_code=by_code,
+        n_without_region=len(images) - n_cropped,
     )

@@ -71,6 +71,8 @@ def patient_study_header(ds: Dataset, patient: PatientPlan) -> None:
     ds.PatientID = patient.patient_id
     ds.PatientBirthDate = _date(patient.birth_date)
     ds.PatientSex = patient.sex
+    if patient.writes_age:
+        ds.PatientAge = patient.patient_age
     ds.StudyInstanceUID = patient.study_instance_uid
     ds.StudyDate = _date(patient.study_date)
     ds.StudyTime = _time(patient.study_time)

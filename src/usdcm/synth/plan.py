@@ -89,6 +89,20 @@ class PatientPlan:
     abnormal: bool
     vendor: Vendor
     series: tuple[SeriesPlan, ...]
+    writes_age: bool = False
+    """Whether the headers carry PatientAge as well as PatientBirthDate (about half the
+    patients), so that ingest reads the age both ways."""
+
+    @property
+    def age_years(self) -> int:
+        """Completed years at the study date."""
+        born, on = self.birth_date, self.study_date
+        return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+
+    @property
+    def patient_age(self) -> str:
+        """PatientAge (AS) at the study, such as ``045Y``."""
+        return f"{self.age_years:03d}Y"
 
     @property
     def patient_name(self) -> str:
@@ -321,6 +335,7 @@ def draw_plan(
                 ),
                 study_description=STUDY_DESCRIPTIONS[int(patient_rng.integers(3))],
                 referring_physician=REFERRING_NAMES[int(patient_rng.integers(4))],
+                writes_age=bool(patient_rng.random() < 0.5),  # drawn last: the rest unchanged
                 abnormal=is_abnormal,
                 vendor=vendor,
                 series=tuple(series_plans),
