@@ -51,7 +51,13 @@ def test_image_level_keeps_one_case_per_row() -> None:
     assert [case.id for case in cases] == ["i1", "i2", "i3", "i4", "i5"]
     assert cases[0].probs == {"abnormal": 0.75, "normal": 0.25}
     assert (cases[0].n_images, cases[0].n_frames, cases[0].image_ids) == (1, 10, ("i1",))
-    assert cases[3].subgroups == {"manufacturer": "unknown", "model": "Logiq"}
+    # the rows have no sex or age_band column (a predictions file from before them)
+    assert cases[3].subgroups == {
+        "manufacturer": "unknown",
+        "model": "Logiq",
+        "sex": "unknown",
+        "age_band": "unknown",
+    }
 
 
 def test_series_level_means_probabilities_and_sums_frames() -> None:
@@ -69,7 +75,28 @@ def test_study_level_marks_disagreeing_subgroups_as_mixed() -> None:
     study = cases[0]
     assert study.probs["abnormal"] == pytest.approx(0.5)
     assert study.n_frames == 31
-    assert study.subgroups == {"manufacturer": "GE", "model": "mixed"}
+    assert study.subgroups == {
+        "manufacturer": "GE",
+        "model": "mixed",
+        "sex": "unknown",
+        "age_band": "unknown",
+    }
+
+
+def test_sex_and_age_band_are_default_subgroups() -> None:
+    rows = [
+        {**row("i1", "p1", "st1", "se1", "abnormal", 0.75), "sex": "F", "age_band": "40-49"},
+        {**row("i2", "p1", "st1", "se1", "abnormal", 0.25), "sex": "F", "age_band": "40-49"},
+        {**row("i3", "p2", "st2", "se2", "normal", 0.5), "sex": "", "age_band": "90+"},
+        {**row("i4", "p3", "st3", "se3", "normal", 0.5), "sex": "M", "age_band": ""},
+        {**row("i5", "p3", "st3", "se3", "normal", 0.5), "sex": "M", "age_band": "50-59"},
+    ]
+    cases = aggregate(rows, "study", CLASSES)
+    assert [(case.subgroups["sex"], case.subgroups["age_band"]) for case in cases] == [
+        ("F", "40-49"),
+        ("unknown", "90+"),
+        ("M", "mixed"),
+    ]
 
 
 def test_patient_level_groups_every_study_of_a_patient() -> None:

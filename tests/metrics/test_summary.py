@@ -20,6 +20,10 @@ from sklearn.metrics import (
 )
 
 from usdcm.metrics import MetricsError, ThresholdRuleError, delong_auc, summarize
+from usdcm.metrics.decision_curve import decision_curve
+from usdcm.metrics.recalibration import fit_logistic
+from usdcm.metrics.sample_size import buderer
+from usdcm.metrics.threshold import THRESHOLD_CONVENTION
 
 TOP_KEYS = {
     "level",
@@ -48,6 +52,9 @@ TOP_KEYS = {
     "subgroups",
     "failures",
     "multiclass",
+    "sample_size",
+    "decision_curve",
+    "recalibration",
     "provenance",
 }
 
@@ -124,11 +131,24 @@ def summary(rows: list[dict[str, str]]) -> dict[str, Any]:
 
 def test_keys_are_the_contract_and_the_result_is_strict_json(summary: dict[str, Any]) -> None:
     assert set(summary) == TOP_KEYS
-    assert set(summary["auc"]) == {"value", "ci95", "method", "bootstrap_ci95"}
+    assert set(summary["auc"]) == {
+        "value",
+        "ci95",
+        "method",
+        "delong_ci95",
+        "bootstrap_ci95",
+        "direction",
+    }
     for name in ("sensitivity", "specificity", "ppv", "npv", "accuracy"):
         assert set(summary[name]) == {"value", "ci95", "k", "n"}
     assert set(summary["balanced_accuracy"]) == {"value", "ci95"}
-    assert set(summary["threshold"]) == {"value", "rule", "chosen_on", "exploratory"}
+    assert set(summary["threshold"]) == {
+        "value",
+        "rule",
+        "chosen_on",
+        "exploratory",
+        "convention",
+    }
     assert set(summary["confusion_matrix"]) == {"labels", "counts", "normalized"}
     assert set(summary["pr"]) == {"precision", "recall", "ap"}
     assert set(summary["reliability"]) == {"bin_edges", "mean_predicted", "observed", "count"}
@@ -138,6 +158,33 @@ def test_keys_are_the_contract_and_the_result_is_strict_json(summary: dict[str, 
     entry = summary["subgroups"]["manufacturer"][0]
     assert set(entry) == {"group", "n", "n_positive", "prevalence", "auc", "too_small", "reason"}
     assert summary["multiclass"] is None
+    assert set(summary["sample_size"]) == {
+        "method",
+        "confidence",
+        "target_width",
+        "expected_sensitivity",
+        "expected_specificity",
+        "needed_positive",
+        "needed_negative",
+        "needed_total",
+        "n_positive",
+        "n_negative",
+        "achieved_width",
+        "below_target",
+        "explanation",
+    }
+    assert set(summary["sample_size"]["achieved_width"]) == {"sensitivity", "specificity", "auc"}
+    assert set(summary["decision_curve"]) == {
+        "thresholds",
+        "model",
+        "treat_all",
+        "treat_none",
+        "n",
+        "prevalence",
+        "reference",
+    }
+    assert summary["recalibration"] is None  # no calibration rows given
+    assert set(summary["subgroups"]) == {"manufacturer", "model", "sex", "age_band"}
     assert summary["provenance"] == {"model": "seed_cnn"}
     assert json.loads(json.dumps(summary, allow_nan=False)) == summary
 
@@ -152,7 +199,11 @@ def test_binary_statistics_match_independent_computations(
     assert summary["prevalence"] == pytest.approx(y.mean())
     assert summary["auc"]["value"] == pytest.approx(roc_auc_score(y, s))
     assert summary["auc"]["ci95"] == pytest.approx(list(delong_auc(y, s).ci95))
+    assert summary["auc"]["delong_ci95"] == summary["auc"]["ci95"]
     assert summary["auc"]["method"] == "delong"
+    assert summary["auc"]["direction"] == (
+        "as given (higher score = positive class); never flipped"
+    )
     low, high = summary["auc"]["bootstrap_ci95"]
     assert low < summary["auc"]["value"] < high
 
@@ -205,6 +256,7 @@ def test_counts_threshold_and_bootstrap_blocks(
         "rule": "youden",
         "chosen_on": "val",
         "exploratory": False,
+        "convention": THRESHOLD_CONVENTION,
     }
     assert summary["bootstrap"] == {
         "resamples": 200,
@@ -310,7 +362,9 @@ def test_one_class_data_gives_none_not_nan() -> None:
         "value": None,
         "ci95": [None, None],
         "method": "delong",
+        "delong_ci95": [None, None],
         "bootstrap_ci95": [None, None],
+        "direction": "as given (higher score = positive class); never flipped",
     }
     assert summary["bootstrap"]["skipped"] == 50
     assert summary["specificity"] == {"value": None, "ci95": [None, None], "k": 0, "n": 0}
@@ -325,6 +379,129 @@ def test_image_level_summary_counts_every_image(rows: list[dict[str, str]]) -> N
     assert summary["n"] == len(rows)
     assert summary["aggregation"] == "one case per image; no aggregation"
     assert summary["threshold"]["exploratory"] is True
+
+
+def test_image_and_series_level_auc_interval_is_the_patient_clustered_bootstrap(
+    rows: list[dict[str, str]],
+) -> None:
+    for level in ("image", "series"):
+        summary = run(rows, level=level)
+        auc = summary["auc"]
+        assert auc["method"] == "patient-clustered bootstrap"
+        assert auc["ci95"] == auc["bootstrap_ci95"]
+        assert auc["delong_ci95"] != auc["ci95"]
+        assert auc["delong_ci95"][0] < auc["value"] < auc["delong_ci95"][1]
+        # patients hold several correlated images: DeLong's interval, which takes them as
+        # independent, is the narrower one here
+        width = auc["ci95"][1] - auc["ci95"][0]
+        assert width > auc["delong_ci95"][1] - auc["delong_ci95"][0]
+        assert summary["sample_size"]["achieved_width"]["auc"] == pytest.approx(width)
+    patient = run(rows, level="patient")["auc"]
+    assert patient["method"] == "delong"
+    assert patient["ci95"] == patient["delong_ci95"]
+
+
+def test_sample_size_block_uses_the_reports_estimates(summary: dict[str, Any]) -> None:
+    block = summary["sample_size"]
+    sensitivity, specificity = summary["sensitivity"], summary["specificity"]
+    expected = buderer(
+        min(max(sensitivity["value"], 0.5), 0.99),
+        min(max(specificity["value"], 0.5), 0.99),
+        summary["prevalence"],
+    )
+    assert block["method"] == "Buderer 1996"
+    assert (block["confidence"], block["target_width"]) == (0.95, 0.20)
+    assert block["needed_positive"] == expected.needed_positive
+    assert block["needed_negative"] == expected.needed_negative
+    assert block["needed_total"] == expected.needed_total
+    assert block["n_positive"] == summary["n_positive"]
+    assert block["n_negative"] == summary["n"] - summary["n_positive"]
+    low, high = sensitivity["ci95"]
+    assert block["achieved_width"]["sensitivity"] == pytest.approx(high - low)
+    assert block["below_target"] == (
+        block["n_positive"] < block["needed_positive"]
+        or block["n_negative"] < block["needed_negative"]
+    )
+
+
+def test_decision_curve_block_is_on_the_case_scores(
+    rows: list[dict[str, str]], summary: dict[str, Any]
+) -> None:
+    means = study_means(rows, "prob_abnormal")
+    y = np.array([label == "abnormal" for label, _ in means.values()])
+    s = np.array([score for _, score in means.values()])
+    curve = decision_curve(y, s)
+    block = summary["decision_curve"]
+    assert block["model"] == pytest.approx(curve.model)
+    assert block["treat_all"] == pytest.approx(curve.treat_all)
+    assert block["thresholds"][0] == 0.01 and block["thresholds"][-1] == 0.99
+    assert (block["n"], block["prevalence"]) == (summary["n"], summary["prevalence"])
+    assert block["reference"] == "Vickers & Elkin 2006"
+
+
+def test_recalibration_is_fitted_on_the_calibration_rows_only(
+    rows: list[dict[str, str]],
+) -> None:
+    val = make_rows(n_patients=50, seed=7)
+    for entry in val:
+        entry.update(split="val", image_id="v" + entry["image_id"])
+    base = run(rows, calibration_rows=val)
+    block = base["recalibration"]
+    assert block["fitted_on"] == "val"
+    assert block["n_fit"] == len({r["study_key"] for r in val})  # study level
+    means = study_means(val, "prob_abnormal")
+    fit = fit_logistic(
+        [label == "abnormal" for label, _ in means.values()],
+        [score for _, score in means.values()],
+    )
+    assert block["logistic"]["intercept"] == pytest.approx(fit.intercept)
+    assert block["logistic"]["slope"] == pytest.approx(fit.slope)
+    assert block["uncalibrated"] == {"brier": base["brier"], "ece": base["ece"]["value"]}
+    # the uncalibrated figures of the report are untouched by recalibration
+    plain = run(rows)
+    assert {k: v for k, v in base.items() if k != "recalibration"} == {
+        k: v for k, v in plain.items() if k != "recalibration"
+    }
+
+    # move the evaluated rows (other scores, other labels): the fit stays
+    moved_rows = [
+        {
+            **r,
+            "prob_abnormal": repr(1 - float(r["prob_abnormal"])),
+            "prob_normal": r["prob_abnormal"],
+        }
+        for r in rows[: len(rows) // 2]
+    ]
+    moved = run(moved_rows, calibration_rows=val)["recalibration"]
+    assert moved["logistic"]["intercept"] == block["logistic"]["intercept"]
+    assert moved["logistic"]["slope"] == block["logistic"]["slope"]
+    assert moved["n_fit"] == block["n_fit"]
+    assert moved["uncalibrated"] != block["uncalibrated"]
+
+    # change the val rows: the fit changes
+    changed = [{**r, "label": "normal" if r["label"] == "abnormal" else "abnormal"} for r in val]
+    refit = run(rows, calibration_rows=changed)["recalibration"]
+    assert refit["logistic"]["slope"] != block["logistic"]["slope"]
+    assert refit["uncalibrated"] == block["uncalibrated"]
+
+    oof = run(rows, calibration_rows=val, calibration_on="out-of-fold predictions (oof)")
+    assert oof["recalibration"]["fitted_on"] == "out-of-fold predictions (oof)"
+    assert run(rows, calibration_rows=[])["recalibration"] is None
+
+
+def test_rows_with_sex_and_age_band_give_their_subgroups(rows: list[dict[str, str]]) -> None:
+    banded = [
+        {**r, "sex": "FM"[int(r["patient_key"][-1]) % 2], "age_band": "40-49"}
+        if not r["patient_key"].endswith("7")
+        else dict(r)
+        for r in rows
+    ]
+    summary = run(banded)
+    sexes = {entry["group"]: entry for entry in summary["subgroups"]["sex"]}
+    assert sorted(sexes) == ["F", "M", "unknown"]  # patients ...7 have no sex column
+    assert sum(entry["n"] for entry in sexes.values()) == summary["n"]
+    bands = {entry["group"] for entry in summary["subgroups"]["age_band"]}
+    assert bands == {"40-49", "unknown"}
 
 
 @pytest.mark.parametrize(

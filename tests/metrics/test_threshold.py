@@ -14,6 +14,7 @@ from usdcm.metrics import (
     choose_threshold,
     parse_threshold_rule,
 )
+from usdcm.metrics.threshold import THRESHOLD_CONVENTION
 
 
 @pytest.mark.parametrize(
@@ -126,3 +127,26 @@ def test_rules_that_need_a_class_that_is_absent_raise() -> None:
     with pytest.raises(UndefinedMetricError, match="needs positive cases"):
         choose_threshold([0, 0], [0.2, 0.4], "sens:0.9")
     assert choose_threshold([1, 1], [0.2, 0.4], "sens:0.5") == 0.4
+
+
+def test_convention_threshold_is_an_observed_score_and_a_tie_is_positive() -> None:
+    """usdcm's convention, pinned: not pROC's midpoints; ``score >= threshold`` is positive."""
+    labels = [0, 0, 1, 1]
+    scores = [0.1, 0.2, 0.3, 0.4]
+    # pROC's coords(roc, "best") would give the midpoint 0.25; usdcm gives the score 0.3
+    threshold = choose_threshold(labels, scores, "youden")
+    assert threshold == 0.3
+    assert threshold in scores
+    # the case scored exactly at the threshold is predicted positive: sensitivity 1
+    predicted = [score >= threshold for score in scores]
+    assert predicted == [False, False, True, True]
+    rng = np.random.default_rng(8)
+    for _ in range(20):
+        y = rng.integers(0, 2, 30)
+        y[:2] = [0, 1]
+        s = np.round(rng.random(30), 2)  # with ties
+        for rule in ("youden", "sens:0.8"):
+            assert choose_threshold(y, s, rule) in set(s.tolist())
+    assert "observed scores" in THRESHOLD_CONVENTION
+    assert "not midpoints" in THRESHOLD_CONVENTION
+    assert "score >= threshold" in THRESHOLD_CONVENTION

@@ -28,8 +28,12 @@ MIXED = "mixed"
 UNKNOWN = "unknown"
 """Subgroup value of an image whose column is empty or missing."""
 
-DEFAULT_SUBGROUP_COLUMNS: tuple[str, ...] = ("manufacturer", "model")
-"""Columns whose values define subgroups unless told otherwise."""
+DEFAULT_SUBGROUP_COLUMNS: tuple[str, ...] = ("manufacturer", "model", "sex", "age_band")
+"""Columns whose values define subgroups unless told otherwise.
+
+``sex`` and ``age_band`` are the manifest's bands (never dates); prediction files written
+before they existed lack them, and their cases count as ``"unknown"``.
+"""
 
 
 KEY_COLUMNS: dict[Level, str] = {
@@ -138,8 +142,9 @@ def aggregate(
         ``patient_key``.
     classes : sequence of str
         Class names; every row needs ``prob_<class>`` for each, and a label among them.
-    subgroup_columns : sequence of str, default ("manufacturer", "model")
-        Columns copied into :attr:`AggregatedCase.subgroups`.
+    subgroup_columns : sequence of str, default ("manufacturer", "model", "sex", "age_band")
+        Columns copied into :attr:`AggregatedCase.subgroups`; a missing or empty column
+        gives ``"unknown"``.
 
     Returns
     -------

@@ -36,9 +36,17 @@ from usdcm.metrics.calibration import (
     expected_calibration_error,
     reliability,
 )
+from usdcm.metrics.decision_curve import REFERENCE as DECISION_CURVE_REFERENCE
+from usdcm.metrics.decision_curve import decision_curve
 from usdcm.metrics.delong import delong_auc, roc_auc
 from usdcm.metrics.intervals import wilson
-from usdcm.metrics.threshold import ThresholdKind, parse_threshold_rule
+from usdcm.metrics.recalibration import recalibration_summary
+from usdcm.metrics.sample_size import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_TARGET_WIDTH,
+    precision_summary,
+)
+from usdcm.metrics.threshold import THRESHOLD_CONVENTION, ThresholdKind, parse_threshold_rule
 
 DEFAULT_MIN_SUBGROUP_N = 20
 """A subgroup with fewer cases than this is flagged ``too_small``."""
@@ -51,6 +59,16 @@ DEFAULT_FAILURES = 5
 
 CLUSTER_COLUMN = "patient_key"
 """The bootstrap's cluster."""
+
+CLUSTERED_LEVELS = (Level.IMAGE, Level.SERIES)
+"""Levels whose primary AUC interval is the patient-clustered bootstrap, not DeLong's.
+
+Several images or series of one patient are correlated; DeLong's variance treats them as
+independent and so comes out too narrow. Studies and patients are taken as independent.
+"""
+
+AUC_DIRECTION = "as given (higher score = positive class); never flipped"
+"""How the AUC treats the score's direction (pROC's ``direction="auto"`` would flip it)."""
 
 
 def summarize(
@@ -71,6 +89,9 @@ def summarize(
     n_failures: int = DEFAULT_FAILURES,
     bins: int = DEFAULT_BINS,
     provenance: Mapping[str, Any] | None = None,
+    calibration_rows: Iterable[Row] | None = None,
+    calibration_on: str = "val",
+    target_width: float = DEFAULT_TARGET_WIDTH,
 ) -> dict[str, Any]:
     """Every statistic of the validation report for one set of image predictions.
 
@@ -79,7 +100,11 @@ def summarize(
     negative; the score is the case's mean ``prob_<positive_class>``, and a case is
     predicted positive when ``score >= threshold``.
 
-    * ``auc``: DeLong AUC and normal 95% interval, plus a clustered bootstrap interval.
+    * ``auc``: the AUC with its DeLong interval (``delong_ci95``) and its clustered
+      bootstrap interval (``bootstrap_ci95``); the primary ``ci95`` is the bootstrap one at
+      image and series level (``method`` ``"patient-clustered bootstrap"``, since images
+      of one patient are correlated) and DeLong's at study and patient level (``method``
+      ``"delong"``). ``direction`` says that the score is never flipped.
     * ``sensitivity``, ``specificity``, ``ppv``, ``npv``, ``accuracy``: ``k`` of ``n`` with
       a Wilson 95% interval; ``value`` and the interval are None when ``n`` is 0.
     * ``balanced_accuracy``: mean of sensitivity and specificity, clustered bootstrap 95%
@@ -90,6 +115,16 @@ def summarize(
       empty row).
     * ``brier``, ``ece`` and ``reliability`` on the positive score (see
       :mod:`usdcm.metrics.calibration`).
+    * ``threshold``: its value, rule, where it was chosen, ``exploratory`` and
+      ``convention`` (:data:`~usdcm.metrics.threshold.THRESHOLD_CONVENTION`).
+    * ``sample_size``: Buderer's cases needed for a ``target_width`` interval of
+      sensitivity and specificity against the cases here, and the achieved interval widths
+      (:func:`~usdcm.metrics.sample_size.precision_summary`).
+    * ``decision_curve``: net benefit of the model, treat-all and treat-none at thresholds
+      0.01 to 0.99 (:func:`~usdcm.metrics.decision_curve.decision_curve`).
+    * ``recalibration``: None without ``calibration_rows``; otherwise logistic and isotonic
+      recalibration fitted on ``calibration_rows`` only, grouped at the same ``level``, and
+      scored on these rows (:func:`~usdcm.metrics.recalibration.recalibration_summary`).
     * ``subgroups``: per value of each subgroup column, the DeLong AUC (None when a class is
       absent) and ``too_small`` when the group has fewer than ``min_subgroup_n`` cases or
       fewer than ``min_subgroup_class_n`` positive or negative cases; ``reason`` says which.
@@ -122,8 +157,8 @@ def summarize(
         Where the threshold was chosen, such as ``"val"``.
     exploratory : bool
         True when the threshold was chosen on the data summarised here.
-    subgroup_columns : sequence of str, default ("manufacturer", "model")
-        Columns that define subgroups.
+    subgroup_columns : sequence of str, default ("manufacturer", "model", "sex", "age_band")
+        Columns that define subgroups; a row without the column counts as ``"unknown"``.
     n_bootstrap : int, default 2000
         Resamples of every bootstrap.
     seed : int, default 0
@@ -138,6 +173,14 @@ def summarize(
         Equal-width bins of the ECE and the reliability diagram.
     provenance : mapping, optional
         Copied into ``provenance`` as it is; must itself be JSON-serialisable.
+    calibration_rows : iterable of mapping, optional
+        Image-level rows of held-out data (validation or out-of-fold), never the rows
+        summarised here; recalibration is fitted on them alone. None or empty: no
+        recalibration.
+    calibration_on : str, default "val"
+        Where ``calibration_rows`` come from, as the report names it.
+    target_width : float, default 0.20
+        Full width of the target 95% interval of sensitivity and specificity.
 
     Returns
     -------
@@ -172,6 +215,10 @@ def summarize(
     ([[2, 1], [0, 3]], 3)
     >>> summary["failures"]["false_positives"][0]["id"]
     's4'
+    >>> summary["auc"]["method"], summary["recalibration"] is None
+    ('delong', True)
+    >>> summary["sample_size"]["needed_positive"], summary["sample_size"]["below_target"]
+    (4, True)
     """
     names = check_classes(classes)
     if len(names) < 2:
@@ -222,6 +269,9 @@ def summarize(
         )
 
     auc_bootstrap = bootstrap(roc_auc, positive, scores)
+    auc = _auc_summary(parsed_level, positive, scores, list(auc_bootstrap.ci95))
+    sensitivity = _proportion(tp, n_positive)
+    specificity = _proportion(tn, tn + fp)
     balanced_bootstrap = bootstrap(_balanced_accuracy(threshold), positive, scores)
     negative_name = names[1 - names.index(positive_class)] if len(names) == 2 else "rest"
 
@@ -233,9 +283,9 @@ def summarize(
         "n_positive": n_positive,
         "prevalence": n_positive / n,
         "aggregation": aggregation_rule(parsed_level),
-        "auc": {**_auc_block(positive, scores), "method": "delong"},
-        "sensitivity": _proportion(tp, n_positive),
-        "specificity": _proportion(tn, tn + fp),
+        "auc": auc,
+        "sensitivity": sensitivity,
+        "specificity": specificity,
         "ppv": _proportion(tp, tp + fp),
         "npv": _proportion(tn, tn + fn),
         "accuracy": _proportion(tp + tn, n),
@@ -248,6 +298,7 @@ def summarize(
             "rule": str(rule),
             "chosen_on": threshold_chosen_on,
             "exploratory": exploratory,
+            "convention": THRESHOLD_CONVENTION,
         },
         "confusion_matrix": _confusion(tn, fp, fn, tp, negative_name, positive_class),
         **_curves(positive, scores),
@@ -270,9 +321,32 @@ def summarize(
         },
         "failures": _failures(cases, positive, scores, predicted, n_failures),
         "multiclass": (_multiclass(cases, names, bootstrap) if len(names) > 2 else None),
+        "sample_size": precision_summary(
+            sensitivity["value"],
+            specificity["value"],
+            n_positive,
+            n - n_positive,
+            {
+                "sensitivity": sensitivity["ci95"],
+                "specificity": specificity["ci95"],
+                "auc": auc["ci95"],
+            },
+            target_width=target_width,
+            confidence=DEFAULT_CONFIDENCE,
+        ),
+        "decision_curve": _decision_curve(positive, scores),
+        "recalibration": _recalibration(
+            calibration_rows,
+            parsed_level,
+            names,
+            positive_class,
+            positive,
+            scores,
+            calibration_on,
+            bins,
+        ),
         "provenance": dict(provenance or {}),
     }
-    summary["auc"]["bootstrap_ci95"] = list(auc_bootstrap.ci95)
     return dict(_jsonable(summary))
 
 
@@ -284,6 +358,55 @@ def _balanced_accuracy(threshold: float) -> Callable[[Any, Any], float]:
         return float((predicted[positive].mean() + (~predicted[~positive]).mean()) / 2)
 
     return statistic
+
+
+def _auc_summary(
+    level: Level,
+    positive: npt.NDArray[np.bool_],
+    scores: npt.NDArray[np.float64],
+    bootstrap_ci95: list[float],
+) -> dict[str, Any]:
+    delong = _auc_block(positive, scores)
+    clustered = level in CLUSTERED_LEVELS
+    return {
+        "value": delong["value"],
+        "ci95": bootstrap_ci95 if clustered else delong["ci95"],
+        "method": "patient-clustered bootstrap" if clustered else "delong",
+        "delong_ci95": delong["ci95"],
+        "bootstrap_ci95": bootstrap_ci95,
+        "direction": AUC_DIRECTION,
+    }
+
+
+def _decision_curve(
+    positive: npt.NDArray[np.bool_], scores: npt.NDArray[np.float64]
+) -> dict[str, Any]:
+    curve = decision_curve(positive, scores)
+    return {**vars(curve), "reference": DECISION_CURVE_REFERENCE}
+
+
+def _recalibration(
+    rows: Iterable[Row] | None,
+    level: Level,
+    names: list[str],
+    positive_class: str,
+    positive: npt.NDArray[np.bool_],
+    scores: npt.NDArray[np.float64],
+    fitted_on: str,
+    bins: int,
+) -> dict[str, Any] | None:
+    fit_rows = list(rows or [])
+    if not fit_rows:
+        return None
+    fit_cases = aggregate(fit_rows, level, names, subgroup_columns=())
+    return recalibration_summary(
+        [case.label == positive_class for case in fit_cases],
+        [case.probs[positive_class] for case in fit_cases],
+        positive,
+        scores,
+        fitted_on=fitted_on,
+        bins=bins,
+    )
 
 
 def _auc_block(positive: npt.NDArray[np.bool_], scores: npt.NDArray[np.float64]) -> dict[str, Any]:

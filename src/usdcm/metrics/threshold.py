@@ -5,7 +5,9 @@ Owns the threshold rules and the choice of a threshold on one set of labelled sc
 never evaluates the threshold it picks.
 
 A case is predicted positive when its score is at or above the threshold
-(``score >= threshold``), everywhere in ``usdcm.metrics``.
+(``score >= threshold``), everywhere in ``usdcm.metrics``. A chosen threshold is one of the
+observed scores, never a midpoint between two of them (R's pROC uses midpoints): see
+:data:`THRESHOLD_CONVENTION`.
 """
 
 from __future__ import annotations
@@ -55,6 +57,15 @@ class ThresholdRule:
         if self.kind is ThresholdKind.SENSITIVITY:
             return f"sens:{self.value!r}"
         return repr(self.value)
+
+
+THRESHOLD_CONVENTION = (
+    "Candidate thresholds are the observed scores of the cases the threshold is chosen on, "
+    "not midpoints between consecutive scores (as in R's pROC), and a case is predicted "
+    "positive when its score is at or above the threshold (score >= threshold); a fixed "
+    "threshold is used as given."
+)
+"""Where candidate thresholds lie and which side of one is positive, in one sentence."""
 
 
 RULE_HELP = "'youden', 'sens:<target in (0, 1]>' such as 'sens:0.9', or a number in [0, 1]"
