@@ -1,15 +1,23 @@
 """Print the HTML report to PDF with a headless Chromium, when one is installed.
 
-Owns the Chromium command line and the atomic write of its PDF; never installs anything
-and never needs the network (the report loads nothing). usdcm adds no PDF dependency: no
-pure-Python HTML-to-PDF renderer ships with it, so without Chromium there is no PDF.
+Owns the Chromium command line, the copy of the page it prints and the atomic write of its
+PDF; never installs anything and never needs the network (the report loads nothing). usdcm
+adds no PDF dependency: no pure-Python HTML-to-PDF renderer ships with it, so without
+Chromium there is no PDF (``apt-get install chromium`` on Debian; CI installs it).
+
+Chromium prints a copy of ``report.html`` in which every ``<details>`` is open (CSS alone
+cannot open one in every browser, and a closed appendix would print as its summary line)
+and which carries ``print.css`` (A4, figures and table rows never split, table headers
+repeated) when the page does not inline it already.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tempfile
+from importlib import resources
 from pathlib import Path
 
 from usdcm.atomic import atomic_write_bytes
@@ -29,6 +37,38 @@ CHROMIUM_FLAGS: tuple[str, ...] = (
     "--disable-extensions",
 )
 """Flags for a headless run that makes no network request of its own."""
+
+
+_CLOSED_DETAILS = re.compile(r"<details(?![^>]*\bopen\b)(?=[\s>])", re.IGNORECASE)
+
+
+def print_css() -> str:
+    """The text of ``print.css`` beside this module (``""`` when it is not installed)."""
+    try:
+        return resources.files("usdcm.report").joinpath("print.css").read_text(encoding="utf-8")
+    except (FileNotFoundError, OSError):
+        return ""
+
+
+def printable_html(page: str, css: str | None = None) -> str:
+    """``page`` as Chromium should print it: ``<details>`` open, the print CSS present.
+
+    ``css`` (default :func:`print_css`) goes in a ``<style>`` at the end of ``<head>``
+    unless the page already contains it; the page is otherwise unchanged.
+
+    >>> printable_html("<head></head><details><summary>A</summary>x</details>", css="")
+    '<head></head><details open><summary>A</summary>x</details>'
+    >>> printable_html("<details open class=a>x</details>", css="")
+    '<details open class=a>x</details>'
+    >>> printable_html("<head></head>", css="p{}")
+    '<head><style>p{}</style>\\n</head>'
+    """
+    css = print_css() if css is None else css
+    page = _CLOSED_DETAILS.sub("<details open", page)
+    if css.strip() and css.strip() not in page and "</head>" in page:
+        head, rest = page.split("</head>", 1)
+        page = f"{head}<style>{css}</style>\n</head>{rest}"
+    return page
 
 
 def find_chromium() -> str | None:
@@ -56,7 +96,10 @@ def chromium_command(executable: str, html_path: Path, profile: Path, *extra: st
 
 
 def write_pdf_with_chromium(html_path: Path, pdf_path: Path, *, timeout: float = 120.0) -> bool:
-    """Print ``html_path`` to ``pdf_path`` (A4, the page's print CSS) with headless Chromium.
+    """Print ``html_path`` to ``pdf_path`` (A4, ``print.css``) with headless Chromium.
+
+    Chromium prints :func:`printable_html` of the page, written to a temporary folder;
+    ``html_path`` itself is not changed.
 
     Parameters
     ----------
@@ -78,9 +121,11 @@ def write_pdf_with_chromium(html_path: Path, pdf_path: Path, *, timeout: float =
         return False
     with tempfile.TemporaryDirectory(prefix="usdcm-pdf-") as tmp:
         out = Path(tmp) / "report.pdf"
+        page = Path(tmp) / "report.html"
+        page.write_text(printable_html(html_path.read_text(encoding="utf-8")), encoding="utf-8")
         command = chromium_command(
             executable,
-            html_path,
+            page,
             Path(tmp) / "profile",
             "--no-pdf-header-footer",
             f"--print-to-pdf={out}",
