@@ -7,8 +7,11 @@ evaluated rows are looked at; on the evaluated rows only as an exploratory repor
 live in :mod:`usdcm.metrics`. With a cross-validated run's predictions, which hold
 out-of-fold rows (split ``oof``) instead of val rows, the threshold is chosen on the
 out-of-fold rows, and their AUC is reported as the cross-validation result
-(``metrics["cross_validation"]``). ``evaluation.json`` beside the predictions, when present,
-only adds descriptions (data, split, model) and thumbnails; never a number.
+(``metrics["cross_validation"]``). The same val (or out-of-fold) rows, and only they, fit
+the recalibration reported beside the uncalibrated figures (``metrics["recalibration"]``);
+none is fitted when the evaluated rows are themselves the val or out-of-fold rows.
+``evaluation.json`` beside the predictions, when present, only adds descriptions (data,
+split, model) and thumbnails; never a number.
 """
 
 from __future__ import annotations
@@ -33,6 +36,10 @@ from usdcm.errors import ReportError
 NEGATIVE_NAMES = ("normal", "negative", "benign", "healthy", "control", "absent", "no", "0")
 THUMBNAIL_SIDE = 160
 
+SUBGROUP_COLUMNS = ("manufacturer", "model", "sex", "age_band")
+"""The default subgroups: :data:`usdcm.metrics.aggregate.DEFAULT_SUBGROUP_COLUMNS`, spelled
+out so that importing this module does not load scikit-learn (a test keeps them equal)."""
+
 
 @dataclass(frozen=True)
 class ReportOptions:
@@ -41,7 +48,7 @@ class ReportOptions:
     level: Level | None = None
     threshold: str = "youden"
     positive_class: str | None = None
-    subgroups: tuple[str, ...] = ("manufacturer", "model")
+    subgroups: tuple[str, ...] = SUBGROUP_COLUMNS
     n_bootstrap: int = 2000
     seed: int = 0
     pdf: bool = False
@@ -137,6 +144,8 @@ def build_report(
         val_rows = [row for row in rows if row.get("split") == OOF_SPLIT]
         val_name = "out-of-fold predictions (oof)"
     exploratory = False
+    # the val (or oof) rows fit the recalibration, unless they are the rows evaluated
+    held_out = val_rows if split not in (None, "val", OOF_SPLIT) else []
     if rule.kind.value == "fixed":
         threshold, chosen_on = float(rule.value), "fixed in advance"
     elif val_rows and split not in (None, "val", OOF_SPLIT):
@@ -159,6 +168,8 @@ def build_report(
         n_bootstrap=options.n_bootstrap,
         seed=options.seed,
         exploratory=exploratory,
+        calibration_rows=held_out,
+        calibration_on=val_name,
     )
     if split not in (None, OOF_SPLIT):
         cross_validation = _cross_validation(rows, level, classes, positive)
@@ -324,7 +335,8 @@ def print_summary(report: BuiltReport, console: Console | None = None) -> None:
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value (95% CI)", justify="right")
-    table.add_row("AUC (DeLong)", _ci(metrics["auc"]))
+    auc = metrics["auc"]
+    table.add_row(f"AUC ({auc.get('method') or 'DeLong'})", _ci(auc))
     for name in ("sensitivity", "specificity", "ppv", "npv", "accuracy", "balanced_accuracy"):
         table.add_row(name.replace("_", " "), _ci(metrics[name]))
     table.add_row(
