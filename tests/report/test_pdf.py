@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import base64
 import copy
-import hashlib
+import html
 import io
 import os
 import re
+import subprocess
 import sys
 import unicodedata
 from collections.abc import Iterator
@@ -176,24 +177,35 @@ def _times(m: Matrix, n: Matrix) -> Matrix:
     )
 
 
-@dataclass(frozen=True)
-class Drawn:
-    """One image XObject drawn on a page: its pixels' digest and its box in points."""
+@dataclass(frozen=True, eq=False)
+class Picture:
+    """An image: its RGB pixels, and where it is drawn (PDF) or its caption (HTML)."""
 
-    page: int
-    digest: str
-    size: tuple[int, int]
-    box: tuple[float, float, float, float]
+    pixels: np.ndarray[Any, np.dtype[np.uint8]]
+    page: int = -1
+    box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    caption: str = ""
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Width and height in pixels."""
+        return int(self.pixels.shape[1]), int(self.pixels.shape[0])
+
+    def same(self, other: Picture) -> bool:
+        """The same pixels, give or take re-encoding (the PDF holds the PNG's pixels again)."""
+        if self.pixels.shape != other.pixels.shape:
+            return False
+        difference = np.abs(self.pixels.astype(np.int16) - other.pixels.astype(np.int16))
+        return float(difference.mean()) <= 2.0
 
 
-def _rgb_digest(image: Image.Image) -> str:
-    """A digest of ``image``'s RGB pixels (the PDF re-encodes the PNG, the pixels stay)."""
-    return hashlib.sha256(np.asarray(image.convert("RGB")).tobytes()).hexdigest()
+def _rgb(image: Image.Image) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
 def _draws(
     reader: PdfReader, page: int, operations: Any, resources: Any, ctm: Matrix
-) -> Iterator[Drawn]:
+) -> Iterator[Picture]:
     """The images drawn by ``operations`` (form XObjects followed), with their boxes."""
     stack: list[Matrix] = []
     xobjects = resources.get("/XObject") if resources is not None else None
@@ -211,20 +223,13 @@ def _draws(
             if xobject["/Subtype"] == "/Image":
                 corners = [_times((1, 0, 0, 1, x, y), ctm)[4:] for x in (0, 1) for y in (0, 1)]
                 xs, ys = [x for x, _ in corners], [y for _, y in corners]
-                image = xobject.decode_as_image()
-                yield Drawn(
-                    page, _rgb_digest(image), image.size, (min(xs), min(ys), max(xs), max(ys))
-                )
+                box = (min(xs), min(ys), max(xs), max(ys))
+                yield Picture(_rgb(xobject.decode_as_image()), page=page, box=box)
             elif xobject["/Subtype"] == "/Form":
-                matrix = tuple(float(v) for v in xobject.get("/Matrix", IDENTITY))
+                a, b, c, d, e, f = (float(v) for v in xobject.get("/Matrix", IDENTITY))
                 inner = ContentStream(xobject, reader).operations
-                yield from _draws(
-                    reader,
-                    page,
-                    inner,
-                    xobject.get("/Resources", resources),
-                    _times(matrix, ctm),  # type: ignore[arg-type]
-                )
+                resources = xobject.get("/Resources", resources)
+                yield from _draws(reader, page, inner, resources, _times((a, b, c, d, e, f), ctm))
 
 
 @dataclass
@@ -279,67 +284,86 @@ def _squash(text: str) -> str:
     return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text))
 
 
-_IMG = re.compile(r'<img[^>]*\ssrc="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+_IMG = re.compile(r'<img[^>]*\ssrc="data:image/png;base64,([A-Za-z0-9+/=]+)"[^>]*>')
+_CAPTION = re.compile(r"\s*<figcaption>(.*?)</figcaption>", re.DOTALL)
+
+
+def html_pictures(page: str) -> list[Picture]:
+    """Every image the page embeds, in order, with the caption of its ``<figure>`` if any."""
+    found = []
+    for match in _IMG.finditer(page):
+        caption = _CAPTION.match(page, match.end())
+        text = html.unescape(re.sub(r"<[^>]+>", "", caption.group(1))) if caption else ""
+        with Image.open(io.BytesIO(base64.b64decode(match.group(1)))) as image:
+            found.append(Picture(_rgb(image), caption=text))
+    return found
 
 
 @dataclass(frozen=True)
 class Printed:
-    """A report printed by Chromium: its HTML, the PDF's pages, texts and drawn images."""
+    """A page printed by Chromium: its HTML, the PDF's page sizes, texts and drawn images."""
 
     html: str
     pdf: Path
     sizes: list[tuple[float, float]]
     texts: list[str]
-    drawn: list[Drawn]
+    drawn: list[Picture]
+    figures: list[Picture]
 
     @classmethod
     def of(cls, html_path: Path, pdf: Path) -> Printed:
+        """Print ``html_path`` with :func:`write_pdf_with_chromium` and read ``pdf`` back."""
         assert write_pdf_with_chromium(html_path, pdf) is True
         reader = PdfReader(pdf)
-        sizes, texts, drawn = [], [], []
+        sizes: list[tuple[float, float]] = []
+        texts: list[str] = []
+        drawn: list[Picture] = []
         for number, page in enumerate(reader.pages):
             box = page.mediabox
             sizes.append((float(box.width), float(box.height)))
             texts.append(_squash(page.extract_text()))
             operations = ContentStream(page.get_contents(), reader).operations
             drawn += _draws(reader, number, operations, page.get("/Resources"), IDENTITY)
-        return cls(html_path.read_text(encoding="utf-8"), pdf, sizes, texts, drawn)
-
-    def figures(self) -> list[tuple[str, tuple[int, int]]]:
-        """The digest and size of every image the HTML embeds, in page order."""
-        found = []
-        for encoded in _IMG.findall(self.html):
-            with Image.open(io.BytesIO(base64.b64decode(encoded))) as image:
-                found.append((_rgb_digest(image), image.size))
-        return found
+        page_html = html_path.read_text(encoding="utf-8")
+        return cls(page_html, pdf, sizes, texts, drawn, html_pictures(page_html))
 
     def tables(self) -> list[HtmlTable]:
+        """The page's tables, parsed from its HTML."""
         parser = _Tables()
         parser.feed(self.html)
         return parser.tables
 
 
 def figure_problems(printed: Printed) -> list[str]:
-    """Every way an embedded figure is not drawn whole on exactly one page."""
+    """Every way an embedded figure is not drawn whole on exactly one page.
+
+    Each image of the HTML must be drawn as often as the HTML holds it, all on one page,
+    inside the page, at its own aspect ratio (a figure cut by a page break is drawn on both
+    pages, each copy clipped), and its caption must be on that page too.
+    """
     problems = []
-    for index, (digest, size) in enumerate(printed.figures()):
-        draws = [d for d in printed.drawn if d.digest == digest]
-        wanted = sum(1 for other, _ in printed.figures() if other == digest)
-        pages = sorted({d.page + 1 for d in draws})
+    for index, figure in enumerate(printed.figures):
+        name = f"figure {index} ({figure.size[0]}x{figure.size[1]} px)"
+        draws = [drawn for drawn in printed.drawn if figure.same(drawn)]
+        wanted = sum(1 for other in printed.figures if figure.same(other))
+        pages = sorted({drawn.page + 1 for drawn in draws})
         if len(draws) != wanted or len(pages) != 1:
-            problems.append(f"figure {index} ({size[0]}x{size[1]} px) drawn on pages {pages}")
-        for d in draws:
-            width, height = printed.sizes[d.page]
-            x0, y0, x1, y1 = d.box
+            problems.append(f"{name} drawn on pages {pages}")
+            continue
+        width, height = printed.sizes[draws[0].page]
+        for drawn in draws:
+            x0, y0, x1, y1 = drawn.box
+            ratio = figure.size[0] / figure.size[1]
             if x0 < -0.5 or y0 < -0.5 or x1 > width + 0.5 or y1 > height + 0.5:
-                problems.append(f"figure {index} runs off page {d.page + 1}: {d.box}")
-            elif abs((x1 - x0) / (y1 - y0) - size[0] / size[1]) > 0.02 * size[0] / size[1]:
-                problems.append(f"figure {index} is drawn clipped or distorted: {d.box}")
-    known = {digest for digest, _ in printed.figures()}
+                problems.append(f"{name} runs off page {drawn.page + 1}: {drawn.box}")
+            elif abs((x1 - x0) / (y1 - y0) - ratio) > 0.02 * ratio:
+                problems.append(f"{name} is drawn clipped or distorted: {drawn.box}")
+        if figure.caption and _squash(figure.caption) not in printed.texts[draws[0].page]:
+            problems.append(f"{name}: its caption is not on its page {pages[0]}")
     problems += [
-        f"page {d.page + 1} draws an image the report lacks"
-        for d in printed.drawn
-        if d.digest not in known
+        f"page {drawn.page + 1} draws an image the report lacks"
+        for drawn in printed.drawn
+        if not any(figure.same(drawn) for figure in printed.figures)
     ]
     return problems
 
@@ -418,7 +442,8 @@ def test_pages_are_a4(printed: Printed) -> None:
 
 
 def test_every_figure_whole_on_one_page(printed: Printed) -> None:
-    assert len(printed.figures()) >= 5, "ROC, PR, reliability, confusion, one thumbnail"
+    assert len(printed.figures) >= 5, "ROC, PR, reliability, confusion, one thumbnail"
+    assert sum(1 for figure in printed.figures if figure.caption) >= 4
     assert figure_problems(printed) == []
 
 
@@ -435,19 +460,36 @@ def test_long_table_breaks_between_rows_under_its_header(printed_long: Printed) 
     assert figure_problems(printed_long) == []
 
 
+DETAILS_PAGE = (
+    "<!DOCTYPE html><html><head><style>{css}</style></head><body><p>before</p>"
+    "<details><summary>Appendix</summary><p>inside the appendix</p></details></body></html>"
+)
+
+
 def test_details_print_open(tmp_path: Path) -> None:
     """A closed ``<details>`` appendix prints its content, not only its summary line."""
     require_chromium()
     page = tmp_path / "page.html"
-    page.write_text(
-        "<!DOCTYPE html><html><head><style>p{color:#000}</style></head><body>"
-        "<p>before</p><details><summary>Appendix</summary><p>inside the appendix</p>"
-        "</details></body></html>",
-        encoding="utf-8",
-    )
+    page.write_text(DETAILS_PAGE.format(css="p { color: #000; }"), encoding="utf-8")
     pdf = tmp_path / "page.pdf"
     assert write_pdf_with_chromium(page, pdf) is True
     assert "insidetheappendix" in _squash(PdfReader(pdf).pages[0].extract_text())
+
+
+def test_print_css_alone_prints_details_open(tmp_path: Path) -> None:
+    """Printed from a browser (no copy opened by pdf.py), print.css still opens ``<details>``."""
+    executable = require_chromium()
+    pdfs = {}
+    for name, css in (("bare", ""), ("print.css", print_css())):
+        page = tmp_path / f"{name}.html"
+        page.write_text(DETAILS_PAGE.format(css=css), encoding="utf-8")
+        pdfs[name] = tmp_path / f"{name}.pdf"
+        flags = ("--no-pdf-header-footer", f"--print-to-pdf={pdfs[name]}")
+        command = chromium_command(executable, page, tmp_path / "profile", *flags)
+        subprocess.run(command, capture_output=True, timeout=120, check=False)
+    texts = {name: _squash(PdfReader(pdf).pages[0].extract_text()) for name, pdf in pdfs.items()}
+    assert "insidetheappendix" not in texts["bare"], "control: closed details print closed"
+    assert "insidetheappendix" in texts["print.css"]
 
 
 SPLIT_PAGE = """<!DOCTYPE html><html><head><style>
