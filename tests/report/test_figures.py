@@ -10,21 +10,63 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.report.conftest import MetricsFactory
+from tests.report.conftest import MetricsFactory, build_flow
 from usdcm.report import FIGURE_NAMES, render_figures
 from usdcm.report.figures import (
     FIGURE_PIXELS,
+    flow_boxes,
     render_confusion,
+    render_decision,
+    render_flow,
     render_pr,
     render_reliability,
     render_roc,
+    roc_band,
 )
+
+
+def hand_decision_curve(labels: list[int], probs: list[float]) -> dict[str, Any]:
+    """Net benefit by its formula (Vickers & Elkin 2006): TP/n - FP/n * pt / (1 - pt)."""
+    n = len(labels)
+    prevalence = sum(labels) / n
+    thresholds = [step / 100 for step in range(1, 100)]
+    model, treat_all = [], []
+    for pt in thresholds:
+        tp = sum(1 for y, p in zip(labels, probs, strict=True) if p >= pt and y == 1)
+        fp = sum(1 for y, p in zip(labels, probs, strict=True) if p >= pt and y == 0)
+        model.append(tp / n - fp / n * pt / (1 - pt))
+        treat_all.append(prevalence - (1 - prevalence) * pt / (1 - pt))
+    return {
+        "thresholds": thresholds,
+        "model": model,
+        "treat_all": treat_all,
+        "treat_none": [0.0] * len(thresholds),
+        "n": n,
+        "prevalence": prevalence,
+        "reference": "Vickers & Elkin 2006",
+    }
+
+
+DECISION_CURVE = hand_decision_curve(
+    [1, 1, 1, 0, 0, 0, 0, 1, 0, 0], [0.9, 0.8, 0.35, 0.4, 0.2, 0.1, 0.05, 0.6, 0.3, 0.15]
+)
+
+
+def _decision(metrics: dict[str, Any]) -> bytes:
+    return render_decision({"decision_curve": DECISION_CURVE, **metrics})
+
+
+def _flow(metrics: dict[str, Any]) -> bytes:
+    return render_flow(metrics, build_flow())
+
 
 RENDERERS: dict[str, Callable[[dict[str, Any]], bytes]] = {
     "roc": render_roc,
     "pr": render_pr,
     "reliability": render_reliability,
     "confusion": render_confusion,
+    "decision": _decision,
+    "flow": _flow,
 }
 
 
@@ -104,3 +146,49 @@ def test_confusion_matrix_computes_rates_when_missing(make_metrics: MetricsFacto
     assert render_confusion(make_metrics(confusion_matrix=matrix)) == render_confusion(
         make_metrics(confusion_matrix=with_rates)
     )
+
+
+def test_roc_band_is_the_wilson_interval_of_each_sensitivity(make_metrics: MetricsFactory) -> None:
+    from usdcm.metrics import wilson
+
+    metrics = make_metrics()
+    band = roc_band(metrics)
+    assert band is not None
+    fpr, low, high, label = band
+    assert fpr == metrics["roc"]["fpr"] and "Wilson" in label
+    for rate, lo, hi in zip(metrics["roc"]["tpr"], low, high, strict=True):
+        assert (lo, hi) == wilson(round(rate * metrics["n_positive"]), metrics["n_positive"])
+        assert lo <= rate <= hi
+
+
+def test_roc_band_from_the_metrics_is_drawn_as_given(make_metrics: MetricsFactory) -> None:
+    given = {"fpr": [0, 0.5, 1], "tpr_low": [0, 0.4, 0.9], "tpr_high": [0.2, 0.8, 1], "method": "x"}
+    metrics = make_metrics(roc={**make_metrics()["roc"], "band": given})
+    assert roc_band(metrics) == ([0, 0.5, 1], [0, 0.4, 0.9], [0.2, 0.8, 1], "95% band (x)")
+    assert roc_band({"roc": {"fpr": [0.0], "tpr": [0.0]}}) is None  # no n_positive
+
+
+def test_decision_curve_draws_the_model_against_treat_all(make_metrics: MetricsFactory) -> None:
+    with_curve = _pixels(_decision(make_metrics()))
+    without = _pixels(render_decision(make_metrics(decision_curve=None)))
+    assert not np.array_equal(with_curve, without)
+
+
+def test_flow_boxes_carry_every_count_of_the_flow(make_metrics: MetricsFactory) -> None:
+    flow = build_flow()
+    metrics = make_metrics()
+    text = "\n".join(main + "\n" + side for main, side in flow_boxes(flow, metrics))
+    for count in (
+        flow["files_in_export"],
+        sum(flow["excluded"].values()),
+        flow["images"],
+        flow["unlabelled"],
+        flow["labelled"],
+        *flow["by_split"].values(),
+        flow["evaluated_images"],
+        flow["scored_images"],
+        metrics["n"],
+        metrics["n_positive"],
+    ):
+        assert f"{count:,}" in text
+    assert flow_boxes({}, {}) == []

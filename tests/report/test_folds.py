@@ -30,7 +30,7 @@ def test_folds_and_the_out_of_fold_result_are_shown(make_metrics: MetricsFactory
     html, markdown = _rendered(make_metrics(cross_validation=CROSS_VALIDATION), model)
     for model_text in (
         html_section(html, "model"),
-        markdown_section(markdown, "Model and training"),
+        markdown_section(markdown, "Method"),
     ):
         assert "Cross-validation folds" in model_text
         assert "An ensemble of 2 models: mean of 2 fold models." in model_text

@@ -63,7 +63,8 @@ def test_every_section_in_order_with_its_checklist_items(written: Written) -> No
     for spec in SECTIONS:
         assert f'<section id="{spec.key}"' in written.html
         assert f'<p class="checklist">{spec.checklist}</p>' in written.html
-    assert "TRIPOD+AI" in written.html and "CLAIM 38" in written.html
+    assert "TRIPOD+AI" in written.html and "CLAIM 2, 38" in written.html
+    assert "STARD 2, 24" in written.html
 
 
 def test_figures_are_embedded_valid_pngs(written: Written) -> None:
@@ -83,9 +84,21 @@ def test_figures_are_embedded_valid_pngs(written: Written) -> None:
 
 def test_summary_states_auc_sensitivity_specificity_n_prevalence(written: Written) -> None:
     summary = written.html.split('<section id="summary"', 1)[1].split("</section>", 1)[0]
-    for text in ("AUC", "Sensitivity", "Specificity", "95% CI", "240 (80 positive)", "33.3%"):
+    for text in (
+        "AUC",
+        "Sensitivity",
+        "Specificity",
+        "95% CI",
+        "240 studies, 80 abnormal",
+        "33.3%",
+    ):
         assert text in summary
-    assert "study" in summary and "youden" in summary
+    assert (
+        "At the threshold chosen on validation, the model found 60 of 80 abnormal studies and "
+        "cleared 127 of 160 normal ones." in summary
+    )
+    assert summary.count("data:image/png;base64,") == 2  # ROC with its band, confusion matrix
+    assert "studies" in summary and "youden" in summary
     assert 'class="banner"' not in written.html
     assert PRIVACY_STATEMENT in written.html
 
@@ -93,10 +106,10 @@ def test_summary_states_auc_sensitivity_specificity_n_prevalence(written: Writte
 def test_results_show_threshold_confusion_matrix_and_curves(written: Written) -> None:
     results = written.html.split('<section id="results"', 1)[1].split("</section>", 1)[0]
     threshold = choose_threshold_on_val(prediction_rows())  # youden on the val studies
-    assert f"Threshold {threshold:.3f}" in results and "chosen on val" in results
+    assert f"Threshold: {threshold:.3f}" in results and "chosen on validation" in results
     assert "Confusion matrix (counts)" in results
     assert "Confusion matrix (row-normalised)" in results
-    assert results.count("data:image/png;base64,") == 3  # confusion, ROC, PR
+    assert results.count("data:image/png;base64,") == 1  # PR; ROC and confusion in the Summary
     assert "AP " in results and "PPV" in results and "NPV" in results
 
 

@@ -24,8 +24,29 @@ def test_realistic_study_flags_nothing(make_metrics: MetricsFactory) -> None:
     assert _codes(make_metrics()) == []
 
 
-def test_empty_inputs_flag_nothing() -> None:
-    assert flag_limitations({}) == []
+def test_empty_inputs_flag_only_the_missing_reference_standard() -> None:
+    assert [flag.code for flag in flag_limitations({})] == ["reference_standard_missing"]
+
+
+def test_missing_reference_standard_is_a_limitation(make_metrics: MetricsFactory) -> None:
+    assert _codes(make_metrics(), build_context(reference_standard="  ")) == [
+        "reference_standard_missing"
+    ]
+
+
+def test_sample_size_below_target_names_the_numbers(make_metrics: MetricsFactory) -> None:
+    size = {
+        "target_width": 0.2,
+        "needed_positive": 73,
+        "needed_negative": 62,
+        "n_positive": 40,
+        "n_negative": 200,
+        "below_target": True,
+    }
+    (flag,) = flag_limitations(make_metrics(sample_size=size), build_context())
+    assert flag.code == "sample_size_below_target"
+    assert "40 positive and 200 negative" in flag.message and "73 and 62" in flag.message
+    assert _codes(make_metrics(sample_size={**size, "below_target": False})) == []
 
 
 @pytest.mark.parametrize(
@@ -230,7 +251,9 @@ def test_flags_come_in_a_fixed_order(make_metrics: MetricsFactory) -> None:
             "manifest_check": {"status": "changed", "expected_sha256": "a", "actual_sha256": "b"}
         },
         prevalence_by_split={"train": 0.1, "test": 0.2 + MAX_PREVALENCE_SHIFT},
+        reference_standard="",
     )
+    metrics["sample_size"] = {"below_target": True}
     assert _codes(metrics, context) == [
         "small_n",
         "wide_ci",
@@ -240,4 +263,6 @@ def test_flags_come_in_a_fixed_order(make_metrics: MetricsFactory) -> None:
         "small_subgroups",
         "leakage_not_checked",
         "manifest_changed",
+        "reference_standard_missing",
+        "sample_size_below_target",
     ]

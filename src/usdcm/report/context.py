@@ -52,6 +52,21 @@ class ReportContext:
         ``study_key`` or ``patient_key``); ids not among the failures are ignored.
     prevalence_by_split : mapping of str to float
         Prevalence of the positive class per split, for the prevalence-shift check.
+    reference_standard : str
+        How the labels were established and by whom (``evaluation.json``
+        ``reference_standard``, or ``usdcm report --reference-standard``); empty is stated
+        in the report and flagged as a limitation.
+    flow : mapping
+        The STARD 19 participant flow counts of ``evaluation.json`` ``flow``:
+        ``files_in_export``, ``excluded`` (``{reason: n}``), ``images``, ``unlabelled``,
+        ``labelled``, ``by_split`` (``{split: n}``), ``evaluated_split``,
+        ``evaluated_images``, ``scored_images`` and ``unscored`` (``{reason: n}``).
+    deidentification : mapping
+        What ingest did and did not do to de-identify (``evaluation.json``
+        ``deidentification``): ``pseudonyms``, ``region_crop`` (``images``, ``cropped``,
+        ``without_region``), ``uids_in_outputs``, ``done`` and ``not_done`` (sentences).
+    study_years : mapping of str to int
+        Evaluated images per study year (years only, never a date).
 
     Examples
     --------
@@ -67,3 +82,36 @@ class ReportContext:
     commands: Sequence[str] = ()
     failure_thumbnails: Mapping[str, bytes] = field(default_factory=dict)
     prevalence_by_split: Mapping[str, float] = field(default_factory=dict)
+    reference_standard: str = ""
+    flow: Mapping[str, Any] = field(default_factory=dict)
+    deidentification: Mapping[str, Any] = field(default_factory=dict)
+    study_years: Mapping[str, int] = field(default_factory=dict)
+
+
+def evaluation_fields(
+    evaluation: Mapping[str, Any], reference_standard: str | None = None
+) -> dict[str, Any]:
+    """The :class:`ReportContext` fields ``evaluation.json`` supplies for the STARD sections.
+
+    Read tolerantly: an older file without the keys (or with a wrong type) gives empty
+    values, which the report states as not recorded. ``reference_standard``, when given and
+    not blank, overrides the file's (``usdcm report --reference-standard``).
+
+    >>> evaluation_fields({"reference_standard": "Histology", "flow": {"images": 4}})
+    {'reference_standard': 'Histology', 'flow': {'images': 4}, 'deidentification': {}, 'study_years': {}}
+    >>> evaluation_fields({"flow": [1]}, reference_standard="Expert panel")["reference_standard"]
+    'Expert panel'
+    """  # noqa: E501
+
+    def mapping(key: str) -> dict[str, Any]:
+        value = evaluation.get(key)
+        return dict(value) if isinstance(value, Mapping) else {}
+
+    recorded = evaluation.get("reference_standard")
+    text = reference_standard if reference_standard and reference_standard.strip() else recorded
+    return {
+        "reference_standard": text.strip() if isinstance(text, str) else "",
+        "flow": mapping("flow"),
+        "deidentification": mapping("deidentification"),
+        "study_years": mapping("study_years"),
+    }

@@ -1,8 +1,11 @@
-"""The report's figures as PNG bytes: ROC, precision-recall, reliability, confusion matrix.
+"""The report's figures as PNG bytes: ROC, precision-recall, reliability, confusion matrix,
+decision curve and the STARD participant flow diagram.
 
 Owns how each figure looks and that it is rendered headless (Agg) at a fixed size; never
-writes a file and never computes a metric (it plots what the metrics dict holds). Figures
-are built with :class:`matplotlib.figure.Figure`, not pyplot, so none is left registered.
+writes a file and never computes a metric (it plots what the metrics dict holds, plus the
+ROC curve's pointwise confidence band, :func:`roc_band`, drawn from the curve itself).
+Figures are built with :class:`matplotlib.figure.Figure`, not pyplot, so none is left
+registered.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ import io
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from usdcm.report._format import NA, as_float, as_int, fmt_num, get
+from usdcm.metrics import wilson
+from usdcm.report._format import NA, as_float, as_int, fmt_int, fmt_num, get
 
-FIGURE_NAMES: tuple[str, ...] = ("roc", "pr", "reliability", "confusion")
+FIGURE_NAMES: tuple[str, ...] = ("roc", "pr", "reliability", "confusion", "decision", "flow")
 """The figures :func:`render_figures` returns, in this order."""
 
 FIGURE_INCHES: tuple[float, float] = (5.0, 4.0)
@@ -23,7 +27,9 @@ FIGURE_PIXELS: tuple[int, int] = (600, 480)
 """Width and height of every figure in pixels (:data:`FIGURE_INCHES` at :data:`FIGURE_DPI`)."""
 
 _CURVE = "#1f4e8c"
+_BAND = "#9fb6d9"
 _REFERENCE = "#888888"
+_TREAT_ALL = "#b36b00"
 
 
 @contextlib.contextmanager
@@ -84,12 +90,13 @@ def _unit_axes(axes: Any, xlabel: str, ylabel: str, title: str) -> None:
 
 
 def render_roc(metrics: Mapping[str, Any]) -> bytes:
-    """The ROC curve of ``metrics["roc"]`` with the chance diagonal, as PNG bytes.
+    """The ROC curve of ``metrics["roc"]`` with its 95% band and the chance diagonal, as PNG.
 
     Parameters
     ----------
     metrics : mapping
-        The metrics dict; ``roc.fpr``, ``roc.tpr`` and ``auc`` are used.
+        The metrics dict; ``roc.fpr``, ``roc.tpr``, ``auc`` and, for the band
+        (:func:`roc_band`), ``roc.band`` or ``n_positive``.
 
     Returns
     -------
@@ -97,9 +104,14 @@ def render_roc(metrics: Mapping[str, Any]) -> bytes:
         A :data:`FIGURE_PIXELS` PNG; it says "no data" when the curve is missing.
     """
     fpr, tpr = _pairs(get(metrics, "roc", "fpr"), get(metrics, "roc", "tpr"))
+    band = roc_band(metrics)
     with _figure() as figure:
         axes = figure.subplots()
         axes.plot([0, 1], [0, 1], linestyle="--", color=_REFERENCE, label="chance")
+        if band is not None:
+            axes.fill_between(
+                band[0], band[1], band[2], color=_BAND, alpha=0.6, step="post", label=band[3]
+            )
         if fpr:
             label = f"AUC {fmt_num(get(metrics, 'auc', 'value'))}"
             axes.plot(fpr, tpr, color=_CURVE, linewidth=2, label=label)
@@ -108,6 +120,43 @@ def render_roc(metrics: Mapping[str, Any]) -> bytes:
         _unit_axes(axes, "1 - specificity (false positive rate)", "sensitivity", "ROC curve")
         axes.legend(loc="lower right")
         return _png(figure)
+
+
+def roc_band(
+    metrics: Mapping[str, Any],
+) -> tuple[list[float], list[float], list[float], str] | None:
+    """A pointwise 95% band around the ROC curve: ``(fpr, low, high, legend label)``.
+
+    ``metrics["roc"]["band"]`` (``fpr``, ``tpr_low``, ``tpr_high``, ``method``), when the
+    metrics hold one, is drawn as given. Otherwise the band is the Wilson interval of the
+    sensitivity at each point of the curve, over the ``n_positive`` positive cases: it
+    treats the false positive rate as fixed and the cases as independent, so it is a
+    visual guide, not a simultaneous band; the AUC's own interval is in the Results.
+    ``None`` when neither is available.
+
+    >>> band = roc_band({"roc": {"fpr": [0.0, 0.5, 1.0], "tpr": [0.0, 0.9, 1.0]}, "n_positive": 50})
+    >>> [round(value, 3) for value in band[2]], band[3]
+    ([0.071, 0.957, 1.0], 'pointwise 95% band (Wilson)')
+    """  # noqa: E501
+    given = get(metrics, "roc", "band")
+    if isinstance(given, Mapping):
+        fpr, low = _pairs(given.get("fpr"), given.get("tpr_low"))
+        _, high = _pairs(given.get("fpr"), given.get("tpr_high"))
+        if fpr and len(low) == len(high) == len(fpr):
+            method = given.get("method")
+            label = f"95% band ({method})" if isinstance(method, str) and method else "95% band"
+            return fpr, low, high, label
+    fpr, tpr = _pairs(get(metrics, "roc", "fpr"), get(metrics, "roc", "tpr"))
+    n_positive = as_int(metrics.get("n_positive"))
+    if not fpr or n_positive is None or n_positive < 1:
+        return None
+    bounds = [wilson(round(min(max(rate, 0.0), 1.0) * n_positive), n_positive) for rate in tpr]
+    return (
+        fpr,
+        [low for low, _ in bounds],
+        [high for _, high in bounds],
+        ("pointwise 95% band (Wilson)"),
+    )
 
 
 def render_pr(metrics: Mapping[str, Any]) -> bytes:
@@ -249,18 +298,205 @@ def render_confusion(metrics: Mapping[str, Any]) -> bytes:
         return _png(figure)
 
 
-def render_figures(metrics: Mapping[str, Any]) -> dict[str, bytes]:
+def render_decision(metrics: Mapping[str, Any]) -> bytes:
+    """The decision curve: net benefit against threshold probability (Vickers & Elkin 2006).
+
+    Parameters
+    ----------
+    metrics : mapping
+        The metrics dict; ``decision_curve`` (``thresholds``, ``model``, ``treat_all``,
+        ``treat_none``).
+
+    Returns
+    -------
+    bytes
+        A :data:`FIGURE_PIXELS` PNG: the model against treat-all and treat-none; it says
+        "no decision curve" when the metrics hold none.
+    """
+    curve = metrics.get("decision_curve")
+    thresholds, model = _pairs(get(curve, "thresholds"), get(curve, "model"))
+    _, treat_all = _pairs(get(curve, "thresholds"), get(curve, "treat_all"))
+    with _figure() as figure:
+        axes = figure.subplots()
+        axes.set_title("Decision curve")
+        axes.set_xlabel("threshold probability")
+        axes.set_ylabel("net benefit")
+        if not thresholds:
+            _no_data(axes, "no decision curve in these metrics")
+            return _png(figure)
+        axes.axhline(0.0, color=_REFERENCE, linestyle="--", label="treat none")
+        if len(treat_all) == len(thresholds):
+            axes.plot(thresholds, treat_all, color=_TREAT_ALL, label="treat all")
+        axes.plot(thresholds, model, color=_CURVE, linewidth=2, label="model")
+        top = max([*model, *treat_all, 0.01])
+        axes.set_ylim(-0.05 - 0.05 * top, top * 1.1)
+        axes.set_xlim(0.0, 1.0)
+        axes.legend(loc="upper right")
+        return _png(figure)
+
+
+def _count_lines(counts: object, limit: int = 3) -> list[str]:
+    """``reason: n`` lines of a ``{reason: n}`` mapping, largest first, at most ``limit``."""
+    if not isinstance(counts, Mapping):
+        return []
+    items = sorted(
+        ((str(name), as_int(value) or 0) for name, value in counts.items()),
+        key=lambda item: (-item[1], item[0]),
+    )
+    lines = [f"{name}: {count:,}" for name, count in items[:limit]]
+    if len(items) > limit:
+        lines.append(f"+{len(items) - limit} more reasons")
+    return lines
+
+
+def _total(counts: object) -> int | None:
+    if not isinstance(counts, Mapping):
+        return None
+    return sum(as_int(value) or 0 for value in counts.values())
+
+
+def flow_boxes(flow: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[tuple[str, str]]:
+    r"""The flow diagram's main boxes, top to bottom, as ``(main text, side text)`` pairs.
+
+    Each box is left out when its count is not recorded (an older ``evaluation.json``).
+
+    >>> flow = {"files_in_export": 10, "excluded": {"not_ultrasound": 2}, "images": 8,
+    ...         "unlabelled": 1, "labelled": 7, "by_split": {"train": 5, "test": 2},
+    ...         "evaluated_split": "test", "evaluated_images": 2, "scored_images": 2,
+    ...         "unscored": {}}
+    >>> for box in flow_boxes(flow, {"level": "image", "n": 2, "n_positive": 1}):
+    ...     print(box)
+    ('Files in the export: 10', 'Excluded: 2\nnot_ultrasound: 2')
+    ('Images: 8', 'Unlabelled: 1')
+    ('Labelled images: 7', '')
+    ('train: 5 | test: 2', '')
+    ('Evaluated (test): 2 images', 'Not scored: 0')
+    ('Scored: 2 images', '')
+    ('Analysed: 2 images (1 positive, 1 negative)', '')
+    """
+    boxes: list[tuple[str, str]] = []
+    files = as_int(flow.get("files_in_export"))
+    excluded = _total(flow.get("excluded"))
+    if files is not None:
+        side = ""
+        if excluded is not None:
+            side = "\n".join([f"Excluded: {excluded:,}", *_count_lines(flow.get("excluded"))])
+        boxes.append((f"Files in the export: {files:,}", side))
+    images = as_int(flow.get("images"))
+    if images is not None:
+        unlabelled = as_int(flow.get("unlabelled"))
+        side = f"Unlabelled: {unlabelled:,}" if unlabelled is not None else ""
+        if files is None and excluded is not None:
+            side = "\n".join(part for part in (f"Excluded at ingest: {excluded:,}", side) if part)
+        boxes.append((f"Images: {images:,}", side))
+    labelled = as_int(flow.get("labelled"))
+    if labelled is not None:
+        boxes.append((f"Labelled images: {labelled:,}", ""))
+    by_split = flow.get("by_split")
+    if isinstance(by_split, Mapping) and by_split:
+        boxes.append((" | ".join(f"{name}: {fmt_int(n)}" for name, n in by_split.items()), ""))
+    evaluated = as_int(flow.get("evaluated_images"))
+    split = flow.get("evaluated_split")
+    if evaluated is not None:
+        name = f" ({split})" if isinstance(split, str) and split else ""
+        unscored = _total(flow.get("unscored"))
+        side = ""
+        if unscored is not None:
+            side = "\n".join([f"Not scored: {unscored:,}", *_count_lines(flow.get("unscored"))])
+        boxes.append((f"Evaluated{name}: {evaluated:,} images", side))
+    scored = as_int(flow.get("scored_images"))
+    if scored is not None:
+        boxes.append((f"Scored: {scored:,} images", ""))
+    n, positives = as_int(metrics.get("n")), as_int(metrics.get("n_positive"))
+    level = metrics.get("level")
+    if n is not None and isinstance(level, str):
+        unit = plural(level)
+        detail = (
+            f" ({positives:,} positive, {n - positives:,} negative)"
+            if positives is not None
+            else ""
+        )
+        boxes.append((f"Analysed: {n:,} {unit}{detail}", ""))
+    return boxes
+
+
+def plural(level: str) -> str:
+    """The plural of a level's unit, as the report writes counts.
+
+    >>> plural("study"), plural("series"), plural("image"), plural("patient")
+    ('studies', 'series', 'images', 'patients')
+    """
+    return {"study": "studies", "series": "series"}.get(level, f"{level}s")
+
+
+def render_flow(metrics: Mapping[str, Any], flow: Mapping[str, Any] | None = None) -> bytes:
+    """The STARD 2015 item 19 participant flow diagram, as PNG bytes.
+
+    Parameters
+    ----------
+    metrics : mapping
+        The metrics dict; ``level``, ``n`` and ``n_positive`` give the last box (the cases
+        analysed at the report's level).
+    flow : mapping, optional
+        ``evaluation.json`` ``flow`` (see :class:`~usdcm.report.context.ReportContext`).
+
+    Returns
+    -------
+    bytes
+        A :data:`FIGURE_PIXELS` PNG, one box per recorded count, exclusions to the side.
+    """
+    boxes = flow_boxes(flow or {}, metrics)
+    with _figure() as figure:
+        axes = figure.subplots()
+        axes.set_axis_off()
+        axes.set_xlim(0, 1)
+        axes.set_ylim(0, 1)
+        axes.set_title("Participant flow (STARD 2015 item 19)")
+        if not boxes:
+            _no_data(axes, "flow counts not recorded")
+            return _png(figure)
+        step = 1.0 / len(boxes)
+        style = {"boxstyle": "round,pad=0.3", "facecolor": "#eef2f7", "edgecolor": _CURVE}
+        side_style = {"boxstyle": "round,pad=0.3", "facecolor": "#fff6e5", "edgecolor": "#b36b00"}
+        for index, (main, side) in enumerate(boxes):
+            y = 1.0 - step * (index + 0.5)
+            axes.text(0.32, y, main, ha="center", va="center", fontsize=7.5, bbox=style)
+            if index + 1 < len(boxes):
+                axes.annotate(
+                    "",
+                    xy=(0.32, y - step + 0.045),
+                    xytext=(0.32, y - 0.045),
+                    arrowprops={"arrowstyle": "->", "color": _CURVE},
+                )
+            if side:
+                axes.annotate(
+                    "",
+                    xy=(0.66, y - step / 2),
+                    xytext=(0.32, y - step / 2),
+                    arrowprops={"arrowstyle": "->", "color": "#b36b00"},
+                )
+                axes.text(
+                    0.68, y - step / 2, side, ha="left", va="center", fontsize=6.5, bbox=side_style
+                )
+        return _png(figure)
+
+
+def render_figures(
+    metrics: Mapping[str, Any], flow: Mapping[str, Any] | None = None
+) -> dict[str, bytes]:
     """Every figure of the report, ``{name: PNG bytes}`` in :data:`FIGURE_NAMES` order.
 
     Examples
     --------
     >>> figures = render_figures({})
     >>> list(figures), all(png.startswith(b"\\x89PNG") for png in figures.values())
-    (['roc', 'pr', 'reliability', 'confusion'], True)
+    (['roc', 'pr', 'reliability', 'confusion', 'decision', 'flow'], True)
     """
     return {
         "roc": render_roc(metrics),
         "pr": render_pr(metrics),
         "reliability": render_reliability(metrics),
         "confusion": render_confusion(metrics),
+        "decision": render_decision(metrics),
+        "flow": render_flow(metrics, flow),
     }

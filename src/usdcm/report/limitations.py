@@ -2,8 +2,8 @@
 
 Owns the rules and their thresholds (small n, wide CI, single site, prevalence shift,
 exploratory threshold, too-small subgroups, failed or unchecked leakage, a training manifest
-changed since training, undefined AUC); never renders text for a format and never changes a
-metric.
+changed since training, undefined AUC, no reference standard stated, fewer cases than the
+target precision needs); never renders text for a format and never changes a metric.
 """
 
 from __future__ import annotations
@@ -62,8 +62,10 @@ def flag_limitations(
     file's ``"not run"``) for ``context.split["leakage_check"]`` given and not ``"passed"``
     (its message gives the shared counts, never a key, and the check's detail), and
     ``manifest_changed`` (``context.model["manifest_check"]`` is ``"changed"``: the training
-    manifest's hash differs from the checkpoint's). A rule whose inputs are missing does not
-    fire.
+    manifest's hash differs from the checkpoint's), ``reference_standard_missing``
+    (``context.reference_standard`` is empty: how the labels were established is not stated)
+    and ``sample_size_below_target`` (``metrics["sample_size"]["below_target"]`` is true). A
+    rule whose inputs are missing does not fire.
 
     Parameters
     ----------
@@ -80,7 +82,8 @@ def flag_limitations(
     Examples
     --------
     >>> metrics = {"n": 40, "n_positive": 12, "auc": {"value": 0.8, "ci95": [0.6, 0.95]}}
-    >>> [item.code for item in flag_limitations(metrics)]
+    >>> context = ReportContext(reference_standard="Histopathology")
+    >>> [item.code for item in flag_limitations(metrics, context)]
     ['small_n', 'wide_ci']
     """
     context = context or ReportContext()
@@ -94,6 +97,8 @@ def flag_limitations(
         _small_subgroups(metrics),
         _leakage(context),
         _manifest_changed(context),
+        _reference_standard_missing(context),
+        _sample_size_below_target(metrics),
     ]
     return [flag for flag in flags if flag is not None]
 
@@ -283,4 +288,39 @@ def _manifest_changed(context: ReportContext) -> Limitation | None:
         "(allowed by --allow-changed-manifest). Labels, splits or images may differ from "
         "those the model was trained and validated on; retrain on the current manifest or "
         "restore the one the model was trained on.",
+    )
+
+
+def _reference_standard_missing(context: ReportContext) -> Limitation | None:
+    if context.reference_standard.strip():
+        return None
+    return Limitation(
+        "reference_standard_missing",
+        "No reference standard is stated: how the labels were established, and by whom, is "
+        "not recorded, so the accuracy figures cannot be judged against it. Pass "
+        "--reference-standard or set reference_standard in the training config.",
+    )
+
+
+def _sample_size_below_target(metrics: Mapping[str, Any]) -> Limitation | None:
+    size = metrics.get("sample_size")
+    if get(size, "below_target") is not True:
+        return None
+    needed_pos, needed_neg = (
+        as_int(get(size, "needed_positive")),
+        as_int(get(size, "needed_negative")),
+    )
+    have_pos, have_neg = as_int(get(size, "n_positive")), as_int(get(size, "n_negative"))
+    width = as_float(get(size, "target_width"))
+    target = f" for a 95% CI of full width {width:.2f}" if width is not None else ""
+    counts = ""
+    if None not in (needed_pos, needed_neg, have_pos, have_neg):
+        counts = (
+            f": {have_pos} positive and {have_neg} negative cases evaluated, "
+            f"{needed_pos} and {needed_neg} needed"
+        )
+    return Limitation(
+        "sample_size_below_target",
+        f"The evaluated set is below the sample size{target} of sensitivity and specificity"
+        f"{counts} (Buderer's method). The intervals are wider than that target.",
     )

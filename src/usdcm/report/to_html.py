@@ -1,6 +1,7 @@
 """Render a :class:`~usdcm.report.document.Document` as one self-contained HTML page.
 
-Owns the HTML, its inline CSS (screen and print) and the embedding of figures as
+Owns the HTML, its inline CSS (screen, plus ``print.css`` when the package holds one), the
+folding of the appendix into ``<details>`` and the embedding of figures as
 ``data:image/png;base64`` URIs; never fetches anything (no external CSS, JS, fonts or
 images: a Content-Security-Policy forbids them) and never writes a file. Every string from
 the document passes through :func:`html.escape`.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 from collections.abc import Mapping
+from importlib import resources
 
 from usdcm.report.document import (
     Block,
@@ -72,6 +74,12 @@ footer { margin-top: 2rem; border-top: 1px solid #ccc; color: #555; font-size: .
 }
 """
 
+FOLDED_SECTIONS = frozenset({"reproducibility"})
+"""Sections the HTML folds into a ``<details>`` element (the appendix)."""
+
+PRINT_CSS = "print.css"
+"""The print stylesheet beside this module, inlined when present (the PDF's layout)."""
+
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 """The page may load nothing: images only from ``data:`` URIs, styles only inline."""
 
@@ -132,11 +140,25 @@ def _block(block: Block, figures: Mapping[str, bytes]) -> str:
     return f"<figure>{_image(block, figures)}<figcaption>{_e(block.caption)}</figcaption></figure>"
 
 
+def print_css() -> str:
+    """The text of ``usdcm/report/print.css``, or ``""`` when the package has none."""
+    try:
+        resource = resources.files("usdcm.report").joinpath(PRINT_CSS)
+        return resource.read_text(encoding="utf-8") if resource.is_file() else ""
+    except (OSError, ModuleNotFoundError):
+        return ""
+
+
 def _section(section: Section, figures: Mapping[str, bytes]) -> str:
     key = _e(section.key)
     inner = "\n".join(_block(block, figures) for block in section.blocks)
     if section.key == "summary":
         inner = f'<div class="summary">\n{inner}\n</div>'
+    if section.key in FOLDED_SECTIONS:
+        inner = (
+            f"<details>\n<summary>Show the {_e(section.title.lower())}</summary>\n"
+            f"{inner}\n</details>"
+        )
     return (
         f'<section id="{key}" class="section-{key}">\n'
         f"<h2>{_e(section.title)}</h2>\n"
@@ -176,7 +198,7 @@ def render_html(document: Document) -> str:
 <meta http-equiv="Content-Security-Policy" content="{_e(CSP)}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{_e(document.title)}</title>
-<style>{CSS}</style>
+<style>{CSS}{print_css()}</style>
 </head>
 <body>
 <header>
