@@ -314,6 +314,11 @@ class Printed:
     def of(cls, html_path: Path, pdf: Path) -> Printed:
         """Print ``html_path`` with :func:`write_pdf_with_chromium` and read ``pdf`` back."""
         assert write_pdf_with_chromium(html_path, pdf) is True
+        return cls.read(html_path, pdf)
+
+    @classmethod
+    def read(cls, html_path: Path, pdf: Path) -> Printed:
+        """Read ``pdf``, printed from ``html_path``."""
         reader = PdfReader(pdf)
         sizes: list[tuple[float, float]] = []
         texts: list[str] = []
@@ -427,11 +432,11 @@ def long_metrics() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def printed_long(tmp_path_factory: pytest.TempPathFactory) -> Printed:
-    """A report whose subgroup table runs over several pages, printed by Chromium."""
+    """A report whose subgroup table runs over several pages, written with ``pdf=True``."""
     require_chromium()
-    out = tmp_path_factory.mktemp("long")
-    files = write_report(out, long_metrics(), build_context())
-    return Printed.of(files.html, out / "report.pdf")
+    files = write_report(tmp_path_factory.mktemp("long"), long_metrics(), build_context(), pdf=True)
+    assert files.pdf is not None and files.pdf.is_file()
+    return Printed.read(files.html, files.pdf)
 
 
 def test_pages_are_a4(printed: Printed) -> None:
