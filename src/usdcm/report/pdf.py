@@ -46,7 +46,7 @@ def print_css() -> str:
     """The text of ``print.css`` beside this module (``""`` when it is not installed)."""
     try:
         return resources.files("usdcm.report").joinpath("print.css").read_text(encoding="utf-8")
-    except (FileNotFoundError, OSError):
+    except OSError:  # FileNotFoundError included
         return ""
 
 
