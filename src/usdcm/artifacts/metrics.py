@@ -21,7 +21,11 @@ from usdcm.atomic import atomic_write_text
 from usdcm.errors import MetricsFileError
 
 METRICS_JSON = "metrics.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""Version 2: at image and series level ``auc.ci95`` is the patient-clustered bootstrap
+interval (``auc.method`` says which; ``auc.delong_ci95`` and ``auc.bootstrap_ci95`` hold
+both); new keys ``threshold.convention``, ``sample_size``, ``decision_curve`` and
+``recalibration``. Version 1's ``auc.ci95`` was always DeLong's."""
 REQUIRED_KEYS = ("level", "positive_class", "n", "threshold", "provenance")
 """Keys every metrics file has; the rest follows :func:`usdcm.metrics.summarize`."""
 
