@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -22,6 +23,29 @@ from usdcm.cli._report_options import (
     ThresholdOption,
     report_options,
 )
+from usdcm.errors import ReportError
+
+if TYPE_CHECKING:
+    from usdcm.evaluation.reporting import ReportOptions
+
+ReferenceStandardOption = Annotated[
+    str | None,
+    typer.Option(
+        help="How the labels were established and by whom (STARD 10b, CLAIM 14-18); "
+        "default: evaluation.json's, from the training config's reference_standard."
+    ),
+]
+
+
+def with_reference_standard(options: ReportOptions, text: str | None) -> ReportOptions:
+    """``options`` with ``--reference-standard``'s text, which overrides evaluation.json's."""
+    if text is None or not text.strip():
+        return options
+    if "reference_standard" not in {field.name for field in dataclasses.fields(options)}:
+        message = "--reference-standard: this build's report options have no reference standard."
+        raise ReportError(message)
+    changes: dict[str, Any] = {"reference_standard": text.strip()}
+    return dataclasses.replace(options, **changes)
 
 
 def report_command(
@@ -41,6 +65,7 @@ def report_command(
     seed: SeedOption = 0,
     pdf: PdfOption = False,
     intended_use: IntendedUseOption = None,
+    reference_standard: ReferenceStandardOption = None,
 ) -> None:
     """Recompute every metric and the report from a predictions file alone.
 
@@ -63,5 +88,6 @@ def report_command(
             intended_use=intended_use,
             split=split,
         )
+        options = with_reference_standard(options, reference_standard)
         command = shlex.join(["usdcm", *sys.argv[1:]])  # the CLI is the one reader of argv
         print_summary(build_report(predictions, out, options, command=command))

@@ -13,7 +13,7 @@ Examples
 """
 
 from usdcm.report.checklist import SECTIONS, SectionSpec
-from usdcm.report.context import ReportContext
+from usdcm.report.context import ReportContext, evaluation_fields
 from usdcm.report.document import Document, build_document
 from usdcm.report.figures import FIGURE_NAMES, render_figures
 from usdcm.report.limitations import Limitation, flag_limitations
@@ -31,6 +31,7 @@ __all__ = [
     "ReportFiles",
     "SectionSpec",
     "build_document",
+    "evaluation_fields",
     "flag_limitations",
     "render_figures",
     "render_html",
