@@ -10,7 +10,7 @@ from tests.report.conftest import CLASSES, prediction_rows
 from typer.testing import CliRunner
 
 from usdcm.artifacts.predictions import write_predictions
-from usdcm.cli import app
+from usdcm.cli.app import app
 from usdcm.evaluation.reporting import ReportOptions
 
 runner = CliRunner()
@@ -50,11 +50,13 @@ def test_reference_standard_reaches_the_report(predictions: Path, tmp_path: Path
     markdown = _report(predictions, tmp_path / "with", "--reference-standard", REFERENCE)
     section = markdown.split("\n## Reference standard\n", 1)[1].split("\n## ", 1)[0]
     assert REFERENCE in section
-    assert "[reference\\_standard\\_missing]" not in markdown
+    html = (tmp_path / "with" / "report.html").read_text(encoding="utf-8")
+    assert REFERENCE in html and "[reference_standard_missing]" not in html
 
 
 def test_without_a_reference_standard_the_report_says_so(predictions: Path, tmp_path: Path) -> None:
     markdown = _report(predictions, tmp_path / "without")
     section = markdown.split("\n## Reference standard\n", 1)[1].split("\n## ", 1)[0]
     assert "Not stated" in section
-    assert "[reference\\_standard\\_missing]" in markdown
+    html = (tmp_path / "without" / "report.html").read_text(encoding="utf-8")
+    assert "[reference_standard_missing]" in html
