@@ -29,7 +29,9 @@ PositiveOption = Annotated[
 ]
 SubgroupOption = Annotated[
     list[str] | None,
-    typer.Option(help="Column to report subgroups of; repeat. Default: manufacturer, model."),
+    typer.Option(
+        help="Column to report subgroups of; repeat. Default: manufacturer, model, sex, age_band."
+    ),
 ]
 BootstrapOption = Annotated[
     int, typer.Option(min=1, help="Resamples of the patient-clustered bootstrap.")
@@ -58,13 +60,13 @@ def report_options(
     split: str | None = None,
 ) -> ReportOptions:
     """The options above as :class:`usdcm.evaluation.reporting.ReportOptions`."""
-    from usdcm.evaluation.reporting import ReportOptions
+    from usdcm.evaluation.reporting import SUBGROUP_COLUMNS, ReportOptions
 
     return ReportOptions(
         level=level,
         threshold=threshold,
         positive_class=positive_class,
-        subgroups=tuple(subgroup) if subgroup else ("manufacturer", "model"),
+        subgroups=tuple(subgroup) if subgroup else SUBGROUP_COLUMNS,
         n_bootstrap=bootstrap,
         seed=seed,
         pdf=pdf,
