@@ -148,14 +148,8 @@ def _key_values(pairs: Sequence[tuple[str, object]]) -> Table:
     return Table(("Item", "Value"), tuple((name, fmt_value(value)) for name, value in pairs))
 
 
-def _extras(mapping: Mapping[str, Any], known: set[str]) -> list[Block]:
-    """Keys the caller passed that the section has no place for, as a key-value table."""
-    extra = [(name, value) for name, value in flatten(mapping) if name.split(".")[0] not in known]
-    return [Subheading("Other details"), _key_values(extra)] if extra else []
-
-
 def _counts_table(header: str, value: object) -> Table | None:
-    items = count_items(value)
+    items = [(name, count if count != NA else "not counted") for name, count in count_items(value)]
     if not items:
         return None
     return Table((header, "Count"), tuple(items), align="lr")
