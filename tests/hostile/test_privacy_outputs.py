@@ -6,9 +6,9 @@ through the CLI). Then every output file (bytes, decompressed if gzipped), every
 folder name, every non-tensor value of each checkpoint (via ``load_checkpoint``) and all
 captured stdout/stderr are searched, case-insensitively, for every string in
 ``ExportSummary.phi`` and its DICOM and display variants (``FAMILY^GIVEN``, ``FAMILY GIVEN``,
-``GIVEN FAMILY``, ``FAMILY, GIVEN``, dates with separators). Digit-only strings (birth
-dates) must not be glued to other digits, so a probability such as ``0.1944070412`` is not
-taken for the birth date 19440704.
+``GIVEN FAMILY``, ``FAMILY, GIVEN``, dates with separators), and for every study date (only
+its year may be written). Digit-only strings (dates) must not be glued to other digits, so
+a probability such as ``0.1944070412`` is not taken for the birth date 19440704.
 
 Burned-in text: the synth draws the banner (name, ID, birth date) in the top rows, outside
 the tissue region. For each image the stored NIfTI must have exactly the shape of its
@@ -122,7 +122,9 @@ def test_no_identifier_in_any_output_and_no_banner_in_any_image(tmp_path: Path) 
         assert result.exit_code == 0, (command[0], result.output, result.exception)
         captured.append((f"output of usdcm {command[0]}", result.output))
 
-    pattern = phi_pattern(summary.phi)
+    plan = draw_plan(patients=PATIENTS, seed=SEED, abnormal_fraction=0.5, difficulty=0.3, frames=8)
+    study_dates = {patient.study_date.strftime("%Y%m%d") for patient in plan.patients}
+    pattern = phi_pattern(summary.phi | study_dates)  # years only: never a full date
     leaks: list[str] = []
 
     def scan(where: str, text: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -13,10 +14,12 @@ import numpy as np
 import pytest
 
 from tests.ingest.conftest import ACCESSION, BIRTH_DATE, PATIENT_ID, write_us
-from usdcm.artifacts.manifest import MANIFEST_COLUMNS
+from usdcm.artifacts.manifest import MANIFEST_COLUMNS, read_manifest
+from usdcm.dicom.demographics import age_band
 from usdcm.errors import InvalidSourceError
 from usdcm.ingest import IngestOptions, IngestResult, ingest
 from usdcm.synth import ExportSummary
+from usdcm.synth.plan import draw_plan
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -192,3 +195,92 @@ def test_folders_named_after_the_patient_are_redacted(
         if path.is_file() and path.suffix != ".gz":
             for text in ("QQPHI", "HIDDEN", PATIENT_ID, ACCESSION, BIRTH_DATE):
                 assert text.encode() not in path.read_bytes(), (text, path.name)
+
+
+def full_dates(synth_export: ExportSummary) -> re.Pattern[str]:
+    """Every birth and study date of the export's patients, in the ways dates are written,
+    not glued to other digits."""
+    plan = draw_plan(
+        patients=synth_export.n_patients, seed=7, abnormal_fraction=0.5, difficulty=0.3, frames=8
+    )
+    words = set()
+    for patient in plan.patients:
+        for date in (patient.birth_date, patient.study_date):
+            for form in ("%Y%m%d", "%Y-%m-%d", "%Y/%m/%d", "%Y.%m.%d", "%d/%m/%Y", "%m/%d/%Y"):
+                words.add(date.strftime(form))
+    return re.compile("|".join(rf"(?<![\d.]){re.escape(word)}(?!\d)" for word in words))
+
+
+def test_the_manifest_records_sex_age_band_and_study_year_from_the_headers(
+    synth_export: ExportSummary, ingested: tuple[IngestResult, Path]
+) -> None:
+    _, out = ingested
+    plan = draw_plan(
+        patients=synth_export.n_patients, seed=7, abnormal_fraction=0.5, difficulty=0.3, frames=8
+    )
+    by_sop = {str(instance.sop_instance_uid): patient for patient, _, instance in plan.instances}
+    rows = read_manifest(out / "manifest.csv")
+    assert rows and {row["schema_version"] for row in rows} == {"2"}
+    for row in rows:
+        patient = by_sop[row["sop_uid"]]
+        expected = (patient.sex, age_band(patient.age_years), str(patient.study_date.year))
+        assert (row["sex"], row["age_band"], row["study_year"]) == expected
+    # read both ways: from PatientAge, and from the birth date at the study date
+    assert {patient.writes_age for patient in plan.patients} == {True, False}
+    assert len({row["sex"] for row in rows}) == 2 and len({row["age_band"] for row in rows}) > 1
+
+
+def test_no_full_date_reaches_the_manifest_ingest_json_excluded_or_journal(
+    synth_export: ExportSummary, ingested: tuple[IngestResult, Path]
+) -> None:
+    _, out = ingested
+    pattern = full_dates(synth_export)
+    outputs = ["manifest.csv", "ingest.json", "excluded.csv", ".usdcm/journal.jsonl"]
+    for name in outputs:
+        text = (out / name).read_text(encoding="utf-8")
+        assert not pattern.search(text), f"a full date in {name}"
+    assert pattern.search("study 20240108 x")  # the check finds a date where there is one
+
+
+def test_ingest_json_counts_the_images_cropped_to_a_region_and_those_without(
+    ingested: tuple[IngestResult, Path],
+) -> None:
+    result, out = ingested
+    summary = json.loads((out / "ingest.json").read_text())
+    rows = read_manifest(out / "manifest.csv")
+    cropped = sum(1 for row in rows if row["crop"])
+    assert summary["n_cropped"] == cropped and cropped > 0
+    assert summary["n_without_region"] == len(rows) - cropped == result.n_without_region
+    assert summary["n_cropped"] + summary["n_without_region"] == summary["n_images"]
+
+
+def test_an_image_without_a_region_is_counted_and_keeps_its_whole_frame(tmp_path: Path) -> None:
+    source = tmp_path / "pacs"
+    source.mkdir()
+    write_us(source / "IM1", np.zeros((2, 12, 16), np.uint8), seed=1)
+    result = ingest(source, tmp_path / "out", IngestOptions(workers=1))
+    summary = json.loads((tmp_path / "out" / "ingest.json").read_text())
+    (row,) = read_manifest(tmp_path / "out" / "manifest.csv")
+    assert row["crop"] == "" and (row["height"], row["width"]) == ("12", "16")
+    assert (summary["n_cropped"], summary["n_without_region"]) == (0, 1)
+    assert result.n_without_region == 1
+
+
+def test_journal_records_of_version_1_are_scanned_again_for_the_demographics(
+    synth_export: ExportSummary, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    ingest(synth_export.root, out, IngestOptions(workers=1))
+    before = (out / "manifest.csv").read_bytes()
+    journal = out / ".usdcm" / "journal.jsonl"
+    old = []
+    for line in journal.read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        if entry["t"] == "scan":
+            for key in ("sex", "age_band", "study_year", "record_version"):
+                entry["v"].pop(key, None)
+        old.append(json.dumps(entry))
+    journal.write_text("\n".join(old) + "\n", encoding="utf-8")
+    again = ingest(synth_export.root, out, IngestOptions(workers=1))
+    assert again.n_converted == 0  # the images are reused; only the headers are read again
+    assert (out / "manifest.csv").read_bytes() == before
