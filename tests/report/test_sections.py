@@ -172,7 +172,10 @@ def test_fairness_section_shows_sex_and_age_band(make_metrics: MetricsFactory) -
     scanners = html_section(html, "subgroups")
     assert "40-49" not in scanners and "GE Voluson E8" in scanners
     html, _ = _render(make_metrics(), build_context())
-    assert "not assessed here" in html_section(html, "fairness")
+    assert "not in these metrics" in html_section(html, "fairness")
+    unknown = {"sex": [{**group, "group": "unknown", "auc": auc}], "age_band": []}
+    html, _ = _render(make_metrics(subgroups=unknown), build_context())
+    assert "Sex and Age band: unknown for every evaluated case" in html_section(html, "fairness")
 
 
 def test_recalibration_beside_the_uncalibrated_figures(make_metrics: MetricsFactory) -> None:

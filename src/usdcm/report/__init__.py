@@ -1,14 +1,15 @@
 """The clinical validation report: metrics plus context in, ``report.html`` and ``report.md`` out.
 
-Owns how results are presented (sections tied to TRIPOD+AI and CLAIM items, figures,
-automatically flagged limitations); never computes a metric and never writes
+Owns how results are presented (sections tied to TRIPOD+AI, CLAIM 2024 and STARD 2015 items,
+figures, automatically flagged limitations); never computes a metric and never writes
 ``metrics.json``. The HTML is one offline file that prints cleanly to PDF; Markdown links
 its figures as PNG files beside it.
 
 Examples
 --------
 >>> from usdcm.report import ReportContext, flag_limitations
->>> [flag.code for flag in flag_limitations({"threshold": {"exploratory": True}})]
+>>> context = ReportContext(reference_standard="Histopathology")
+>>> [flag.code for flag in flag_limitations({"threshold": {"exploratory": True}}, context)]
 ['exploratory_threshold']
 """
 

@@ -277,7 +277,7 @@ def result_sentence(metrics: Mapping[str, Any]) -> str | None:
     """The one-sentence plain statement of the result, or ``None`` without the counts.
 
     >>> result_sentence({"level": "study", "positive_class": "malignant",
-    ...     "classes": ["benign", "malignant"], "threshold": {"chosen_on": "val"},
+    ...     "classes": ["benign", "malignant"], "threshold": {"chosen_on": "val", "exploratory": False},
     ...     "sensitivity": {"k": 45, "n": 50}, "specificity": {"k": 80, "n": 100}})
     'At the threshold chosen on validation, the model found 45 of 50 malignant studies and cleared 80 of 100 benign ones.'
     """  # noqa: E501
@@ -1128,6 +1128,20 @@ def _subgroups(metrics: Mapping[str, Any]) -> Section:
     )
 
 
+_UNKNOWN_GROUPS = frozenset({"", "unknown", "(unknown)"})
+
+
+def _all_unknown(groups: object) -> bool:
+    """Whether every group of a subgroup list is the unknown group (or there is none).
+
+    >>> _all_unknown([{"group": "(unknown)"}]), _all_unknown([{"group": "F"}]), _all_unknown([])
+    (True, False, True)
+    """
+    if not isinstance(groups, Sequence) or isinstance(groups, str):
+        return True
+    return all(str(get(group, "group") or "").lower() in _UNKNOWN_GROUPS for group in groups)
+
+
 def _fairness(metrics: Mapping[str, Any]) -> Section:
     subgroups = metrics.get("subgroups")
     rows = _subgroup_rows(subgroups, FAIRNESS_ATTRIBUTES)
@@ -1149,6 +1163,20 @@ def _fairness(metrics: Mapping[str, Any]) -> Section:
                 Table(_SUBGROUP_HEADER, tuple(rows), align="llrrrrl"),
                 Paragraph(_TOO_SMALL_NOTE, "note"),
             ]
+        )
+    unknown = [
+        _humanise(name)
+        for name in FAIRNESS_ATTRIBUTES
+        if name not in missing and _all_unknown(get(subgroups, name))
+    ]
+    if unknown:
+        blocks.append(
+            Paragraph(
+                f"{' and '.join(unknown)}: unknown for every evaluated case (predictions "
+                "written before usdcm recorded them, or headers without them), so fairness "
+                "across these groups is not assessed here.",
+                "warning",
+            )
         )
     if missing:
         blocks.append(

@@ -116,7 +116,7 @@ def render_markdown(document: Document, figure_paths: Mapping[str, str]) -> str:
     --------
     >>> from usdcm.report.document import build_document
     >>> text = render_markdown(build_document({}, figures={}), {})
-    >>> text.splitlines()[0], "## Reproducibility" in text
+    >>> text.splitlines()[0], "## Appendix: configuration, versions and hashes" in text
     ('# Clinical validation report', True)
     """
     parts = [f"# {escape_markdown(document.title)}", escape_markdown(document.subtitle)]
