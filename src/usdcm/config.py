@@ -246,6 +246,9 @@ class TrainConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     intended_use: str = ""
+    reference_standard: str = ""
+    """How the labels were established and by whom (the report's reference standard);
+    ``usdcm evaluate --reference-standard`` overrides it."""
 
     def __post_init__(self) -> None:
         name, sides = self.model.name, self.data.image_size

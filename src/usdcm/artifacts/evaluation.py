@@ -24,7 +24,9 @@ EVALUATION_JSON = "evaluation.json"
 """The name ``usdcm evaluate`` gives the file, beside ``predictions.csv``."""
 
 SCHEMA_VERSION = 2
-"""Version 2: leakage_check an object, model.manifest_check; version 1 had no version."""
+"""Version 2: leakage_check an object, model.manifest_check; version 1 had no version.
+``reference_standard``, ``flow``, ``deidentification`` and ``study_years`` were added to
+version 2 later, each optional: a file without them reads them as empty."""
 
 _FIX = "re-run `usdcm evaluate` with this usdcm to write it anew"
 
@@ -144,7 +146,8 @@ class EvaluationContext:
 
     :meth:`to_dict` gives the JSON object of ``evaluation.json`` (its keys are those the
     report reads: ``split_info`` holds ``counts``, ``split_source`` and ``leakage_check``;
-    ``model`` holds ``manifest_check``).
+    ``model`` holds ``manifest_check``; ``reference_standard``, ``flow``,
+    ``deidentification`` and ``study_years`` are top-level).
     """
 
     run_dir: str
@@ -160,6 +163,17 @@ class EvaluationContext:
     split_counts: dict[str, int] = field(default_factory=dict)
     split_source: str = ""
     model: dict[str, Any] = field(default_factory=dict)
+    reference_standard: str = ""
+    """How the labels were established and by whom (``--reference-standard`` or the run
+    config's ``reference_standard``); ``""`` when nobody said."""
+    flow: dict[str, Any] = field(default_factory=dict)
+    """The STARD 2015 item 19 counts, from the export's files to the scored images (see
+    :func:`usdcm.evaluation.evaluate.participant_flow`); ``{}`` in an older file."""
+    deidentification: dict[str, Any] = field(default_factory=dict)
+    """What ingest did and did not do to remove identifiers, in sentences, with the
+    ultrasound-region counts; ``{}`` in an older file."""
+    study_years: dict[str, int] = field(default_factory=dict)
+    """Evaluated images per study year (``"(unknown)"`` without one): years, never dates."""
 
     def __post_init__(self) -> None:
         if not self.split:
@@ -192,6 +206,10 @@ class EvaluationContext:
                     self.manifest_check.to_dict() if self.manifest_check is not None else None
                 ),
             },
+            "reference_standard": self.reference_standard,
+            "flow": dict(self.flow),
+            "deidentification": dict(self.deidentification),
+            "study_years": dict(self.study_years),
         }
 
     @classmethod
@@ -220,6 +238,12 @@ class EvaluationContext:
                 split_counts={str(k): int(v) for k, v in dict(split_info["counts"]).items()},
                 split_source=str(split_info.get("split_source", "")),
                 model=model,
+                reference_standard=str(value.get("reference_standard") or ""),
+                flow=dict(value.get("flow") or {}),
+                deidentification=dict(value.get("deidentification") or {}),
+                study_years={
+                    str(k): int(v) for k, v in dict(value.get("study_years") or {}).items()
+                },
             )
         except (KeyError, TypeError, ValueError, EvaluationFileError) as err:
             message = f"The evaluation file {source} is malformed ({err}); {_FIX}."

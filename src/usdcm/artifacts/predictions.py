@@ -40,7 +40,18 @@ _FIX = "re-run `usdcm evaluate` with this usdcm to write it anew"
 
 PROB_PREFIX = "prob_"
 KEY_COLUMNS = ("image_id", "split", "label")
-CONTEXT_COLUMNS = ("patient_key", "study_key", "series_key", "manufacturer", "model", "frames")
+DEMOGRAPHIC_COLUMNS = ("sex", "age_band", "study_year")
+"""Copied from the manifest: a sex code, a 10-year age band, a year (never a date). A file
+written before they were added lacks them: :func:`read_predictions` reads them as ``""``."""
+CONTEXT_COLUMNS = (
+    "patient_key",
+    "study_key",
+    "series_key",
+    "manufacturer",
+    "model",
+    "frames",
+    *DEMOGRAPHIC_COLUMNS,
+)
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,9 @@ def write_predictions(path: Path, rows: Sequence[Mapping[str, Any]], classes: Se
 def read_predictions(path: Path) -> tuple[list[dict[str, str]], list[str]]:
     """Read a predictions file; return its rows and its classes (from ``prob_`` columns).
 
+    A file without the :data:`DEMOGRAPHIC_COLUMNS` (written before them) is read with
+    them empty.
+
     Raises
     ------
     SchemaVersionError
@@ -126,6 +140,9 @@ def read_predictions(path: Path) -> tuple[list[dict[str, str]], list[str]]:
             fix=_FIX,
             missing_ok=True,
         )
+    for row in rows:
+        for column in DEMOGRAPHIC_COLUMNS:
+            row.setdefault(column, "")  # an older file: unknown
     classes = [c[len(PROB_PREFIX) :] for c in columns if c.startswith(PROB_PREFIX)]
     missing = [c for c in ("image_id", "label") if c not in columns]
     if missing or len(classes) < 2:

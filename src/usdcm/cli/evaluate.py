@@ -45,6 +45,13 @@ def evaluate_command(
     ),
     pdf: PdfOption = False,
     intended_use: IntendedUseOption = None,
+    reference_standard: Annotated[
+        str | None,
+        typer.Option(
+            help="How the labels were established and by whom (e.g. 'biopsy histopathology'); "
+            "default: the run config's reference_standard."
+        ),
+    ] = None,
     allow_changed_manifest: Annotated[
         bool,
         typer.Option(
@@ -67,7 +74,7 @@ def evaluate_command(
 
         command = shlex.join(["usdcm", *sys.argv[1:]])  # the CLI is the one reader of argv
         with RichProgress(disable=quiet) as progress:
-            predictions, _ = evaluate_run(
+            predictions, context = evaluate_run(
                 run,
                 out,
                 manifest=manifest,
@@ -77,6 +84,14 @@ def evaluate_command(
                 on_image=progress.advance,
                 allow_changed_manifest=allow_changed_manifest,
                 command=command,
+                reference_standard=reference_standard,
+            )
+        flow = context.get("flow") or {}
+        if flow.get("unscored"):
+            reasons = "; ".join(f"{why}: {n}" for why, n in flow["unscored"].items())
+            typer.echo(
+                f"{sum(flow['unscored'].values())} of {flow['evaluated_images']} evaluated "
+                f"images could not be scored ({reasons}); the report counts them."
             )
         options = report_options(
             level=level,

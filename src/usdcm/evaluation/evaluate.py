@@ -32,6 +32,8 @@ from usdcm.artifacts.evaluation import (
 )
 from usdcm.artifacts.manifest import read_manifest
 from usdcm.artifacts.predictions import (
+    CONTEXT_COLUMNS,
+    DEMOGRAPHIC_COLUMNS,
     OOF_PREDICTIONS_CSV,
     OOF_SPLIT,
     PREDICTIONS_CSV,
@@ -112,17 +114,73 @@ def default_level(manifest: Path) -> str:
     return LEVEL_OF_LABEL_KEY.get(key, "image")
 
 
+MISSING_IMAGE = "image file missing (re-run `usdcm ingest`)"
+"""The ``flow.unscored`` reason of a manifest image whose NIfTI file is not there."""
+
+
 def _items(rows: Sequence[dict[str, str]], root: Path, labels: dict[str, int]) -> list[Any]:
-    items = []
+    return [
+        {
+            "image": str(root / row["image_path"]),
+            "label": labels.get(row["label"], -1),
+            "image_id": row["image_id"],
+        }
+        for row in rows
+    ]
+
+
+def _score(
+    trained: Classifier,
+    rows: Sequence[dict[str, str]],
+    root: Path,
+    labels: dict[str, int],
+    on_image: Callable[[int], None] | None,
+) -> tuple[list[dict[str, str]], list[Any], Counter[str]]:
+    """Predict ``rows``; return the rows scored, their probabilities and, by reason, how
+    many could not be scored.
+
+    An image whose file is missing is not scored (:data:`MISSING_IMAGE`). One that cannot be
+    read or preprocessed fails its whole batch: the batch is then predicted image by image,
+    so that only that image is left unscored, with the error's type as its reason. If no
+    image can be predicted at all, the fault is not in the images: the error is raised.
+    """
+    from usdcm.inference.predict import predict_items
+
+    reasons: Counter[str] = Counter()
+    present = []
     for row in rows:
-        path = root / row["image_path"]
-        if not path.is_file():
-            message = f"The image {path} of the manifest is missing; re-run `usdcm ingest`."
-            raise EvaluationError(message)
-        items.append(
-            {"image": str(path), "label": labels.get(row["label"], -1), "image_id": row["image_id"]}
+        if (root / row["image_path"]).is_file():
+            present.append(row)
+        else:
+            reasons[MISSING_IMAGE] += 1
+            if on_image is not None:
+                on_image(1)
+    if not present:
+        return [], [], reasons
+    items = _items(present, root, labels)
+    try:
+        result = predict_items(trained, items, on_image=on_image)
+    except Exception as err:  # a damaged image breaks MONAI's loader in any way
+        failure: Exception = err
+    else:
+        return present, list(result.probabilities), reasons
+    scored: list[dict[str, str]] = []
+    probabilities: list[Any] = []
+    for row, item in zip(present, items, strict=True):
+        try:
+            one = predict_items(trained, [item])
+        except Exception as err:  # this image's own fault: recorded, never dropped silently
+            reasons[f"image could not be read or preprocessed ({type(err).__name__})"] += 1
+            continue
+        scored.append(row)
+        probabilities.append(one.probabilities[0])
+    if not scored:
+        message = (
+            f"No image could be predicted ({type(failure).__name__}: {failure}); the fault is "
+            "not in one image: check the run folder and the device."
         )
-    return items
+        raise EvaluationError(message) from failure
+    return scored, probabilities, reasons
 
 
 def evaluate_run(
@@ -136,12 +194,19 @@ def evaluate_run(
     on_start: Callable[[int], None] | None = None,
     allow_changed_manifest: bool = False,
     command: str | None = None,
+    reference_standard: str | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Predict the evaluated images (and the validation split) of ``run`` into ``out``.
 
     ``command`` is the exact command line to record (the CLI builds it with
     ``shlex.join(["usdcm", *args])``); None records none. The run's manifest must be the
     one its checkpoint was trained on (same sha256) unless ``allow_changed_manifest``.
+    ``reference_standard`` (how the labels were established) is recorded; None takes the
+    run config's ``reference_standard``.
+
+    An image that cannot be scored (its file missing, or unreadable) is left out of
+    ``predictions.csv`` and counted by reason in ``evaluation.json``'s ``flow.unscored``
+    (``flow.threshold_unscored`` for the validation split); nothing is dropped silently.
 
     Returns the path of ``predictions.csv`` and the evaluation context written to
     ``evaluation.json``.
@@ -151,10 +216,10 @@ def evaluate_run(
     ManifestChangedError
         The run's manifest changed since training, and that was not allowed.
     EvaluationError
-        No labelled images in the split, labels the model does not know, a missing image.
+        No labelled images in the split, labels the model does not know, no image of the
+        split that could be scored.
     """
     from usdcm.inference.model import Ensemble, load_trained_model
-    from usdcm.inference.predict import predict_items
 
     trained = load_trained_model(run, device)
     folds = len(trained.members) if isinstance(trained, Ensemble) else 0
@@ -190,9 +255,11 @@ def evaluate_run(
             "--manifest to evaluate on a manifest that exists."
         )
         raise EvaluationError(message)
+    source_rows = train_rows
     if manifest is not None:
         split = "external"
-        rows = [row for row in read_manifest(manifest) if row.get("label", "").strip()]
+        source_rows = read_manifest(manifest)
+        rows = [row for row in source_rows if row.get("label", "").strip()]
         by_split["external"] = rows
         roots["external"] = manifest.parent
         if not split_rows and splits_path.is_file():
@@ -223,21 +290,31 @@ def evaluate_run(
         on_start(sum(len(by_split[name]) for name in predicted))
     rows_out: list[dict[str, Any]] = []
     if folds:
-        rows_out.extend(_oof_rows(run_dir / OOF_PREDICTIONS_CSV, trained.classes))
+        demographics = {row.get("image_id", ""): row for row in train_rows}
+        rows_out.extend(_oof_rows(run_dir / OOF_PREDICTIONS_CSV, trained.classes, demographics))
+    unscored: dict[str, Counter[str]] = {}
+    scored_rows: list[dict[str, str]] = []
     for name in predicted:
         rows = by_split[name]
-        result = predict_items(trained, _items(rows, roots[name], label_map), on_image=on_image)
-        for row, probs in zip(rows, result.probabilities, strict=True):
+        scored, probabilities, unscored[name] = _score(
+            trained, rows, roots[name], label_map, on_image
+        )
+        if name == split:
+            scored_rows = scored
+        for row, probs in zip(scored, probabilities, strict=True):
             record: dict[str, Any] = {
                 "image_id": row["image_id"],
                 "split": name,
                 "label": row["label"],
                 **{f"prob_{c}": float(p) for c, p in zip(trained.classes, probs, strict=True)},
             }
-            for column in ("patient_key", "study_key", "series_key", "manufacturer", "model"):
+            for column in CONTEXT_COLUMNS:
                 record[column] = row.get(column, "")  # keyed pseudonyms only, never a UID
-            record["frames"] = row.get("frames", "")
             rows_out.append(record)
+    if not scored_rows:
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in unscored[split].items())
+        message = f"No image of the split {split!r} could be scored ({reasons})."
+        raise EvaluationError(message)
 
     out.mkdir(parents=True, exist_ok=True)
     predictions_path = out / PREDICTIONS_CSV
@@ -271,27 +348,187 @@ def evaluate_run(
         leakage=leakage,
         manifest_check=manifest_check,
         commands=(str(trained.payload.get("command") or ""), command or ""),
+        reference_standard=(
+            trained.config.reference_standard if reference_standard is None else reference_standard
+        ),
+        flow=participant_flow(
+            ingest_summary(source_manifest),
+            source_rows,
+            split_rows if manifest is None else None,
+            split=split,
+            evaluated=by_split[split],
+            scored=scored_rows,
+            unscored=unscored[split],
+            threshold_split=(
+                OOF_SPLIT if folds else "val" if "val" in predicted and split != "val" else None
+            ),
+            threshold_unscored=unscored.get("val", Counter()),
+        ),
+        deidentification=deidentification(ingest_summary(source_manifest), source_rows),
     )
     context.write(out / EVALUATION_JSON)
     return predictions_path, context.to_dict()
 
 
-def _oof_rows(path: Path, classes: Sequence[str]) -> list[dict[str, Any]]:
-    """The out-of-fold rows of a cross-validated run, as predictions rows of split ``oof``."""
+def _oof_rows(
+    path: Path, classes: Sequence[str], manifest_rows: dict[str, dict[str, str]]
+) -> list[dict[str, Any]]:
+    """The out-of-fold rows of a cross-validated run, as predictions rows of split ``oof``;
+    the sex, age band and study year of each come from its manifest row."""
     rows, found = read_predictions(path)
     if list(found) != list(classes):
         message = f"{path} holds the classes {found}, the folds {list(classes)}; retrain."
         raise EvaluationError(message)
     columns = ("image_id", "label", *(f"prob_{c}" for c in classes))
-    context = ("patient_key", "study_key", "series_key", "manufacturer", "model", "frames")
-    return [
-        {
-            **{column: row[column] for column in columns},
-            "split": OOF_SPLIT,
-            **{column: row.get(column, "") for column in context},
-        }
-        for row in rows
+    records = []
+    for row in rows:
+        source = manifest_rows.get(row["image_id"], {})
+        record = {column: row[column] for column in columns}
+        record["split"] = OOF_SPLIT
+        for column in CONTEXT_COLUMNS:
+            value = row.get(column) or ""
+            if column in DEMOGRAPHIC_COLUMNS and not value:
+                value = source.get(column) or ""
+            record[column] = value
+        records.append(record)
+    return records
+
+
+UNKNOWN = "(unknown)"
+"""How an empty value is counted (a study without a year)."""
+
+
+def participant_flow(
+    ingest: dict[str, Any],
+    manifest_rows: Sequence[dict[str, str]],
+    split_rows: Sequence[SplitRow] | None,
+    *,
+    split: str,
+    evaluated: Sequence[dict[str, str]],
+    scored: Sequence[dict[str, str]],
+    unscored: Counter[str],
+    threshold_split: str | None = None,
+    threshold_unscored: Counter[str] | None = None,
+) -> dict[str, Any]:
+    """The STARD 2015 item 19 counts, each from an artifact, so that they add up.
+
+    Files in the export and files excluded, by code, come from ``ingest.json``
+    (``files_in_export`` is None without one); images, labelled and unlabelled from the
+    manifest; the labelled images of each split (or fold, ``fold-<k>``) from the run's
+    ``splits.csv`` (None: an external manifest, whose labelled images are all evaluated);
+    evaluated, scored and unscored images (by reason) from what evaluate predicted.
+    ``files_in_export = images + sum(excluded)`` when ``ingest.json`` is there; ``labelled +
+    unlabelled = images``; ``sum(by_split) = labelled``; ``evaluated_images = scored_images
+    + sum(unscored)``. A labelled image that is in no split (a manifest changed since
+    training) is counted in ``by_split`` as ``"not in the run's splits"``.
+    ``scored_by_level`` counts the distinct series, studies and patients of the scored
+    images, the cases of each level of analysis.
+    """
+    ids = {row.get("image_id", "") for row in manifest_rows}
+    labelled = [row for row in manifest_rows if (row.get("label") or "").strip()]
+    by_split: Counter[str] = Counter()
+    if split_rows is None:
+        by_split[split] = len(labelled)
+    else:
+        groups = {row.image_id: row.group for row in split_rows if row.image_id in ids}
+        by_split.update(groups.values())
+        missing = sum(1 for row in labelled if row.get("image_id", "") not in groups)
+        if missing:
+            by_split["not in the run's splits"] = missing
+    files = ingest.get("n_files")
+    return {
+        "files_in_export": int(files) if isinstance(files, int) else None,
+        "excluded": {str(k): int(v) for k, v in dict(ingest.get("excluded_by_code") or {}).items()},
+        "images": len(manifest_rows),
+        "unlabelled": len(manifest_rows) - len(labelled),
+        "labelled": len(labelled),
+        "by_split": dict(by_split),
+        "evaluated_split": split,
+        "evaluated_images": len(evaluated),
+        "scored_images": len(scored),
+        "unscored": dict(unscored),
+        "scored_by_level": {
+            "image": len(scored),
+            "series": len({row.get("series_key") or row["image_id"] for row in scored}),
+            "study": len({row.get("study_key") or row["image_id"] for row in scored}),
+            "patient": len({row.get("patient_key") or row["image_id"] for row in scored}),
+        },
+        "threshold_split": threshold_split,
+        "threshold_unscored": dict(threshold_unscored or {}),
+    }
+
+
+def deidentification(
+    ingest: dict[str, Any], manifest_rows: Sequence[dict[str, str]]
+) -> dict[str, Any]:
+    """What ingest did, and did not do, to keep identifiers out, in plain sentences, with
+    the counts of images cropped to an ultrasound region and of images without one.
+
+    The counts come from the manifest's ``crop`` column (empty: no region, whole frame
+    kept); they are None for a manifest without that column (written by other means).
+    """
+    images = len(manifest_rows)
+    has_crop = any("crop" in row for row in manifest_rows)
+    cropped = sum(1 for row in manifest_rows if (row.get("crop") or "").strip())
+    without = images - cropped if has_crop else None
+    done = [
+        "Patients, studies, series and images are named by keyed pseudonyms (HMAC-SHA256 "
+        "under the project secret); predictions, splits, metrics and the report carry only "
+        "these, and the secret itself is never written outside its file.",
+        "Each image was cropped to the largest 2D tissue region of its Sequence of Ultrasound "
+        "Regions (0018,6011), which leaves out the banner a scanner burns in above it (name, "
+        "ID, dates)" + (f": {cropped} of {images} images were cropped." if has_crop else "."),
+        "The images were written as NIfTI files, which carry no DICOM header: no name, ID, "
+        "birth date, accession number or UID.",
+        "No DICOM UID is written to predictions.csv, splits.csv, evaluation.json, "
+        "metrics.json or the report; the manifest, which stays beside the secret, keeps them.",
+        "Ages are kept as 10-year bands (90 and over grouped) and dates as study years only; "
+        "no birth date or full date is written.",
     ]
+    if without:
+        region = (
+            f"{without} of {images} images had no ultrasound region: their whole frame was "
+            "kept, with any text burned into it (name, ID, dates)."
+        )
+    elif has_crop:
+        region = (
+            "Every image had an ultrasound region; an image without one would keep its whole "
+            "frame, with any text burned into it."
+        )
+    else:
+        region = (
+            "Whether each image was cropped to an ultrasound region is unknown: the manifest "
+            "has no crop column."
+        )
+    not_done = [
+        "Text burned in inside the ultrasound region (annotations, measurements, a name "
+        "typed onto the image) was not looked for or removed: no text recognition was run.",
+        region,
+        "The source DICOM files were not changed: they still hold every identifier and must "
+        "be protected as before.",
+        "The manifest keeps the DICOM UIDs (to join labels and trace images back), so it is "
+        "not anonymous and stays with the data and the secret.",
+        "Pseudonyms are not anonymisation: whoever holds the secret, or the source files, can "
+        "link them back to the patients.",
+        "The risk of re-identification from the pixels themselves, or from rare combinations "
+        "of sex, age band, study year and scanner, was not assessed.",
+    ]
+    return {
+        "pseudonyms": (
+            "HMAC-SHA256 keyed with the project secret; outputs carry only the secret's "
+            "fingerprint (a keyed hash of a constant), which tells whether two ingests share "
+            "the secret without revealing it."
+        ),
+        "secret_fingerprint": str(ingest.get("secret_fingerprint") or ""),
+        "region_crop": {
+            "images": images,
+            "cropped": cropped if has_crop else None,
+            "without_region": without,
+        },
+        "uids_in_outputs": False,
+        "done": done,
+        "not_done": not_done,
+    }
 
 
 def _context(
@@ -305,6 +542,9 @@ def _context(
     leakage: LeakageCheck,
     manifest_check: ManifestCheck | None,
     commands: tuple[str, ...],
+    reference_standard: str = "",
+    flow: dict[str, Any] | None = None,
+    deidentification: dict[str, Any] | None = None,
 ) -> EvaluationContext:
     """What the report says about data, split and model; no patient identifier."""
     evaluated = by_split[split]
@@ -348,6 +588,12 @@ def _context(
         ),
         leakage_check=leakage,
         manifest_check=manifest_check,
+        reference_standard=reference_standard,
+        flow=flow or {},
+        deidentification=deidentification or {},
+        study_years=dict(
+            sorted(Counter(r.get("study_year") or UNKNOWN for r in evaluated).items())
+        ),
         model={
             "architecture": trained.config.model.name,
             "checkpoint": str(trained.checkpoint_path),
