@@ -266,3 +266,38 @@ def test_print_css_reads_the_packaged_file() -> None:
     packaged = resources.files("usdcm.report").joinpath("print.css")
     expected = packaged.read_text(encoding="utf-8") if packaged.is_file() else ""
     assert print_css() == expected
+
+
+def test_flow_from_evaluate_with_levels_folds_and_threshold_rows(
+    make_metrics: MetricsFactory,
+) -> None:
+    """The extra keys evaluate writes: scored cases per level, folds, the threshold split."""
+    flow = {
+        **build_flow(),
+        "by_split": {f"fold-{k}": 400 for k in range(5)} | {"test": 689},
+        "labelled": 2689,
+        "scored_by_level": {"image": 847, "series": 341, "study": 240, "patient": 160},
+        "threshold_split": "oof",
+        "threshold_unscored": {"decode_error": 2},
+    }
+    html, markdown = _render(make_metrics(), build_context(flow=flow))
+    data = html_section(html, "data")
+    assert "Labelled images in fold-4" in data and "distinct patients" in data and "160" in data
+    missing = html_section(html, "missing-data")
+    assert "threshold split (oof)" in missing and "decode_error" in missing
+    html, _ = _render(make_metrics(), build_context(flow={**flow, "threshold_unscored": {}}))
+    assert "None: every oof image was scored." in html_section(html, "missing-data")
+
+
+def test_deidentification_as_evaluate_writes_it_without_a_crop_column(
+    make_metrics: MetricsFactory,
+) -> None:
+    deid = {
+        **DEIDENTIFICATION,
+        "secret_fingerprint": "fp-1234",
+        "region_crop": {"images": 40, "cropped": None, "without_region": None},
+    }
+    html, _ = _render(make_metrics(), build_context(deidentification=deid))
+    data = html_section(html, "data")
+    assert "Secret fingerprint: fp-1234." in data and "Pseudonyms: " in data
+    assert "images were cropped" not in data and "n/a" not in data

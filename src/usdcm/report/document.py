@@ -503,6 +503,10 @@ def _flow_rows(flow: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[tupl
     if isinstance(unscored, Mapping):
         add("Evaluated images not scored", sum(as_int(n) or 0 for n in unscored.values()))
     add("Scored images", flow.get("scored_images"))
+    by_level = flow.get("scored_by_level")
+    if isinstance(by_level, Mapping):
+        for level in ("series", "study", "patient"):
+            add(f"Scored images: distinct {_LEVEL_WORDS[level]}", by_level.get(level))
     add(
         f"Analysed {_units(metrics)} (at the {metrics.get('level') or 'report'} level)",
         metrics.get("n"),
@@ -524,13 +528,22 @@ def _deidentification_blocks(deid: Mapping[str, Any]) -> list[Block]:
         return blocks
     pseudonyms = deid.get("pseudonyms")
     if isinstance(pseudonyms, str) and pseudonyms.strip():
-        blocks.append(Paragraph(pseudonyms.strip()))
+        fingerprint = deid.get("secret_fingerprint")
+        blocks.append(
+            Paragraph(
+                f"Pseudonyms: {_sentence(pseudonyms)}"
+                + (
+                    f" Secret fingerprint: {fingerprint}."
+                    if isinstance(fingerprint, str) and fingerprint
+                    else ""
+                )
+            )
+        )
     crop = deid.get("region_crop")
     images, cropped = as_int(get(crop, "images")), as_int(get(crop, "cropped"))
     without = as_int(get(crop, "without_region"))
-    if images is not None:
-        done = f"{cropped:,}" if cropped is not None else "an unrecorded number"
-        text = f"Crop to the ultrasound region: {done} of {images:,} images were cropped"
+    if images is not None and cropped is not None:
+        text = f"Crop to the ultrasound region: {cropped:,} of {images:,} images were cropped"
         if without is not None:
             text += (
                 f"; {without:,} had no region recorded and keep the whole frame, with any "
@@ -682,6 +695,19 @@ def _missing_data(metrics: Mapping[str, Any], context: ReportContext) -> Section
             if unscored is not None
             else Paragraph("None: every evaluated image was scored.")
         )
+        threshold_split = flow.get("threshold_split")
+        threshold_unscored = _counts_table("Reason", flow.get("threshold_unscored"))
+        if isinstance(threshold_split, str) and threshold_split:
+            blocks.append(
+                Subheading(
+                    f"Images of the threshold split ({threshold_split}) that could not be scored"
+                )
+            )
+            blocks.append(
+                threshold_unscored
+                if threshold_unscored is not None
+                else Paragraph(f"None: every {threshold_split} image was scored.")
+            )
     blocks.append(
         Paragraph(
             "Nothing is imputed: an image without a label or a score is counted here and left "

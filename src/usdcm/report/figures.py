@@ -394,7 +394,9 @@ def flow_boxes(flow: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[tupl
         boxes.append((f"Labelled images: {labelled:,}", ""))
     by_split = flow.get("by_split")
     if isinstance(by_split, Mapping) and by_split:
-        boxes.append((" | ".join(f"{name}: {fmt_int(n)}" for name, n in by_split.items()), ""))
+        parts = [f"{name}: {fmt_int(n)}" for name, n in by_split.items()]
+        lines = [" | ".join(parts[start : start + 3]) for start in range(0, len(parts), 3)]
+        boxes.append(("\n".join(lines), ""))
     evaluated = as_int(flow.get("evaluated_images"))
     split = flow.get("evaluated_split")
     if evaluated is not None:
