@@ -151,3 +151,13 @@ def test_the_model_is_checked_against_the_registry_at_load(
     load_config(
         path, {"data.image_size": [32, 64]} if "densenet" in text else {"model.name": "resnet18"}
     )
+
+
+def test_the_reference_standard_is_a_top_level_key(tmp_path: Path) -> None:
+    assert TrainConfig().reference_standard == ""
+    path = tmp_path / "c.yaml"
+    path.write_text('reference_standard: "biopsy histopathology, one pathologist"\n')
+    assert load_config(path).reference_standard == "biopsy histopathology, one pathologist"
+    path.write_text("reference_standard: 3\n")
+    with pytest.raises(ConfigError, match="reference_standard must be str"):
+        load_config(path)

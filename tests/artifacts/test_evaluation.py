@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -68,3 +69,32 @@ def test_a_malformed_file_names_itself(tmp_path: Path) -> None:
     path.write_text(json.dumps(payload))
     with pytest.raises(EvaluationFileError, match=f"{path}.*malformed"):
         EvaluationContext.read(path)
+
+
+def test_the_flow_deidentification_years_and_reference_standard_round_trip(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "evaluation.json"
+    context = dataclasses.replace(
+        CONTEXT,
+        reference_standard="biopsy",
+        flow={"images": 3, "labelled": 2, "unlabelled": 1, "unscored": {}},
+        deidentification={"uids_in_outputs": False, "done": ["x."], "not_done": ["y."]},
+        study_years={"2019": 2, "(unknown)": 1},
+    )
+    context.write(path)
+    loaded = json.loads(path.read_text())
+    assert loaded["reference_standard"] == "biopsy" and loaded["flow"]["images"] == 3
+    assert loaded["study_years"] == {"2019": 2, "(unknown)": 1}
+    assert EvaluationContext.read(path) == context
+
+
+def test_a_file_without_the_new_keys_reads_them_empty(tmp_path: Path) -> None:
+    path = tmp_path / "evaluation.json"
+    payload = CONTEXT.to_dict()
+    for key in ("reference_standard", "flow", "deidentification", "study_years"):
+        del payload[key]
+    path.write_text(json.dumps(payload))
+    loaded = EvaluationContext.read(path)
+    assert (loaded.reference_standard, loaded.flow, loaded.deidentification) == ("", {}, {})
+    assert loaded.study_years == {}

@@ -55,3 +55,24 @@ def test_predicts_csv_carries_the_version_too(tmp_path: Path) -> None:
     header, line = path.read_text(encoding="utf-8").splitlines()
     assert header.endswith(",predicted,schema_version")
     assert line.endswith(f",a,{SCHEMA_VERSION}")
+
+
+def test_predictions_carry_the_demographic_columns(tmp_path: Path) -> None:
+    path = tmp_path / "predictions.csv"
+    row = {**ROW, "sex": "F", "age_band": "90+", "study_year": "2019"}
+    write_predictions(path, [row], ["a", "b"])
+    header = path.read_text(encoding="utf-8").splitlines()[0]
+    assert ",sex,age_band,study_year,schema_version" in header
+    (read,) = Predictions.read(path).rows
+    assert (read["sex"], read["age_band"], read["study_year"]) == ("F", "90+", "2019")
+
+
+def test_an_older_file_without_the_demographic_columns_reads_them_empty(tmp_path: Path) -> None:
+    path = tmp_path / "old.csv"
+    path.write_text(
+        "image_id,split,label,prob_a,prob_b,patient_key,study_key,series_key,manufacturer,"
+        f"model,frames,schema_version\ni1,test,a,0.9,0.1,p,s,r,Acme,X,3,{SCHEMA_VERSION}\n",
+        encoding="utf-8",
+    )
+    (read,) = Predictions.read(path).rows
+    assert (read["sex"], read["age_band"], read["study_year"]) == ("", "", "")

@@ -33,7 +33,7 @@ def test_evaluate_prints_the_table_and_the_report_path(
     context = json.loads((out / "evaluation.json").read_text())
     assert context["commands"] == [command]  # the run was trained through the library
     assert json.loads((out / "metrics.json").read_text())["provenance"]["command"] == command
-    assert "AUC (DeLong)" in result.output
+    assert "AUC (patient-clustered" in result.output  # the primary interval at image level
     assert f"report: {out / 'report.html'}" in result.output.replace("\n", "")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["level"] == "image"
@@ -178,3 +178,25 @@ def test_evaluate_refuses_a_changed_manifest_in_one_line(tmp_path: Path) -> None
     context = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert context["model"]["manifest_check"]["status"] == "changed"
     assert context["model"]["manifest_check"]["actual_sha256"] == actual
+
+
+def test_evaluate_records_the_reference_standard_and_says_what_it_could_not_score(
+    evaluated_run: Evaluated, tmp_path: Path
+) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(evaluated_run.ingested.root, data, ignore=shutil.ignore_patterns(".usdcm"))
+    with (data / "manifest.csv").open(encoding="utf-8", newline="") as handle:
+        first = next(row for row in csv.DictReader(handle) if row["label"])
+    (data / first["image_path"]).unlink()
+    out = tmp_path / "eval"
+    args = ["evaluate", str(evaluated_run.run), "--out", str(out), "--bootstrap", "20", "-q"]
+    args += ["--device", "cpu", "--manifest", str(data / "manifest.csv")]
+    args += ["--reference-standard", "Biopsy histopathology, one pathologist"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    context = json.loads((out / "evaluation.json").read_text())
+    assert context["reference_standard"] == "Biopsy histopathology, one pathologist"
+    assert context["flow"]["unscored"] == {"image file missing (re-run `usdcm ingest`)": 1}
+    assert "1 of " in result.output and "could not be scored" in result.output
