@@ -36,7 +36,7 @@ class ReportFiles:
         ``report.md``.
     figures : dict of str to Path
         Every PNG the Markdown links, by figure name (``roc``, ``pr``, ``reliability``,
-        ``confusion``, then failure thumbnails).
+        ``confusion``, ``decision``, ``flow``, then failure thumbnails).
     pdf : Path or None
         ``report.pdf`` when it was asked for and Chromium printed it.
     """
@@ -66,7 +66,8 @@ def write_report(
     metrics : mapping
         The dict of :func:`usdcm.metrics.summarize`.
     context : ReportContext, optional
-        Intended use, data, split, model, commands, thumbnails.
+        Intended use, data, split, model, commands, thumbnails, reference standard, flow
+        counts, de-identification and study years.
     pdf : bool
         Also print ``report.pdf`` with :func:`~usdcm.report.pdf.write_pdf_with_chromium`;
         skipped silently (``ReportFiles.pdf is None``) when Chromium is missing or fails.
