@@ -155,7 +155,7 @@ def test_untrusted_strings_are_escaped(tmp_path: Path, make_metrics: MetricsFact
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
 
 
-def test_missing_and_none_values_read_na(tmp_path: Path) -> None:
+def test_missing_and_none_values_read_in_words(tmp_path: Path) -> None:
     metrics = {
         "level": "image",
         "n": 10,
@@ -176,7 +176,8 @@ def test_missing_and_none_values_read_na(tmp_path: Path) -> None:
     html = files.html.read_text(encoding="utf-8")
     assert _h2(html) == [spec.title for spec in SECTIONS]
     text = DATA_URI.sub("", html)
-    assert "n/a" in text and not re.search(r"\bnan\b", text, flags=re.IGNORECASE)
+    assert "not computed" in text and not re.search(r"\bnan\b", text, flags=re.IGNORECASE)
+    assert "n/a" not in text  # every missing value is named in words
     assert len(DATA_URI.findall(html)) == len(FIGURE_NAMES)
     assert "[auc_undefined]" in html
 

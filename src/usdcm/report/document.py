@@ -145,7 +145,7 @@ def _section(key: str, blocks: Sequence[Block]) -> Section:
 
 
 def _key_values(pairs: Sequence[tuple[str, object]]) -> Table:
-    return Table(("Item", "Value"), tuple((name, fmt_value(value)) for name, value in pairs))
+    return Table(("Item", "Value"), tuple((name, _or(fmt_value(value))) for name, value in pairs))
 
 
 def _counts_table(header: str, value: object) -> Table | None:
@@ -153,20 +153,6 @@ def _counts_table(header: str, value: object) -> Table | None:
     if not items:
         return None
     return Table((header, "Count"), tuple(items), align="lr")
-
-
-def _exploratory_note(threshold: object) -> str:
-    """``""`` for a threshold fixed before the test set, else what the reader must know.
-
-    >>> _exploratory_note({"exploratory": False}), _exploratory_note({"exploratory": True})
-    ('', '; exploratory')
-    >>> _exploratory_note({})
-    '; exploratory: n/a'
-    """
-    exploratory = get(threshold, "exploratory")
-    if exploratory is False:
-        return ""
-    return "; exploratory" if exploratory is True else f"; exploratory: {NA}"
 
 
 def leakage_banner(check: LeakageStatus) -> str:
@@ -722,8 +708,8 @@ def _missing_data(metrics: Mapping[str, Any], context: ReportContext) -> Section
 def _leakage_rows(check: LeakageStatus | None) -> list[tuple[Cell, ...]]:
     """The leakage check as table rows: status, then detail and counts where recorded."""
     if check is None:
-        return [("Leakage check", NA)]
-    rows: list[tuple[Cell, ...]] = [("Leakage check", check.status or NA)]
+        return [("Leakage check", NOT_RECORDED)]
+    rows: list[tuple[Cell, ...]] = [("Leakage check", check.status or NOT_RECORDED)]
     if check.detail:
         rows.append(("Leakage check detail", check.detail))
     if check.shared_patients is not None:
@@ -1497,7 +1483,7 @@ def _failure_table(
             name,
             fmt_num(get(case, "prob")),
             fmt_value(get(case, "label")),
-            shown or NA,
+            shown or NOT_RECORDED,
         ]
         if with_thumbnails:
             png = thumbnails.get(case_id)
@@ -1506,7 +1492,7 @@ def _failure_table(
                 figures[figure] = png
                 row.append(FigureRef(figure, f"thumbnail of {name}", thumbnail=True))
             else:
-                row.append(NA)
+                row.append("no thumbnail")
         rows.append(tuple(row))
     header: tuple[str, ...] = ("Case key", "Predicted probability", "True label", "Images")
     if with_thumbnails:
