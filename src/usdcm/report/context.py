@@ -31,7 +31,9 @@ class ReportContext:
     data : mapping
         ``sources`` (str or list of str), ``manufacturers`` and ``models``
         (``{name: image count}``), ``exclusions`` (``{reason_code: count}`` from ingest),
-        ``labels`` (``{label: count}``).
+        ``labels`` (``{label: count}``), ``files_in_export``, ``label_key`` and
+        ``label_counts_by_split`` (``{split: {label: count}}``, TRIPOD+AI 21). Other keys
+        are shown as labelled rows.
     split : mapping
         ``counts`` (``{split: count}`` or ``{split: {level: count}}``), ``split_source``
         (e.g. ``"manifest column"``) and ``leakage_check``, as ``evaluation.json`` records

@@ -604,14 +604,17 @@ def _data(metrics: Mapping[str, Any], context: ReportContext) -> Section:
             )
         )
     blocks.append(Paragraph(f"Analysed: {_cases_text(metrics)}."))
-    blocks.append(Subheading("Ingest exclusions"))
     exclusions = data.get("exclusions")
+    if isinstance(context.flow.get("excluded"), Mapping):
+        exclusions = None  # by reason in the flow above and under Missing data
+    else:
+        blocks.append(Subheading("Ingest exclusions"))
     table = _counts_table("Reason", exclusions)
     if table is not None:
         blocks.append(table)
     elif isinstance(exclusions, Mapping):
         blocks.append(Paragraph("None: ingest excluded no file."))
-    else:
+    elif not isinstance(context.flow.get("excluded"), Mapping):
         blocks.append(Paragraph("Not recorded."))
     files = as_int(data.get("files_in_export"))
     label_key = data.get("label_key")
@@ -825,10 +828,16 @@ def _plain_method(metrics: Mapping[str, Any], context: ReportContext) -> list[Bl
             "correlated cases, so an interval that treats them as independent is too narrow; "
             "read the patient-clustered bootstrap interval, where given, as the primary one."
         )
+    elif level == "study":
+        items.append(
+            f"AUC interval: {name}, one case per study. A patient's several studies are "
+            "correlated; the patient-clustered bootstrap interval given beside it allows for "
+            "that, DeLong's does not."
+        )
     else:
         items.append(
-            f"AUC interval: {name}, computed on one case per {level or 'case'}; the "
-            "patient-clustered bootstrap interval is given beside it."
+            f"AUC interval: {name}, one case per {level or 'case'}; the patient-clustered "
+            "bootstrap interval is given beside it."
         )
     items.append(
         "Sensitivity, specificity, predictive values and accuracy: Wilson score 95% intervals."
