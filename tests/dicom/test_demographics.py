@@ -4,6 +4,7 @@ bytes: pydicom's bundled ultrasound files, as they are and with ages written int
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from pathlib import Path
 
 import pydicom
@@ -151,3 +152,19 @@ def test_a_bundled_file_with_an_age_and_a_birth_date_written_into_it(tmp_path: P
     dataset.save_as(path)
     instance = read_header(path).instance
     assert (instance.age_band, instance.study_year) == ("80-89", "2012")
+
+
+def test_damaged_demographics_are_unknown_and_never_exclude_the_file(tmp_path: Path) -> None:
+    dataset = pydicom.dcmread(bundled("examples_palette.dcm"))
+    path = tmp_path / "damaged.dcm"
+    with warnings.catch_warnings():  # pydicom warns about the values it is asked to write
+        warnings.simplefilter("ignore")
+        dataset.PatientSex = "Doe^Jane"
+        dataset.add_new(0x00101010, "LO", "Doe^Jane 45Y")  # PatientAge with the wrong VR
+        dataset.PatientBirthDate = "Doe^Jane"
+        dataset.StudyDate = "1.2.3.4"
+        dataset.SeriesDate = dataset.AcquisitionDate = dataset.ContentDate = ""
+        dataset.save_as(path)
+    instance = read_header(path).instance
+    assert (instance.sex, instance.age_band, instance.study_year) == ("", "", "")
+    assert "Doe" not in repr(instance)

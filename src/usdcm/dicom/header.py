@@ -93,6 +93,17 @@ def _text(dataset: Any, keyword: str) -> str:
     return "" if value is None else str(value).strip()
 
 
+def _tolerant_text(dataset: Any, keyword: str) -> str:
+    """A value that is only ever parsed into a code, a band or a year: ``""`` when it
+    cannot be read, so that a damaged demographic never excludes an image. What a damaged
+    value could hold (other elements' bytes) never reaches a record: the parsers keep
+    only a sex code, an age band or a year."""
+    try:
+        return _text(dataset, keyword)
+    except Exception:  # pydicom converts lazily, and a damaged value may raise any type
+        return ""
+
+
 def _uid(dataset: Any, keyword: str, fallback: Any = "") -> str:
     """A UID value, checked: a damaged header (a length that swallows the next elements, a
     wrong VR) must not put other header values, such as the patient's name, into a record.
@@ -163,7 +174,7 @@ def header_from_dataset(dataset: Any) -> DicomHeader:
     elif len(transfer_syntax) > 64 or not _UID.fullmatch(transfer_syntax):
         raise UnsupportedDicomError("TransferSyntaxUID is not a valid UID (damaged header)")
     try:
-        dates = tuple(_text(dataset, keyword) for keyword in STUDY_DATE_KEYWORDS)
+        dates = tuple(_tolerant_text(dataset, keyword) for keyword in STUDY_DATE_KEYWORDS)
         instance = InstanceHeader(
             sop_class_uid=sop_class,
             sop_instance_uid=sop_instance,
@@ -180,9 +191,11 @@ def header_from_dataset(dataset: Any) -> DicomHeader:
             samples_per_pixel=_int(dataset, "SamplesPerPixel", 1),
             bits_allocated=_int(dataset, "BitsAllocated", 8),
             frame_time_ms=frame_time_ms(dataset),
-            sex=patient_sex(_text(dataset, "PatientSex")),
+            sex=patient_sex(_tolerant_text(dataset, "PatientSex")),
             age_band=patient_age_band(
-                _text(dataset, "PatientAge"), _text(dataset, "PatientBirthDate"), dates
+                _tolerant_text(dataset, "PatientAge"),
+                _tolerant_text(dataset, "PatientBirthDate"),
+                dates,
             ),
             study_year=study_year(dates),
         )
