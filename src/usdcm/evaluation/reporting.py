@@ -54,6 +54,7 @@ class ReportOptions:
     pdf: bool = False
     split: str | None = None
     intended_use: str | None = None
+    reference_standard: str | None = None
 
 
 @dataclass
@@ -289,7 +290,7 @@ def _render(
     split: str | None,
     options: ReportOptions,
 ) -> dict[str, Path]:
-    from usdcm.report import ReportContext, write_report
+    from usdcm.report import ReportContext, evaluation_fields, write_report
 
     data = dict(context.get("data", {}))
     model = dict(context.get("model", {}))
@@ -303,6 +304,7 @@ def _render(
         commands=commands,
         failure_thumbnails=_failure_thumbnails(metrics, context, split),
         prevalence_by_split=_prevalence_by_split(rows, positive),
+        **evaluation_fields(context, options.reference_standard),
     )
     files = write_report(out, metrics, report_context, pdf=options.pdf)
     if options.pdf and files.pdf is None:
