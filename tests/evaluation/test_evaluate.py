@@ -265,6 +265,10 @@ def test_predictions_carry_sex_age_band_and_study_year_from_the_manifest(
         manifest[row["image_id"]]["study_year"] for row in rows if row["split"] == "test"
     )
     assert context["study_years"] == dict(test_years) == {"2024": sum(test_years.values())}
+    test_rows = [manifest[row["image_id"]] for row in rows if row["split"] == "test"]
+    assert context["data"]["sexes"] == dict(sorted(Counter(r["sex"] for r in test_rows).items()))
+    bands = Counter(r["age_band"] for r in test_rows)
+    assert context["data"]["age_bands"] == dict(sorted(bands.items()))
 
 
 def test_the_deidentification_block_says_what_was_and_was_not_done(

@@ -93,6 +93,13 @@ def evaluate_command(
                 f"{sum(flow['unscored'].values())} of {flow['evaluated_images']} evaluated "
                 f"images could not be scored ({reasons}); the report counts them."
             )
+        if flow.get("threshold_unscored"):
+            reasons = "; ".join(f"{why}: {n}" for why, n in flow["threshold_unscored"].items())
+            typer.echo(
+                f"{sum(flow['threshold_unscored'].values())} images of the "
+                f"{flow.get('threshold_split') or 'val'} split, where the threshold is chosen, "
+                f"could not be scored ({reasons})."
+            )
         options = report_options(
             level=level,
             threshold=threshold,

@@ -398,6 +398,15 @@ UNKNOWN = "(unknown)"
 """How an empty value is counted (a study without a year)."""
 
 
+def _counts(rows: Sequence[dict[str, str]], column: str) -> dict[str, int]:
+    """Rows per value of ``column``, sorted, an empty value counted as ``"(unknown)"``.
+
+    >>> _counts([{"sex": "F"}, {"sex": ""}, {}, {"sex": "F"}], "sex")
+    {'(unknown)': 2, 'F': 2}
+    """
+    return dict(sorted(Counter(row.get(column) or UNKNOWN for row in rows).items()))
+
+
 def participant_flow(
     ingest: dict[str, Any],
     manifest_rows: Sequence[dict[str, str]],
@@ -572,6 +581,8 @@ def _context(
             "files_in_export": ingest.get("n_files"),
             "label_key": ingest.get("labels", {}).get("key", ""),
             "label_counts_by_split": prevalence,
+            "sexes": _counts(evaluated, "sex"),
+            "age_bands": _counts(evaluated, "age_band"),
         },
         split_counts={name: len(rows) for name, rows in sorted(by_split.items())},
         split_source=(
@@ -591,9 +602,7 @@ def _context(
         reference_standard=reference_standard,
         flow=flow or {},
         deidentification=deidentification or {},
-        study_years=dict(
-            sorted(Counter(r.get("study_year") or UNKNOWN for r in evaluated).items())
-        ),
+        study_years=_counts(evaluated, "study_year"),
         model={
             "architecture": trained.config.model.name,
             "checkpoint": str(trained.checkpoint_path),
