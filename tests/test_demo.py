@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 from typer.testing import CliRunner
 
+from tests.report.conftest import markdown_section
 from usdcm.artifacts.plan import PlanRecord
 from usdcm.cli.app import app
 from usdcm.config import config_from_dict, load_config
@@ -46,6 +47,11 @@ def test_demo_runs_the_whole_job_and_prints_the_report_path(tmp_path: Path) -> N
     assert load_checkpoint(run / "best.pt")["command"] == shlex.join(train)
     markdown = (run / "eval" / "report.md").read_text(encoding="utf-8")
     assert shlex.join(train) in markdown and shlex.join(evaluate) in markdown
+    # the report a clinician opens first: every value there is stated, none is "n/a"
+    for title in ("Summary", "Data", "Results"):
+        assert "n/a" not in markdown_section(markdown, title), title
+    assert context["reference_standard"] == DEMO_OVERRIDES["reference_standard"]
+    assert "No reference standard is stated" not in markdown
     # the demo trains the default plan; the config the recorded command names is the plan's
     plan = PlanRecord.read(run / "plan.json")
     assert load_config(out / "demo.yaml") == config_from_dict(plan.config)

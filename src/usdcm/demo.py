@@ -29,8 +29,13 @@ from usdcm.errors import DemoError
 
 DEMO_OVERRIDES: dict[str, Any] = {
     "intended_use": "Demonstration on synthetic data only; not for clinical use.",
+    "reference_standard": (
+        "Synthetic ground truth: each study's label is whether the generator drew a lesion "
+        "into it; no reader was involved."
+    ),
 }
-"""What the demo sets over its plan (mirrored by configs/demo.yaml): only the intended use."""
+"""What the demo sets over its plan (mirrored by configs/demo.yaml): the intended use and
+the reference standard."""
 
 DEMO_TIME_BUDGET_S = 3.5 * 60
 """The demo's ``--time-budget``: 3.5 minutes of training on 2 CPU cores (by the reference

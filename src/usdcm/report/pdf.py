@@ -17,10 +17,10 @@ import re
 import shutil
 import subprocess
 import tempfile
-from importlib import resources
 from pathlib import Path
 
 from usdcm.atomic import atomic_write_bytes
+from usdcm.report.to_html import print_css
 
 CHROMIUM_NAMES: tuple[str, ...] = ("chromium", "chromium-browser")
 """Executables looked up on ``PATH``, in this order."""
@@ -40,14 +40,6 @@ CHROMIUM_FLAGS: tuple[str, ...] = (
 
 
 _CLOSED_DETAILS = re.compile(r"<details(?![^>]*\bopen\b)(?=[\s>])", re.IGNORECASE)
-
-
-def print_css() -> str:
-    """The text of ``print.css`` beside this module (``""`` when it is not installed)."""
-    try:
-        return resources.files("usdcm.report").joinpath("print.css").read_text(encoding="utf-8")
-    except OSError:  # FileNotFoundError included
-        return ""
 
 
 def printable_html(page: str, css: str | None = None) -> str:

@@ -30,7 +30,12 @@ import numpy as np
 
 from usdcm.artifacts.folds import FOLDS_JSON, FoldRecord, FoldsFile, fold_dir
 from usdcm.artifacts.manifest import read_manifest
-from usdcm.artifacts.predictions import OOF_PREDICTIONS_CSV, OOF_SPLIT, write_predictions
+from usdcm.artifacts.predictions import (
+    CONTEXT_COLUMNS,
+    OOF_PREDICTIONS_CSV,
+    OOF_SPLIT,
+    write_predictions,
+)
 from usdcm.atomic import atomic_write_text
 from usdcm.config import TrainConfig, dump_config
 from usdcm.data.splits import TEST_FOLD, assign_folds, fold_splits, labelled_rows, write_splits
@@ -43,8 +48,6 @@ from usdcm.training.progress import NoProgress, TrainingProgress
 from usdcm.training.run import TrainResult, train
 
 __all__ = ["FoldsResult", "train_folds"]
-
-_CONTEXT_COLUMNS = ("patient_key", "study_key", "series_key", "manufacturer", "model", "frames")
 
 
 @dataclass
@@ -274,7 +277,7 @@ def _oof_rows(
         }
         for name, value in zip(classes, probabilities[image_id], strict=True):
             record[f"prob_{name}"] = value
-        for column in _CONTEXT_COLUMNS:
+        for column in CONTEXT_COLUMNS:
             record[column] = row.get(column, "")  # keyed pseudonyms only, never a UID
         rows.append(record)
     return rows, classes
