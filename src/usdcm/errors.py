@@ -180,3 +180,14 @@ class ThresholdRuleError(MetricsError):
 
 class AggregationError(MetricsError):
     """Prediction rows that cannot be grouped: a missing key, a bad number, mixed labels."""
+
+
+# --- Results back to the PACS (usdcm.results, usdcm.network.send) ---
+
+
+class ResultsError(UsdcmError):
+    """A result object (TID 1500 SR, Encapsulated PDF) that cannot be built from its sources."""
+
+
+class SendError(UsdcmError):
+    """A destination that cannot be used: a malformed ``aet@host:port`` or DICOMweb URL."""
