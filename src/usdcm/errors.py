@@ -191,3 +191,11 @@ class ResultsError(UsdcmError):
 
 class SendError(UsdcmError):
     """A destination that cannot be used: a malformed ``aet@host:port`` or DICOMweb URL."""
+
+
+class ListenError(UsdcmError):
+    """``usdcm listen`` cannot start: a port taken, a TLS file unreadable, an option out of range."""
+
+
+class StoreError(UsdcmError):
+    """A received instance that cannot be stored: no Study/Series UID, or an unwritable store."""
