@@ -199,3 +199,14 @@ class ListenError(UsdcmError):
 
 class StoreError(UsdcmError):
     """A received instance that cannot be stored: no Study/Series UID, or an unwritable store."""
+
+
+# --- Pulling over DICOMweb (usdcm.network.auth, usdcm.network.pull) ---
+
+
+class CredentialsError(UsdcmError):
+    """DICOMweb credentials that cannot be used: both kinds set, an empty or unreadable file."""
+
+
+class PullError(UsdcmError):
+    """A DICOMweb server that cannot be searched or retrieved from, or a bad ``--query``."""
