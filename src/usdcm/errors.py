@@ -194,7 +194,7 @@ class SendError(UsdcmError):
 
 
 class ListenError(UsdcmError):
-    """``usdcm listen`` cannot start: a port taken, a TLS file unreadable, an option out of range."""
+    """``usdcm listen`` cannot start: a port taken, a TLS file unreadable, a bad option."""
 
 
 class StoreError(UsdcmError):

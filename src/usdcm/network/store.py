@@ -1,0 +1,384 @@
+"""The export store that ``usdcm listen`` (and ``usdcm pull``) write into, and the study tracker.
+
+Owns the layout ``EXPORT_DIR/<study>/<series>/<sop>.dcm``, where each name is a keyed hash
+(HMAC under the store's secret, ``EXPORT_DIR/.usdcm/secret``), so a directory listing carries
+no UID. The study and image names are the pseudonyms ``usdcm ingest`` calls ``study_key`` and
+``image_id`` under the same secret. Files are written as received, never decoded, and are
+complete and on disk (``fsync`` of the file and of its folders) before a store call returns:
+a caller acknowledges an instance only after that. The same SOP instance arriving again never
+overwrites the first: the first is kept and the duplicate recorded in
+``EXPORT_DIR/.usdcm/duplicates.jsonl`` (keyed hashes only).
+
+The :class:`StudyTracker` groups instances into studies across associations and says when a
+study has been quiet long enough to be taken as complete; its pending set survives a restart
+or a kill in ``EXPORT_DIR/.usdcm/pending.json``. Never touches the network, never logs a UID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import json
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from usdcm.atomic import atomic_write_text
+from usdcm.errors import StoreError
+from usdcm.privacy import ProjectSecret
+
+STATE_DIR = ".usdcm"
+INCOMING_DIR = "incoming"
+"""Where partly received data sets are spooled; emptied at every start."""
+DUPLICATES_FILE = "duplicates.jsonl"
+PENDING_FILE = "pending.json"
+SUFFIX = ".dcm"
+COPY_CHUNK_BYTES = 1 << 20
+
+
+class Outcome(StrEnum):
+    """What a store call did with an instance."""
+
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True)
+class InstanceKeys:
+    """The keyed hashes that name one instance's study, series and file."""
+
+    study: str
+    series: str
+    image: str
+
+
+@dataclass(frozen=True)
+class Stored:
+    """The result of storing one instance: where it is and whether it was new."""
+
+    outcome: Outcome
+    path: Path
+    keys: InstanceKeys
+    n_bytes: int
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ExportStore:
+    """``EXPORT_DIR`` as a store of received instances, named by keyed hashes.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     store = ExportStore(Path(folder), ProjectSecret(b"k" * 32))
+    ...     uids = {"study_uid": "1.2", "series_uid": "1.2.3", "sop_uid": "1.2.3.4"}
+    ...     first = store.write_bytes(b"data", **uids)
+    ...     again = store.write_bytes(b"other", **uids)
+    ...     (first.outcome.value, again.outcome.value, first.path.read_bytes(),
+    ...      "1.2" in str(first.path.relative_to(folder)))
+    ('stored', 'duplicate', b'data', False)
+    """
+
+    def __init__(self, root: Path, secret: ProjectSecret | None = None) -> None:
+        self.root = root
+        self.state = root / STATE_DIR
+        try:
+            self.state.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            message = f"Cannot create the store folder {self.state} ({err.strerror}); check it."
+            raise StoreError(message) from err
+        self.secret = secret or ProjectSecret.load_or_create(self.state / "secret")
+        self._duplicates_lock = threading.Lock()
+
+    @property
+    def incoming(self) -> Path:
+        """The spool folder for data sets still being received (same file system as the store)."""
+        return self.state / INCOMING_DIR
+
+    @property
+    def duplicates_path(self) -> Path:
+        return self.state / DUPLICATES_FILE
+
+    def clean_incoming(self) -> int:
+        """Remove what a killed run left half-written; the number of files removed.
+
+        Nothing there was acknowledged: a file leaves the spool before its acknowledgement.
+        """
+        removed = 0
+        self.incoming.mkdir(parents=True, exist_ok=True)
+        for path in self.incoming.iterdir():
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed += 1
+        for path in self.root.glob("*/*/.*.tmp"):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed += 1
+        return removed
+
+    def keys(self, *, study_uid: str, series_uid: str, sop_uid: str) -> InstanceKeys:
+        """The keyed hashes of an instance's UIDs (``study_key`` and ``image_id`` of ingest)."""
+        return InstanceKeys(
+            study=self.secret.pseudonym(study_uid, namespace="study"),
+            series=self.secret.pseudonym(series_uid, namespace="series"),
+            image=self.secret.pseudonym(sop_uid, namespace="image"),
+        )
+
+    def study_dir(self, study_key: str) -> Path:
+        return self.root / study_key
+
+    def path_of(self, keys: InstanceKeys) -> Path:
+        return self.root / keys.study / keys.series / f"{keys.image}{SUFFIX}"
+
+    def contains(self, *, study_uid: str, series_uid: str, sop_uid: str) -> bool:
+        """Whether this instance is stored already."""
+        keys = self.keys(study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
+        return self.path_of(keys).is_file()
+
+    def _folder(self, keys: InstanceKeys) -> Path:
+        """The series folder, created; new folders and their parents synced to disk."""
+        series = self.root / keys.study / keys.series
+        if series.is_dir():
+            return series
+        study_new = not series.parent.is_dir()
+        series.mkdir(parents=True, exist_ok=True)
+        _fsync_dir(series.parent)
+        if study_new:
+            _fsync_dir(self.root)
+        return series
+
+    def _link(self, source: Path, keys: InstanceKeys, *, detail: dict[str, object]) -> Stored:
+        """Link the complete, synced ``source`` to its final name, unless one is there."""
+        final = self.path_of(keys)
+        n_bytes = source.stat().st_size
+        try:
+            os.link(source, final)
+        except FileExistsError:
+            self._record_duplicate(final, source, keys, detail)
+            return Stored(Outcome.DUPLICATE, final, keys, n_bytes)
+        _fsync_dir(final.parent)
+        return Stored(Outcome.STORED, final, keys, n_bytes)
+
+    def store_file(
+        self,
+        source: Path,
+        *,
+        study_uid: str,
+        series_uid: str,
+        sop_uid: str,
+        detail: dict[str, object] | None = None,
+    ) -> Stored:
+        """Store the complete DICOM file ``source`` (left in place; the caller removes it).
+
+        On the store's file system the file is hard-linked, not copied; elsewhere it is copied
+        in chunks. ``detail`` (no patient data: a calling AE, a transfer syntax) goes into the
+        duplicates log if the instance is a duplicate.
+        """
+        keys = self.keys(study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
+        folder = self._folder(keys)
+        _fsync_file(source)
+        try:
+            return self._link(source, keys, detail=detail or {})
+        except OSError as err:
+            if err.errno != errno.EXDEV:
+                raise
+        with source.open("rb") as handle:
+            return self._write_chunks(
+                iter(lambda: handle.read(COPY_CHUNK_BYTES), b""), keys, folder, detail or {}
+            )
+
+    def write_bytes(
+        self,
+        data: bytes | Iterable[bytes],
+        *,
+        study_uid: str,
+        series_uid: str,
+        sop_uid: str,
+        detail: dict[str, object] | None = None,
+    ) -> Stored:
+        """Store a DICOM file given as bytes or as an iterable of chunks (a download stream)."""
+        keys = self.keys(study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
+        folder = self._folder(keys)
+        chunks = [data] if isinstance(data, bytes) else data
+        return self._write_chunks(chunks, keys, folder, detail or {})
+
+    def _write_chunks(
+        self,
+        chunks: Iterable[bytes],
+        keys: InstanceKeys,
+        folder: Path,
+        detail: dict[str, object],
+    ) -> Stored:
+        fd, name = tempfile.mkstemp(prefix=f".{keys.image}.", suffix=".tmp", dir=folder)
+        tmp = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                for chunk in chunks:
+                    handle.write(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o644)
+            return self._link(tmp, keys, detail=detail)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    def _record_duplicate(
+        self, first: Path, again: Path, keys: InstanceKeys, detail: dict[str, object]
+    ) -> None:
+        """Append one line to the duplicates log: keyed hashes, sizes, whether identical."""
+        same_size = first.stat().st_size == again.stat().st_size
+        identical = same_size and _same_content(first, again)
+        record = {
+            "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "study": keys.study,
+            "series": keys.series,
+            "image": keys.image,
+            "kept": str(first.relative_to(self.root)),
+            "identical": identical,
+            "bytes_kept": first.stat().st_size,
+            "bytes_refused": again.stat().st_size,
+            **detail,
+        }
+        line = json.dumps(record, sort_keys=True) + "\n"
+        with self._duplicates_lock, self.duplicates_path.open("a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def duplicates(self) -> list[dict[str, object]]:
+        """The duplicates recorded so far, oldest first."""
+        if not self.duplicates_path.is_file():
+            return []
+        lines = self.duplicates_path.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def _same_content(first: Path, second: Path) -> bool:
+    with first.open("rb") as a, second.open("rb") as b:
+        while True:
+            chunk_a, chunk_b = a.read(COPY_CHUNK_BYTES), b.read(COPY_CHUNK_BYTES)
+            if chunk_a != chunk_b:
+                return False
+            if not chunk_a:
+                return True
+
+
+@dataclass
+class PendingStudy:
+    """A study that received instances and is not yet taken as complete."""
+
+    key: str
+    instances: int = 0
+    last_seen: float = 0.0
+
+
+class StudyTracker:
+    """Groups instances by study across associations; a study is complete after a quiet time.
+
+    Thread-safe: association threads call :meth:`seen`, one timer thread calls :meth:`due`.
+    The set of pending study keys is saved in ``pending.json`` whenever it changes, before the
+    instance that changed it is acknowledged, so a restart re-arms the timer of every study
+    whose work had not run.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> clock = iter([0.0, 1.0, 2.0, 40.0]).__next__
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     tracker = StudyTracker(Path(folder) / "pending.json", quiet_s=30, clock=clock)
+    ...     tracker.seen("a")
+    ...     tracker.seen("a")
+    ...     (tracker.due(), [study.key for study in tracker.due()])
+    ([], ['a'])
+    """
+
+    def __init__(
+        self, path: Path, *, quiet_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.path = path
+        self.quiet_s = quiet_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pending: dict[str, PendingStudy] = {}
+        self._working: set[str] = set()
+        self.completed = 0
+        if path.is_file():
+            now = clock()
+            for key in _read_pending(path):
+                self._pending[key] = PendingStudy(key, 0, now)
+
+    @property
+    def n_pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def restored(self) -> list[str]:
+        """Study keys pending when the tracker was created (from an earlier run)."""
+        with self._lock:
+            return [key for key, study in self._pending.items() if study.instances == 0]
+
+    def seen(self, key: str) -> None:
+        """Count one instance of study ``key``; restart its quiet timer."""
+        now = self._clock()
+        with self._lock:
+            study = self._pending.get(key)
+            if study is None:
+                study = self._pending[key] = PendingStudy(key)
+                self._save()
+            study.instances += 1
+            study.last_seen = now
+
+    def due(self) -> list[PendingStudy]:
+        """Studies quiet for ``quiet_s`` or longer: taken as complete, removed from pending.
+
+        They leave ``pending.json`` only when :meth:`done` says their work finished.
+        """
+        now = self._clock()
+        with self._lock:
+            ready = [s for s in self._pending.values() if now - s.last_seen >= self.quiet_s]
+            for study in ready:
+                del self._pending[study.key]
+                self._working.add(study.key)
+            self.completed += len(ready)
+            return ready
+
+    def done(self, keys: Iterable[str]) -> None:
+        """The work of these studies finished: they leave ``pending.json``."""
+        with self._lock:
+            self._working.difference_update(keys)
+            self._save()
+
+    def _save(self) -> None:
+        keys = sorted(set(self._pending) | self._working)
+        atomic_write_text(self.path, json.dumps({"schema_version": 1, "pending": keys}) + "\n")
+
+
+def _read_pending(path: Path) -> list[str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        keys = data["pending"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [str(key) for key in keys if isinstance(key, str)]
