@@ -13,9 +13,10 @@ Content (TID 1500, one TID 1501 group per study and one per image):
 - the procedure reported: diagnostic ultrasonography (SCT 16310003);
 - per group: a tracking identifier, the algorithm identification (TID 4019: usdcm, its
   version, ``run=<run id>`` and ``weights_sha256=<hex>``), the source images, the
-  qualitative evaluation ``Finding`` (DCM 121071) = the predicted class as a coded concept,
-  the measurement ``Probability`` (DCM 122157) of that class, and one probability per
-  class under usdcm's private scheme;
+  ``Finding`` (DCM 121071, TID 1501's finding row) = the predicted class as a coded
+  concept, the same class as a qualitative evaluation (``Predicted class``, private
+  scheme), the measurement ``Probability`` (DCM 122157) of that class, and one
+  probability per class under usdcm's private scheme;
 - the study group's probabilities are the mean over the study's images.
 
 Nothing here logs; the patient module lives only inside the returned dataset.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from io import BytesIO
@@ -48,7 +50,6 @@ from highdicom.sr import (
 )
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
 
 from usdcm.atomic import atomic_write_bytes
 from usdcm.errors import ResultsError
@@ -66,7 +67,9 @@ SERIES_NUMBER = 9901
 """Series number of usdcm's SR series; high so that it lists after the scanner's."""
 
 PROCEDURE = codes.SCT.DiagnosticUltrasonography
-FINDING = codes.DCM.Finding
+PREDICTED_CLASS = CodedConcept(
+    value="predicted-class", scheme_designator=PRIVATE_SCHEME, meaning="Predicted class"
+)
 PROBABILITY = codes.DCM.Probability
 NO_UNITS = codes.UCUM.NoUnits
 
@@ -124,6 +127,18 @@ class ImageResult:
 
     source: Dataset
     probabilities: Mapping[str, float]
+
+
+def derived_uid(*parts: str) -> str:
+    """A UID under ``2.25`` from a name-based (version 5) UUID of ``parts``: the same parts
+    always give the same UID, and different parts practically never the same.
+
+    >>> derived_uid("a", "b") == derived_uid("a", "b") != derived_uid("a", "c")
+    True
+    >>> derived_uid("a").startswith("2.25.")
+    True
+    """
+    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, chr(0).join(parts)).int}"
 
 
 def private_code(name: str) -> CodedConcept:
@@ -246,8 +261,9 @@ def _group(
             SourceImageForMeasurementGroup(image.SOPClassUID, image.SOPInstanceUID)
             for image in images
         ],
+        finding_type=codes_by_class[predicted],
         qualitative_evaluations=[
-            QualitativeEvaluation(name=FINDING, value=codes_by_class[predicted])
+            QualitativeEvaluation(name=PREDICTED_CLASS, value=codes_by_class[predicted])
         ],
         measurements=measurements,
     )
@@ -294,7 +310,7 @@ def study_sr(
     entropy = [study_uid, algorithm.weights_sha256, *sorted(s.SOPInstanceUID for s in sources)]
 
     def uid(kind: str) -> str:
-        return str(generate_uid(prefix=None, entropy_srcs=[kind, *entropy]))
+        return derived_uid(kind, *entropy)
 
     mean = {
         name: float(np.mean([image.probabilities[name] for image in images])) for name in classes
@@ -323,7 +339,7 @@ def study_sr(
     device = ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
-            uid=str(generate_uid(prefix=None, entropy_srcs=["usdcm-device", algorithm.name])),
+            uid=derived_uid("usdcm-device", algorithm.name),
             name=algorithm.name,
             manufacturer_name=algorithm.name,
             model_name=f"{algorithm.name} {algorithm.version}"[:64],
