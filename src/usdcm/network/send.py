@@ -347,11 +347,11 @@ def _name(uid: str) -> str:
 
 
 def _dicomweb_client(url: str, token_file: Path | None) -> Any:
-    """A dicomweb-client session for ``url``, with the environment's credentials."""
-    from dicomweb_client import DICOMwebClient
+    """A dicomweb-client session for ``url``, with the credentials of
+    :func:`usdcm.network.auth.dicomweb_client` (environment or file, never argv)."""
+    from usdcm.network.auth import dicomweb_client
 
-    del token_file  # credentials: see usdcm.network.auth once it lands
-    return DICOMwebClient(url)
+    return dicomweb_client(url, token_file=token_file)
 
 
 def _send_stow(paths: list[Path], client: Any) -> dict[Path, str]:
