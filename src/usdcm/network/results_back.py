@@ -84,24 +84,49 @@ def codes_for(run: Path, classes: Sequence[str], codes: Path | None) -> dict[str
 
 def source_headers(source: Path, secret: ProjectSecret, image_ids: set[str]) -> dict[str, Any]:
     """The header (no pixel data) of each file under ``source`` whose keyed SOPInstanceUID
-    is in ``image_ids``; the first file of a duplicated instance, as predict selects."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
+    is in ``image_ids``; the first file of a duplicated instance, as predict selects.
 
+    Files are opened as the header scan opens them (a raw data set without preamble too),
+    and the UIDs the SR references are the ones predict read (from the file meta when the
+    data set lacks them), so every classified image is found again.
+    """
     from usdcm.ingest.scan import walk_files
 
     found: dict[str, Any] = {}
     files = [source] if source.is_file() else walk_files(source)
     for path in files:
-        try:
-            header = pydicom.dcmread(path, stop_before_pixels=True)
-        except (OSError, InvalidDicomError, ValueError, TypeError, AttributeError):
+        header = _read_source(path)
+        if header is None:
             continue  # predict excluded it already, with its reason
-        sop_uid = str(header.get("SOPInstanceUID", ""))
-        key = secret.pseudonym(sop_uid, namespace="image") if sop_uid else ""
+        dataset, instance = header
+        key = secret.pseudonym(instance.sop_instance_uid, namespace="image")
         if key in image_ids and key not in found:
-            found[key] = header
+            dataset.SOPClassUID = instance.sop_class_uid
+            dataset.SOPInstanceUID = instance.sop_instance_uid
+            dataset.StudyInstanceUID = instance.study_instance_uid
+            dataset.SeriesInstanceUID = instance.series_instance_uid
+            found[key] = dataset
     return found
+
+
+def _read_source(path: Path) -> tuple[Any, Any] | None:
+    """``path``'s data set (header only) and its checked header facts; None if unreadable."""
+    import warnings
+
+    import pydicom
+
+    from usdcm.dicom.header import header_from_dataset, sniff_dicom
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset = pydicom.dcmread(path, stop_before_pixels=True, force=not sniff_dicom(path))
+            instance = header_from_dataset(dataset).instance
+    except Exception:  # predict's scan recorded why; a damaged header may raise any type
+        return None
+    if not instance.sop_instance_uid or not instance.study_instance_uid:
+        return None
+    return dataset, instance
 
 
 def write_study_srs(
