@@ -401,7 +401,12 @@ class Listener:
         LOGGER.info("stopped accepting associations")
         deadline = time.monotonic() + self.options.grace_s
         ae = self._ae
-        while ae is not None and ae.active_associations and time.monotonic() < deadline:
+        while ae is not None and time.monotonic() < deadline:
+            for assoc in ae.active_associations:
+                if not assoc.is_established:
+                    assoc.abort()  # not (or no longer) associated: nothing in flight
+            if not ae.active_associations:
+                break
             time.sleep(0.05)
         if ae is not None:
             for assoc in ae.active_associations:
