@@ -66,6 +66,14 @@ def report_command(
     pdf: PdfOption = False,
     intended_use: IntendedUseOption = None,
     reference_standard: ReferenceStandardOption = None,
+    dicom_pdf: Annotated[
+        bool,
+        typer.Option(
+            "--dicom-pdf",
+            help="Also write report.pdf.dcm: the PDF as a DICOM Encapsulated PDF for a PACS, "
+            "in a study of its own, referencing the evaluated studies (needs --pdf).",
+        ),
+    ] = False,
 ) -> None:
     """Recompute every metric and the report from a predictions file alone.
 
@@ -89,5 +97,49 @@ def report_command(
             split=split,
         )
         options = with_reference_standard(options, reference_standard)
+        if dicom_pdf and not pdf:
+            message = "--dicom-pdf encapsulates the PDF report: add --pdf."
+            raise ReportError(message)
         command = shlex.join(["usdcm", *sys.argv[1:]])  # the CLI is the one reader of argv
-        print_summary(build_report(predictions, out, options, command=command))
+        built = build_report(predictions, out, options, command=command)
+        print_summary(built)
+        if dicom_pdf:
+            written = write_dicom_pdf(built.files.get("pdf"), predictions, built.metrics)
+            typer.echo(f"Encapsulated PDF: {written}")
+
+
+def write_dicom_pdf(pdf: Path | None, predictions: Path, metrics: dict[str, Any]) -> Path:
+    """Write ``report.pdf.dcm`` beside ``pdf``: the Encapsulated PDF referencing the images
+    of the evaluated split through the manifest that evaluation.json names."""
+    from usdcm import __version__
+    from usdcm.artifacts.evaluation import EVALUATION_JSON, EvaluationContext
+    from usdcm.artifacts.manifest import read_manifest
+    from usdcm.artifacts.predictions import Predictions
+    from usdcm.atomic import atomic_write_bytes
+    from usdcm.results.pdf import encapsulated_pdf, evaluated_images
+    from usdcm.results.sr import dataset_bytes
+
+    if pdf is None or not pdf.is_file():
+        message = "--dicom-pdf: no PDF was written (see the --pdf message above)."
+        raise ReportError(message)
+    split = str(metrics.get("provenance", {}).get("evaluated_split", "all rows"))
+    rows = Predictions.read(predictions).rows
+    ids = [row["image_id"] for row in rows if split == "all rows" or row.get("split") == split]
+    context = predictions.parent / EVALUATION_JSON
+    manifest = Path(EvaluationContext.read(context).manifest) if context.is_file() else None
+    if manifest is None or not manifest.is_file():
+        message = (
+            f"--dicom-pdf: the manifest of the evaluated images ({manifest or 'evaluation.json'}) "
+            "is missing, so the studies cannot be referenced."
+        )
+        raise ReportError(message)
+    images = evaluated_images(ids, read_manifest(manifest))
+    dataset = encapsulated_pdf(
+        pdf.read_bytes(),
+        title="usdcm validation report",
+        images=images,
+        software_version=__version__,
+    )
+    path = pdf.with_name(pdf.name + ".dcm")
+    atomic_write_bytes(path, dataset_bytes(dataset))
+    return path
