@@ -1,0 +1,459 @@
+"""``usdcm pull``: QIDO-RS search, then WADO-RS retrieve of each study into an export store.
+
+Owns the pull loop: which studies match, which of their instances the store lacks, and
+fetching exactly those, through ``dicomweb-client``. Each instance is written atomically,
+as the server sent it (its own transfer syntax, requested with ``transfer-syntax=*``), to
+``EXPORT_DIR/<study>/<series>/<sop>.dcm``, with folder and file names that are keyed hashes,
+the layout ``usdcm listen`` writes. Nothing but those files is ever the pull's state: a study
+whose instances (per QIDO-RS) are all on disk is skipped, and a pull killed at any moment
+resumes by fetching only what is missing. Never logs a UID or any patient data: progress
+names studies by their keyed hash.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import parse_qsl
+
+from usdcm.atomic import atomic_write_bytes
+from usdcm.errors import OutputWriteError, PullError
+from usdcm.privacy import ProjectSecret
+
+if TYPE_CHECKING:
+    from dicomweb_client import DICOMwebClient
+    from pydicom import Dataset
+
+log = logging.getLogger(__name__)
+K = TypeVar("K")
+
+STATE_DIR = ".usdcm"
+SECRET_NAME = "secret"
+SUFFIX = ".dcm"
+ANY_TRANSFER_SYNTAX = (("application/dicom", "*"),)
+"""WADO-RS Accept: each instance in the transfer syntax the server holds (no transcoding)."""
+
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
+STUDY_UID, SERIES_UID, SOP_UID = "0020000D", "0020000E", "00080018"
+N_STUDY_INSTANCES = "00201208"
+PAGE_SIZE = 500
+_RESERVED_QUERY_KEYS = {"limit", "offset", "includefield", "fuzzymatching"}
+
+
+# --- the store's layout (shared with usdcm listen) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """Where an instance lives in an export store: keyed hashes of its UIDs, never the UIDs.
+
+    The HMAC key is ``EXPORT_DIR/.usdcm/secret`` (created on first use, mode 0600), so the
+    same instance always lands on the same path, whoever stores it.
+
+    Examples
+    --------
+    >>> layout = StoreLayout(Path("export"), ProjectSecret(b"k" * 32))
+    >>> path = layout.instance_path("1.2.3", "1.2.3.4", "1.2.3.4.5")
+    >>> len(path.relative_to("export").parts), path.suffix
+    (3, '.dcm')
+    >>> "1.2.3" in str(path)
+    False
+    """
+
+    root: Path
+    secret: ProjectSecret
+
+    @classmethod
+    def open(cls, root: Path) -> StoreLayout:
+        """The layout of the store at ``root``, creating its secret on first use."""
+        secret = ProjectSecret.load_or_create(Path(root) / STATE_DIR / SECRET_NAME)
+        return cls(Path(root), secret)
+
+    def study_key(self, study_uid: str) -> str:
+        return self.secret.pseudonym(study_uid, namespace="study")
+
+    def instance_path(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
+        study = self.study_key(study_uid)
+        series = self.secret.pseudonym(series_uid, namespace="series")
+        sop = self.secret.pseudonym(sop_uid, namespace="image")
+        return self.root / study / series / f"{sop}{SUFFIX}"
+
+
+# --- options, progress and result ----------------------------------------------------------
+
+
+def check_uid(uid: str) -> str:
+    """``uid`` stripped, if it is a DICOM UID (digits and dots, at most 64 characters).
+
+    Examples
+    --------
+    >>> check_uid(" 1.2.840.10008 ")
+    '1.2.840.10008'
+    >>> check_uid("1.2/../x")
+    Traceback (most recent call last):
+    ...
+    usdcm.errors.PullError: A study UID must be digits and dots (at most 64 characters).
+    """
+    uid = uid.strip()
+    if not _UID.match(uid) or len(uid) > 64:
+        raise PullError("A study UID must be digits and dots (at most 64 characters).")
+    return uid
+
+
+def parse_query(text: str) -> dict[str, str]:
+    """A QIDO-RS study query (``"ModalitiesInStudy=US&StudyDate=20240101-20241231"``) as filters.
+
+    Keys are DICOM keywords or 8-digit hex tags; paging and field selection are usdcm's job.
+
+    Examples
+    --------
+    >>> parse_query("ModalitiesInStudy=US&StudyDate=20240101-20241231")
+    {'ModalitiesInStudy': 'US', 'StudyDate': '20240101-20241231'}
+    >>> parse_query("Modality=US&Colour=red")
+    Traceback (most recent call last):
+    ...
+    usdcm.errors.PullError: --query key 'Colour' is not a DICOM keyword or tag (e.g. StudyDate=20240101-20241231).
+    """  # noqa: E501
+    from pydicom.datadict import tag_for_keyword
+
+    try:
+        pairs = parse_qsl(text.strip(), keep_blank_values=True, strict_parsing=True)
+    except ValueError as err:
+        message = f"--query must read KEY=VALUE&KEY=VALUE, found {text!r}."
+        raise PullError(message) from err
+    filters: dict[str, str] = {}
+    for key, value in pairs:
+        if key.lower() in _RESERVED_QUERY_KEYS:
+            raise PullError(f"--query key {key!r} is set by usdcm pull itself; leave it out.")
+        if tag_for_keyword(key) is None and not _TAG.match(key):
+            message = (
+                f"--query key {key!r} is not a DICOM keyword or tag "
+                "(e.g. StudyDate=20240101-20241231)."
+            )
+            raise PullError(message)
+        if key in filters:
+            raise PullError(f"--query names {key!r} twice; use one range or list instead.")
+        filters[key] = value
+    return filters
+
+
+@dataclass(frozen=True)
+class StudyPulled:
+    """What one study's pull did; ``study_key`` is its keyed hash, never its UID."""
+
+    index: int
+    n_studies: int
+    study_key: str
+    n_instances: int
+    n_fetched: int
+    n_bytes: int
+    seconds: float
+    error: str = ""
+
+    @property
+    def skipped(self) -> bool:
+        """Already complete in the store: nothing fetched."""
+        return not self.error and self.n_fetched == 0
+
+    def line(self) -> str:
+        """One progress line, for people and logs."""
+        head = f"study {self.index}/{self.n_studies} {self.study_key[:12]}"
+        if self.error:
+            return f"{head}: FAILED ({self.error})"
+        if self.skipped:
+            return f"{head}: {self.n_instances} instances already stored"
+        megabytes = self.n_bytes / 1e6
+        return (
+            f"{head}: {self.n_fetched} of {self.n_instances} instances fetched, "
+            f"{megabytes:.1f} MB in {self.seconds:.1f} s"
+        )
+
+
+@dataclass
+class PullResult:
+    """Every study the search found, in order, with what was done about it."""
+
+    store: Path
+    studies: list[StudyPulled] = field(default_factory=list)
+
+    @property
+    def n_fetched(self) -> int:
+        return sum(s.n_fetched for s in self.studies)
+
+    @property
+    def n_bytes(self) -> int:
+        return sum(s.n_bytes for s in self.studies)
+
+    @property
+    def failed(self) -> list[StudyPulled]:
+        return [s for s in self.studies if s.error]
+
+    def summary(self) -> str:
+        skipped = sum(1 for s in self.studies if s.skipped)
+        return (
+            f"{len(self.studies)} studies: {self.n_fetched} instances fetched "
+            f"({self.n_bytes / 1e6:.1f} MB), {skipped} studies already stored, "
+            f"{len(self.failed)} failed; store {self.store}"
+        )
+
+
+# --- DICOMweb calls, with errors that name no UID ---------------------------------------------
+
+
+def _value(item: dict[str, Any], tag: str) -> str:
+    values = item.get(tag, {}).get("Value") or [""]
+    return str(values[0]).strip()
+
+
+def _http_failure(err: BaseException, what: str) -> PullError:
+    """A PullError for a failed request; the URL (which holds UIDs) is never repeated."""
+    import requests
+
+    if isinstance(err, requests.HTTPError) and err.response is not None:
+        code = err.response.status_code
+        hint = {
+            401: "; check the credentials ($USDCM_DICOMWEB_TOKEN or $USDCM_DICOMWEB_BASIC)",
+            403: "; the credentials are not allowed to read this",
+            404: "; is the URL the DICOMweb root (e.g. http://host:8042/dicom-web)?",
+        }.get(code, "")
+        return PullError(f"{what}: HTTP {code} from the DICOMweb server{hint}.")
+    if isinstance(err, requests.ConnectionError):
+        return PullError(f"{what}: cannot connect to the DICOMweb server.")
+    if isinstance(err, requests.Timeout):
+        return PullError(f"{what}: the DICOMweb server did not answer in time.")
+    return PullError(f"{what}: {type(err).__name__} from the DICOMweb client.")
+
+
+def _fatal(cause: BaseException) -> bool:
+    """Whether a failure stops the whole pull (no server, no permission) or one study only."""
+    import requests
+
+    if isinstance(cause, requests.HTTPError) and cause.response is not None:
+        return cause.response.status_code in {401, 403}
+    return isinstance(cause, requests.ConnectionError)
+
+
+def _request_errors() -> tuple[type[BaseException], ...]:
+    """What a DICOMweb call raises on a network, HTTP or payload failure."""
+    import requests
+    from pydicom.errors import InvalidDicomError
+
+    return (requests.RequestException, ValueError, InvalidDicomError)
+
+
+def _paged(
+    search: Callable[[int], list[dict[str, Any]]], key: Callable[[dict[str, Any]], K]
+) -> list[K]:
+    """Every distinct key a paged QIDO-RS search finds, in order.
+
+    Pages with ``limit``/``offset`` until a page is short or adds nothing new: some servers
+    (Orthanc's DICOMweb plugin 1.7 with ``ModalitiesInStudy``) ignore ``offset``, and
+    ``dicomweb-client``'s ``get_remaining`` then never stops.
+    """
+    found: dict[K, None] = {}
+    offset = 0
+    while True:
+        page = search(offset)
+        before = len(found)
+        found.update((key(item), None) for item in page)
+        if len(page) < PAGE_SIZE or len(found) == before:
+            return list(found)
+        offset += len(page)
+
+
+def search_studies(
+    client: DICOMwebClient, *, studies: Sequence[str] = (), query: dict[str, str] | None = None
+) -> list[str]:
+    """The StudyInstanceUIDs to pull: ``studies`` as given (checked), or those ``query`` finds."""
+    if studies:
+        return list(dict.fromkeys(check_uid(uid) for uid in studies))
+    try:
+        found = _paged(
+            lambda offset: client.search_for_studies(
+                search_filters=dict(query or {}),
+                fields=["StudyInstanceUID"],
+                limit=PAGE_SIZE,
+                offset=offset,
+            ),
+            lambda item: _value(item, STUDY_UID),
+        )
+    except _request_errors() as err:
+        raise _http_failure(err, "QIDO-RS search for studies failed") from err
+    return [uid for uid in found if uid]
+
+
+def _search_instances(client: DICOMwebClient, study_uid: str) -> list[tuple[str, str]]:
+    pairs = _paged(
+        lambda offset: client.search_for_instances(
+            study_instance_uid=study_uid,
+            fields=["SeriesInstanceUID", "SOPInstanceUID"],
+            limit=PAGE_SIZE,
+            offset=offset,
+        ),
+        lambda item: (_value(item, SERIES_UID), _value(item, SOP_UID)),
+    )
+    return sorted(pair for pair in pairs if all(pair))
+
+
+def dataset_bytes(dataset: Dataset) -> bytes:
+    """The Part 10 file as received when the client kept its buffer, else pydicom's encoding."""
+    import io
+
+    import pydicom
+
+    buffer = getattr(dataset, "buffer", None)
+    if isinstance(buffer, io.BytesIO):
+        data = buffer.getvalue()
+        if data[128:132] == b"DICM":
+            return data
+    out = io.BytesIO()
+    pydicom.dcmwrite(out, dataset, enforce_file_format=True)
+    return out.getvalue()
+
+
+# --- the pull -------------------------------------------------------------------------------
+
+
+class _Study:
+    """One study's pull: write what arrives, count it."""
+
+    def __init__(self, layout: StoreLayout, study_uid: str, wanted: Iterable[tuple[str, str]]):
+        self.layout = layout
+        self.study_uid = study_uid
+        self.wanted = set(wanted)
+        self.n_fetched = 0
+        self.n_bytes = 0
+
+    def path(self, series_uid: str, sop_uid: str) -> Path:
+        return self.layout.instance_path(self.study_uid, series_uid, sop_uid)
+
+    def missing(self) -> list[tuple[str, str]]:
+        return sorted(pair for pair in self.wanted if not self.path(*pair).is_file())
+
+    def write(self, dataset: Dataset) -> None:
+        study = str(getattr(dataset, "StudyInstanceUID", "")).strip()
+        series = str(getattr(dataset, "SeriesInstanceUID", "")).strip()
+        sop = str(getattr(dataset, "SOPInstanceUID", "")).strip()
+        if study != self.study_uid or not series or not sop:
+            raise PullError("the server sent an instance of another study, or without UIDs")
+        path = self.path(series, sop)
+        if path.is_file():  # stored meanwhile (by listen, or an earlier part of this pull)
+            return
+        data = dataset_bytes(dataset)
+        try:
+            atomic_write_bytes(path, data)
+        except OSError as err:  # a full disk or an unwritable store stops the whole pull
+            reason = os.strerror(err.errno) if err.errno else type(err).__name__
+            message = f"Cannot write into the store {self.layout.root} ({reason}); pull stopped."
+            raise OutputWriteError(message) from err
+        self.n_fetched += 1
+        self.n_bytes += len(data)
+
+
+def _retrieve(client: DICOMwebClient, study: _Study, missing: list[tuple[str, str]]) -> None:
+    """Fetch ``missing``: the whole study, whole series, or single instances, whichever fits."""
+    if len(missing) == len(study.wanted):
+        for dataset in client.iter_study(study.study_uid, media_types=ANY_TRANSFER_SYNTAX):
+            study.write(dataset)
+        return
+    by_series: dict[str, list[str]] = {}
+    for series, sop in missing:
+        by_series.setdefault(series, []).append(sop)
+    in_series: dict[str, int] = {}
+    for series, _sop in study.wanted:
+        in_series[series] = in_series.get(series, 0) + 1
+    for series, sops in sorted(by_series.items()):
+        if len(sops) == in_series[series]:
+            datasets = client.iter_series(study.study_uid, series, media_types=ANY_TRANSFER_SYNTAX)
+            for dataset in datasets:
+                study.write(dataset)
+            continue
+        for sop in sops:
+            dataset = client.retrieve_instance(
+                study.study_uid, series, sop, media_types=ANY_TRANSFER_SYNTAX
+            )
+            study.write(dataset)
+
+
+def pull_study(
+    client: DICOMwebClient, layout: StoreLayout, study_uid: str, index: int, n_studies: int
+) -> StudyPulled:
+    """Pull one study: list its instances (QIDO-RS), fetch the missing ones (WADO-RS)."""
+    started = time.monotonic()
+    key = layout.study_key(study_uid)
+
+    def done(study: _Study | None, error: str = "") -> StudyPulled:
+        return StudyPulled(
+            index=index,
+            n_studies=n_studies,
+            study_key=key,
+            n_instances=len(study.wanted) if study else 0,
+            n_fetched=study.n_fetched if study else 0,
+            n_bytes=study.n_bytes if study else 0,
+            seconds=time.monotonic() - started,
+            error=error,
+        )
+
+    try:
+        wanted = _search_instances(client, study_uid)
+    except _request_errors() as err:
+        failure = _http_failure(err, "QIDO-RS search for the study's instances failed")
+        if _fatal(err):
+            raise failure from err
+        return done(None, str(failure).rstrip("."))
+    if not wanted:
+        return done(None, "the server lists no instance in this study")
+    study = _Study(layout, study_uid, wanted)
+    missing = study.missing()
+    if missing:
+        try:
+            _retrieve(client, study, missing)
+        except PullError as err:
+            return done(study, str(err))
+        except _request_errors() as err:
+            failure = _http_failure(err, "WADO-RS retrieve failed")
+            if _fatal(err):
+                raise failure from err
+            return done(study, str(failure).rstrip("."))
+    still = study.missing()
+    if still:
+        return done(study, f"{len(still)} listed instances did not arrive")
+    return done(study)
+
+
+def pull(
+    client: DICOMwebClient,
+    store: Path,
+    *,
+    studies: Sequence[str] = (),
+    query: dict[str, str] | None = None,
+    on_study: Callable[[StudyPulled], None] | None = None,
+) -> PullResult:
+    """Search (``studies`` or ``query``), then pull each study into ``store``.
+
+    A study whose QIDO-RS instance list is all on disk already is skipped; a failed study is
+    reported in the result and the pull goes on, except when the server cannot be reached or
+    refuses the credentials, which raises :class:`PullError` at once.
+    """
+    if studies and query:
+        raise PullError("Give --study or --query, not both.")
+    if not studies and query is None:
+        raise PullError("Say what to pull: --study UID (repeatable) or --query KEY=VALUE&...")
+    layout = StoreLayout.open(store)
+    uids = search_studies(client, studies=studies, query=query)
+    result = PullResult(Path(store))
+    log.info("pull: %d studies to check", len(uids))
+    for index, uid in enumerate(uids, start=1):
+        pulled = pull_study(client, layout, uid, index, len(uids))
+        result.studies.append(pulled)
+        log.info("pull: %s", pulled.line())
+        if on_study is not None:
+            on_study(pulled)
+    return result
