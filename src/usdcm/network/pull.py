@@ -12,6 +12,7 @@ names studies by their keyed hash.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -22,9 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl
 
-from usdcm.atomic import atomic_write_bytes
 from usdcm.errors import OutputWriteError, PullError
-from usdcm.privacy import ProjectSecret
+from usdcm.network.store import ExportStore, Outcome
 
 if TYPE_CHECKING:
     from dicomweb_client import DICOMwebClient
@@ -33,9 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 K = TypeVar("K")
 
-STATE_DIR = ".usdcm"
-SECRET_NAME = "secret"
-SUFFIX = ".dcm"
 ANY_TRANSFER_SYNTAX = (("application/dicom", "*"),)
 """WADO-RS Accept: each instance in the transfer syntax the server holds (no transcoding)."""
 
@@ -44,46 +41,8 @@ _TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
 STUDY_UID, SERIES_UID, SOP_UID = "0020000D", "0020000E", "00080018"
 N_STUDY_INSTANCES = "00201208"
 PAGE_SIZE = 500
+STALE_TMP_S = 60.0
 _RESERVED_QUERY_KEYS = {"limit", "offset", "includefield", "fuzzymatching"}
-
-
-# --- the store's layout (shared with usdcm listen) ---------------------------------------
-
-
-@dataclass(frozen=True)
-class StoreLayout:
-    """Where an instance lives in an export store: keyed hashes of its UIDs, never the UIDs.
-
-    The HMAC key is ``EXPORT_DIR/.usdcm/secret`` (created on first use, mode 0600), so the
-    same instance always lands on the same path, whoever stores it.
-
-    Examples
-    --------
-    >>> layout = StoreLayout(Path("export"), ProjectSecret(b"k" * 32))
-    >>> path = layout.instance_path("1.2.3", "1.2.3.4", "1.2.3.4.5")
-    >>> len(path.relative_to("export").parts), path.suffix
-    (3, '.dcm')
-    >>> "1.2.3" in str(path)
-    False
-    """
-
-    root: Path
-    secret: ProjectSecret
-
-    @classmethod
-    def open(cls, root: Path) -> StoreLayout:
-        """The layout of the store at ``root``, creating its secret on first use."""
-        secret = ProjectSecret.load_or_create(Path(root) / STATE_DIR / SECRET_NAME)
-        return cls(Path(root), secret)
-
-    def study_key(self, study_uid: str) -> str:
-        return self.secret.pseudonym(study_uid, namespace="study")
-
-    def instance_path(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
-        study = self.study_key(study_uid)
-        series = self.secret.pseudonym(series_uid, namespace="series")
-        sop = self.secret.pseudonym(sop_uid, namespace="image")
-        return self.root / study / series / f"{sop}{SUFFIX}"
 
 
 # --- options, progress and result ----------------------------------------------------------
@@ -322,20 +281,32 @@ def dataset_bytes(dataset: Dataset) -> bytes:
 
 
 class _Study:
-    """One study's pull: write what arrives, count it."""
+    """One study's pull: write what arrives into the store, count it."""
 
-    def __init__(self, layout: StoreLayout, study_uid: str, wanted: Iterable[tuple[str, str]]):
-        self.layout = layout
+    def __init__(self, store: ExportStore, study_uid: str, wanted: Iterable[tuple[str, str]]):
+        self.store = store
         self.study_uid = study_uid
         self.wanted = set(wanted)
         self.n_fetched = 0
         self.n_bytes = 0
 
     def path(self, series_uid: str, sop_uid: str) -> Path:
-        return self.layout.instance_path(self.study_uid, series_uid, sop_uid)
+        keys = self.store.keys(study_uid=self.study_uid, series_uid=series_uid, sop_uid=sop_uid)
+        return self.store.path_of(keys)
 
     def missing(self) -> list[tuple[str, str]]:
         return sorted(pair for pair in self.wanted if not self.path(*pair).is_file())
+
+    def clean_leftovers(self, missing: Iterable[tuple[str, str]]) -> None:
+        """Remove temp files a killed pull left for ``missing`` (older than a minute, so a
+        listen writing the same instance now is left alone)."""
+        cutoff = time.time() - STALE_TMP_S
+        for pair in missing:
+            final = self.path(*pair)
+            for tmp in final.parent.glob(f".{final.stem}.*.tmp"):
+                with contextlib.suppress(OSError):
+                    if tmp.stat().st_mtime < cutoff:
+                        tmp.unlink()
 
     def write(self, dataset: Dataset) -> None:
         study = str(getattr(dataset, "StudyInstanceUID", "")).strip()
@@ -343,18 +314,20 @@ class _Study:
         sop = str(getattr(dataset, "SOPInstanceUID", "")).strip()
         if study != self.study_uid or not series or not sop:
             raise PullError("the server sent an instance of another study, or without UIDs")
-        path = self.path(series, sop)
-        if path.is_file():  # stored meanwhile (by listen, or an earlier part of this pull)
+        if self.path(series, sop).is_file():  # stored meanwhile (by listen, or this pull)
             return
         data = dataset_bytes(dataset)
         try:
-            atomic_write_bytes(path, data)
+            stored = self.store.write_bytes(
+                data, study_uid=study, series_uid=series, sop_uid=sop, detail={"via": "pull"}
+            )
         except OSError as err:  # a full disk or an unwritable store stops the whole pull
             reason = os.strerror(err.errno) if err.errno else type(err).__name__
-            message = f"Cannot write into the store {self.layout.root} ({reason}); pull stopped."
+            message = f"Cannot write into the store {self.store.root} ({reason}); pull stopped."
             raise OutputWriteError(message) from err
-        self.n_fetched += 1
-        self.n_bytes += len(data)
+        if stored.outcome is Outcome.STORED:
+            self.n_fetched += 1
+            self.n_bytes += stored.n_bytes
 
 
 def _retrieve(client: DICOMwebClient, study: _Study, missing: list[tuple[str, str]]) -> None:
@@ -383,11 +356,11 @@ def _retrieve(client: DICOMwebClient, study: _Study, missing: list[tuple[str, st
 
 
 def pull_study(
-    client: DICOMwebClient, layout: StoreLayout, study_uid: str, index: int, n_studies: int
+    client: DICOMwebClient, store: ExportStore, study_uid: str, index: int, n_studies: int
 ) -> StudyPulled:
     """Pull one study: list its instances (QIDO-RS), fetch the missing ones (WADO-RS)."""
     started = time.monotonic()
-    key = layout.study_key(study_uid)
+    key = store.keys(study_uid=study_uid, series_uid="", sop_uid="").study
 
     def done(study: _Study | None, error: str = "") -> StudyPulled:
         return StudyPulled(
@@ -410,9 +383,10 @@ def pull_study(
         return done(None, str(failure).rstrip("."))
     if not wanted:
         return done(None, "the server lists no instance in this study")
-    study = _Study(layout, study_uid, wanted)
+    study = _Study(store, study_uid, wanted)
     missing = study.missing()
     if missing:
+        study.clean_leftovers(missing)
         try:
             _retrieve(client, study, missing)
         except PullError as err:
@@ -446,12 +420,12 @@ def pull(
         raise PullError("Give --study or --query, not both.")
     if not studies and query is None:
         raise PullError("Say what to pull: --study UID (repeatable) or --query KEY=VALUE&...")
-    layout = StoreLayout.open(store)
+    export = ExportStore(Path(store))
     uids = search_studies(client, studies=studies, query=query)
     result = PullResult(Path(store))
     log.info("pull: %d studies to check", len(uids))
     for index, uid in enumerate(uids, start=1):
-        pulled = pull_study(client, layout, uid, index, len(uids))
+        pulled = pull_study(client, export, uid, index, len(uids))
         result.studies.append(pulled)
         log.info("pull: %s", pulled.line())
         if on_study is not None:
