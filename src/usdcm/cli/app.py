@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from usdcm import __version__
-from usdcm.cli import demo, evaluate, ingest, listen, plan, predict, report, synth, train
+from usdcm.cli import demo, evaluate, ingest, listen, plan, predict, pull, report, synth, train
 
 app = typer.Typer(
     name="usdcm",
@@ -44,6 +44,7 @@ app.command("report")(report.report_command)
 app.command("predict")(predict.predict_command)
 app.command("demo")(demo.demo_command)
 app.command("listen")(listen.listen_command)
+app.command("pull")(pull.pull_command)
 
 
 def main() -> None:
