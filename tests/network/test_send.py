@@ -191,3 +191,14 @@ def test_orthanc_files_the_sr_inside_the_original_study(
         after = _study_series_modalities(peer, study_uid)
         assert "SR" not in before and sorted([*before, "SR"]) == after
         assert len(peer.studies()) == 1
+
+
+def test_a_dead_dicomweb_service_fails_fast_into_the_outbox(
+    srs: list[Path], tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    dead = f"http://127.0.0.1:{free_port()}/dicom-web"
+    result = send_files(srs, dicomweb=dead, outbox=tmp_path / "outbox", retries=3)
+    assert time.monotonic() - started < 5.0
+    assert not result.sent and len(result.failed) == len(srs)
+    assert all(reason.startswith("peer unreachable") for reason in result.failed.values())

@@ -351,7 +351,11 @@ def _dicomweb_client(url: str, token_file: Path | None) -> Any:
     :func:`usdcm.network.auth.dicomweb_client` (environment or file, never argv)."""
     from usdcm.network.auth import dicomweb_client
 
-    return dicomweb_client(url, token_file=token_file)
+    client = dicomweb_client(url, token_file=token_file)
+    # send_files owns the retries: dicomweb-client's own would retry a refused connection
+    # five times over 30 s, so a dead service would not fail fast
+    client.set_http_retry_params(retry=False)
+    return client
 
 
 def _send_stow(paths: list[Path], client: Any) -> dict[Path, str]:
