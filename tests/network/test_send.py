@@ -202,3 +202,35 @@ def test_a_dead_dicomweb_service_fails_fast_into_the_outbox(
     assert time.monotonic() - started < 5.0
     assert not result.sent and len(result.failed) == len(srs)
     assert all(reason.startswith("peer unreachable") for reason in result.failed.values())
+
+
+class _Stow:
+    """A STOW-RS service that answers with a FailedSOPSequence of ``failures`` items."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+
+    def store_instances(self, datasets: list[pydicom.Dataset]) -> pydicom.Dataset:
+        answer = pydicom.Dataset()
+        items = []
+        for _ in range(self.failures):
+            item = pydicom.Dataset()
+            item.FailureReason = 0xC122
+            items.append(item)
+        answer.FailedSOPSequence = items
+        return answer
+
+
+@pytest.mark.parametrize(("failures", "stored"), [(0, True), (1, False)])
+def test_stow_responses_are_checked_and_an_empty_failed_sequence_is_success(
+    failures: int, stored: bool, srs: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import usdcm.network.send as send
+
+    monkeypatch.setattr(send, "_dicomweb_client", lambda url, token_file: _Stow(failures))
+    result = send_files(srs[:1], dicomweb="http://pacs/dicom-web", outbox=tmp_path, backoff_s=0)
+    assert result.ok is stored
+    if not stored:
+        assert list(result.failed.values()) == [
+            "STOW-RS refused the instance: failure reason 0xC122"
+        ]
