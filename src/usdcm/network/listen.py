@@ -502,6 +502,11 @@ class Listener:
             )
             full = err.errno in (errno.ENOSPC, errno.EDQUOT)
             status = STATUS_OUT_OF_RESOURCES if full else STATUS_CANNOT_UNDERSTAND
+        except Exception as err:  # a parser's message may quote header values: type only
+            LOGGER.error(
+                "cannot store an instance from %s: %s", _calling_ae(event), type(err).__name__
+            )
+            status = STATUS_CANNOT_UNDERSTAND
         if status != STATUS_SUCCESS:
             self._count(event, 2)
         return status
