@@ -351,3 +351,32 @@ def test_modality_sr_accepts_structured_reports(
     assert len(_stored(peer.store)) == 2
     pending = json.loads((peer.store / ".usdcm" / "pending.json").read_text())
     assert len(pending["pending"]) >= 1  # SIGTERM before the quiet time: kept for next start
+
+
+def test_sigterm_lets_the_open_association_finish_and_exits_0(tmp_path: Path) -> None:
+    from pynetdicom import AE
+
+    paths = _tiny_instances(tmp_path / "tiny", 60, studies=1)
+    statuses: list[int] = []
+    with listening(tmp_path, "--grace", "60s") as peer:
+        ae = AE(ae_title="DRAIN")
+        ae.network_timeout = ae.dimse_timeout = ae.acse_timeout = 10
+        ae.add_requested_context(US_IMAGE_STORAGE, ExplicitVRLittleEndian)
+        assoc = ae.associate("127.0.0.1", peer.port, ae_title="USDCM")
+        assert assoc.is_established
+        for index, path in enumerate(paths):
+            if index == 10:
+                peer.process.send_signal(signal.SIGTERM)  # mid-association
+                _wait_for(lambda: "stopped accepting" in peer.log_text(), 30, "the shutdown")
+            status = assoc.send_c_store(path)
+            statuses.append(int(status.Status) if status else -1)
+        assoc.release()
+        assert peer.process.wait(timeout=60) == 0
+        refused = subprocess.run(  # no new association once stopping
+            [require("echoscu", "dcmtk"), "127.0.0.1", str(peer.port)], capture_output=True
+        )
+    assert statuses == [0] * len(paths)
+    assert len(_stored(peer.store)) == len(paths)
+    assert refused.returncode != 0
+    pending = json.loads((peer.store / ".usdcm" / "pending.json").read_text())
+    assert len(pending["pending"]) == 1  # completed by the next start's timer
