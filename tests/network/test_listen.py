@@ -380,3 +380,22 @@ def test_sigterm_lets_the_open_association_finish_and_exits_0(tmp_path: Path) ->
     assert refused.returncode != 0
     pending = json.loads((peer.store / ".usdcm" / "pending.json").read_text())
     assert len(pending["pending"]) == 1  # completed by the next start's timer
+
+
+def test_max_associations_refuses_one_more(tmp_path: Path) -> None:
+    from pynetdicom import AE
+
+    echoscu = require("echoscu", "dcmtk")
+    with listening(tmp_path, "--max-associations", "1") as peer:
+        ae = AE(ae_title="HOLDER")
+        ae.acse_timeout = 10
+        ae.add_requested_context("1.2.840.10008.1.1")
+        held = ae.associate("127.0.0.1", peer.port, ae_title="USDCM")
+        assert held.is_established
+        command = [echoscu, "-aec", "USDCM", "127.0.0.1", str(peer.port)]
+        second = subprocess.run(command, capture_output=True, check=False)
+        held.release()
+        _wait_for(lambda: "HOLDER released" in peer.log_text(), 30, "the release")
+        third = subprocess.run(command, capture_output=True, check=False)
+    assert second.returncode != 0
+    assert third.returncode == 0
