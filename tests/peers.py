@@ -17,6 +17,7 @@ Example (a test)::
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -90,6 +91,8 @@ class Orthanc:
     aet: str
     root: Path
     log: Path
+    user: tuple[str, str] | None = None
+    """The (user, password) its REST API requires, when started with ``users``."""
 
     @property
     def dicomweb_url(self) -> str:
@@ -107,6 +110,9 @@ class Orthanc:
         request = urllib.request.Request(self.http_url + path, data=body, method=method)
         if content_type:
             request.add_header("Content-Type", content_type)
+        if self.user is not None:
+            token = base64.b64encode(":".join(self.user).encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
         try:
             with urllib.request.urlopen(request, timeout=60) as answer:
                 payload = answer.read()
@@ -150,7 +156,9 @@ class Orthanc:
         return list(answer)
 
 
-def _config(root: Path, http_port: int, dicom_port: int, aet: str) -> dict[str, Any]:
+def _config(
+    root: Path, http_port: int, dicom_port: int, aet: str, users: dict[str, str] | None
+) -> dict[str, Any]:
     storage = root / "db"
     return {
         "Name": "usdcm-test",
@@ -160,7 +168,8 @@ def _config(root: Path, http_port: int, dicom_port: int, aet: str) -> dict[str, 
         "DicomPort": dicom_port,
         "DicomAet": aet,
         "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
+        "AuthenticationEnabled": bool(users),
+        "RegisteredUsers": dict(users or {}),
         "DicomCheckCalledAet": False,
         "UnknownSopClassAccepted": False,
         "StableAge": 1,
@@ -171,19 +180,26 @@ def _config(root: Path, http_port: int, dicom_port: int, aet: str) -> dict[str, 
 
 
 def _answers(url: str) -> bool:
+    """Whether Orthanc's HTTP server is up (a 401 of an authenticated one counts)."""
     try:
         with urllib.request.urlopen(url, timeout=1) as answer:
             return int(answer.status) == 200
-    except (OSError, urllib.error.URLError):
+    except urllib.error.HTTPError as err:
+        return err.code == 401
+    except OSError:
         return False
 
 
 @contextlib.contextmanager
-def orthanc(workdir: Path | None = None, *, aet: str = "ORTHANC") -> Iterator[Orthanc]:
+def orthanc(
+    workdir: Path | None = None, *, aet: str = "ORTHANC", users: dict[str, str] | None = None
+) -> Iterator[Orthanc]:
     """Start Orthanc on free loopback ports; yield it once HTTP answers; stop it on exit.
 
     Its storage, config and log live in ``workdir`` (a new temporary folder by default).
-    Skips the test without Orthanc (fails under ``CI=true``).
+    ``users`` (name -> password) turns on HTTP basic authentication for REST and DICOMweb;
+    the helper methods then log in as the first user. Skips the test without Orthanc (fails
+    under ``CI=true``).
     """
     binary = require_orthanc()
     with contextlib.ExitStack() as stack:
@@ -196,14 +212,16 @@ def orthanc(workdir: Path | None = None, *, aet: str = "ORTHANC") -> Iterator[Or
             if http_port == dicom_port:
                 continue
             config = root / "orthanc.json"
-            config.write_text(json.dumps(_config(root, http_port, dicom_port, aet), indent=2))
+            settings = _config(root, http_port, dicom_port, aet, users)
+            config.write_text(json.dumps(settings, indent=2))
             log = root / "orthanc.log"
             with log.open("wb") as sink:
                 process = subprocess.Popen(
                     [binary, str(config)], stdout=sink, stderr=subprocess.STDOUT, cwd=root
                 )
             stack.callback(_stop, process)
-            peer = Orthanc(f"http://127.0.0.1:{http_port}", dicom_port, aet, root, log)
+            user = next(iter(users.items())) if users else None
+            peer = Orthanc(f"http://127.0.0.1:{http_port}", dicom_port, aet, root, log, user)
             deadline = time.monotonic() + START_TIMEOUT_S
             while process.poll() is None and time.monotonic() < deadline:
                 if _answers(peer.http_url + "/system"):

@@ -84,11 +84,11 @@ def pull_command(
     --query 'ModalitiesInStudy=US&StudyDate=20240101-20241231' --store export/ --ingest data/
     """
     with user_errors():
-        from usdcm.network.auth import dicomweb_client
+        from usdcm.network.auth import connect
         from usdcm.network.pull import StudyPulled, parse_query, pull
 
         filters = parse_query(query) if query is not None else None
-        client = dicomweb_client(
+        connection = connect(
             dicomweb, token_file=token_file, basic_file=basic_file, timeout_s=timeout
         )
 
@@ -96,7 +96,7 @@ def pull_command(
             if not quiet or pulled.error:
                 typer.echo(pulled.line(), err=bool(pulled.error))
 
-        result = pull(client, store, studies=study or (), query=filters, on_study=progress)
+        result = pull(connection, store, studies=study or (), query=filters, on_study=progress)
         typer.echo(result.summary())
         if ingest_into is not None and result.studies:
             from usdcm.ingest import IngestOptions, ingest

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from usdcm.errors import CredentialsError, PullError
 
 if TYPE_CHECKING:
+    import requests
     from dicomweb_client import DICOMwebClient
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 TOKEN_ENV = "USDCM_DICOMWEB_TOKEN"
 BASIC_ENV = "USDCM_DICOMWEB_BASIC"
 DEFAULT_TIMEOUT_S = 60.0
+RETRY_ATTEMPTS = 3
 _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 
 
@@ -102,7 +104,21 @@ def read_credentials(
     return token or basic or Credentials("none", "")
 
 
-def dicomweb_client(
+@dataclass(frozen=True)
+class DicomwebConnection:
+    """An authenticated HTTP session to one DICOMweb root, and a ``DICOMwebClient`` on it.
+
+    ``session`` serves the requests the client has no raw form for (WADO-RS parts kept as
+    the bytes the server sent); it carries the same credentials.
+    """
+
+    url: str
+    session: requests.Session
+    timeout_s: float
+    client: DICOMwebClient
+
+
+def connect(
     url: str,
     *,
     token_env: str = TOKEN_ENV,
@@ -110,8 +126,8 @@ def dicomweb_client(
     basic_env: str = BASIC_ENV,
     basic_file: Path | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
-) -> DICOMwebClient:
-    """A ``dicomweb_client.DICOMwebClient`` for ``url``, authenticated per :func:`read_credentials`.
+) -> DicomwebConnection:
+    """A :class:`DicomwebConnection` to ``url``, authenticated per :func:`read_credentials`.
 
     ``url`` is the DICOMweb root (for Orthanc, ``http://host:8042/dicom-web``). Credentials
     sent over plain ``http://`` to a host other than loopback are allowed (some hospital
@@ -140,7 +156,35 @@ def dicomweb_client(
             credentials.source,
             parts.hostname,
         )
+    root = url.rstrip("/")
     try:
-        return DICOMwebClient(url.rstrip("/"), session=session, timeout=timeout_s)
+        client = DICOMwebClient(root, session=session, timeout=timeout_s)
     except ValueError as err:
         raise PullError(f"The DICOMweb URL is malformed: {url!r}") from err
+    # Retry 429/408/503/504 and dropped connections a little, then fail: the default (5 tries,
+    # up to 8 s apart) makes a dead server take 15 s to report.
+    client.set_http_retry_params(max_attempts=RETRY_ATTEMPTS, wait_exponential_multiplier=250)
+    # The retry library logs each failed try with the request's URL, which holds UIDs.
+    logging.getLogger("retrying").setLevel(logging.ERROR)
+    return DicomwebConnection(root, session, timeout_s, client)
+
+
+def dicomweb_client(
+    url: str,
+    *,
+    token_env: str = TOKEN_ENV,
+    token_file: Path | None = None,
+    basic_env: str = BASIC_ENV,
+    basic_file: Path | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> DICOMwebClient:
+    """A ``dicomweb_client.DICOMwebClient`` for ``url``, authenticated per :func:`read_credentials`
+    (see :func:`connect`)."""
+    return connect(
+        url,
+        token_env=token_env,
+        token_file=token_file,
+        basic_env=basic_env,
+        basic_file=basic_file,
+        timeout_s=timeout_s,
+    ).client

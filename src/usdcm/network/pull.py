@@ -1,8 +1,11 @@
 """``usdcm pull``: QIDO-RS search, then WADO-RS retrieve of each study into an export store.
 
 Owns the pull loop: which studies match, which of their instances the store lacks, and
-fetching exactly those, through ``dicomweb-client``. Each instance is written atomically,
-as the server sent it (its own transfer syntax, requested with ``transfer-syntax=*``), to
+fetching exactly those. QIDO-RS goes through ``dicomweb-client``; WADO-RS parts are read from
+the same authenticated session as raw bytes, because ``dicomweb-client`` hands back parsed
+data sets and its strict parse refuses instances a PACS holds anyway (no preamble, cut
+pixel data). Each instance is written atomically, byte for byte as the server sent it (its
+own transfer syntax, requested with ``transfer-syntax=*``), to
 ``EXPORT_DIR/<study>/<series>/<sop>.dcm``, with folder and file names that are keyed hashes,
 the layout ``usdcm listen`` writes. Nothing but those files is ever the pull's state: a study
 whose instances (per QIDO-RS) are all on disk is skipped, and a pull killed at any moment
@@ -17,7 +20,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -28,13 +31,11 @@ from usdcm.network.store import ExportStore, Outcome
 
 if TYPE_CHECKING:
     from dicomweb_client import DICOMwebClient
-    from pydicom import Dataset
+
+    from usdcm.network.auth import DicomwebConnection
 
 log = logging.getLogger(__name__)
 K = TypeVar("K")
-
-ANY_TRANSFER_SYNTAX = (("application/dicom", "*"),)
-"""WADO-RS Accept: each instance in the transfer syntax the server holds (no transcoding)."""
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
@@ -208,23 +209,30 @@ def _request_errors() -> tuple[type[BaseException], ...]:
 
 
 def _paged(
-    search: Callable[[int], list[dict[str, Any]]], key: Callable[[dict[str, Any]], K]
+    search: Callable[[int | None, int], list[dict[str, Any]]],
+    key: Callable[[dict[str, Any]], K],
 ) -> list[K]:
-    """Every distinct key a paged QIDO-RS search finds, in order.
+    """Every distinct key a QIDO-RS search finds, in order, paged with ``limit``/``offset``.
 
-    Pages with ``limit``/``offset`` until a page is short or adds nothing new: some servers
-    (Orthanc's DICOMweb plugin 1.7 with ``ModalitiesInStudy``) ignore ``offset``, and
-    ``dicomweb-client``'s ``get_remaining`` then never stops.
+    ``search(limit, offset)`` runs one request. Paging is not trusted on its own: Orthanc's
+    DICOMweb plugin 1.7 with ``ModalitiesInStudy`` answers nothing for any ``offset`` above 0,
+    and without ``limit`` ignores ``offset`` (so ``dicomweb-client``'s ``get_remaining`` loops
+    forever). When the first page is full, the pages are read while they add new keys, and
+    the search is then also made once unpaged; the union is kept.
     """
     found: dict[K, None] = {}
     offset = 0
     while True:
-        page = search(offset)
+        page = search(PAGE_SIZE, offset)
         before = len(found)
         found.update((key(item), None) for item in page)
+        if offset == 0 and len(page) < PAGE_SIZE:
+            return list(found)  # one short page: the whole answer
         if len(page) < PAGE_SIZE or len(found) == before:
-            return list(found)
+            break
         offset += len(page)
+    found.update((key(item), None) for item in search(None, 0))
+    return list(found)
 
 
 def search_studies(
@@ -235,10 +243,10 @@ def search_studies(
         return list(dict.fromkeys(check_uid(uid) for uid in studies))
     try:
         found = _paged(
-            lambda offset: client.search_for_studies(
+            lambda limit, offset: client.search_for_studies(
                 search_filters=dict(query or {}),
                 fields=["StudyInstanceUID"],
-                limit=PAGE_SIZE,
+                limit=limit,
                 offset=offset,
             ),
             lambda item: _value(item, STUDY_UID),
@@ -250,10 +258,10 @@ def search_studies(
 
 def _search_instances(client: DICOMwebClient, study_uid: str) -> list[tuple[str, str]]:
     pairs = _paged(
-        lambda offset: client.search_for_instances(
+        lambda limit, offset: client.search_for_instances(
             study_instance_uid=study_uid,
             fields=["SeriesInstanceUID", "SOPInstanceUID"],
-            limit=PAGE_SIZE,
+            limit=limit,
             offset=offset,
         ),
         lambda item: (_value(item, SERIES_UID), _value(item, SOP_UID)),
@@ -261,20 +269,113 @@ def _search_instances(client: DICOMwebClient, study_uid: str) -> list[tuple[str,
     return sorted(pair for pair in pairs if all(pair))
 
 
-def dataset_bytes(dataset: Dataset) -> bytes:
-    """The Part 10 file as received when the client kept its buffer, else pydicom's encoding."""
+# --- WADO-RS: parts kept as the bytes the server sent ----------------------------------------
+
+
+ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+"""Each instance in the transfer syntax the server holds (no transcoding)."""
+CHUNK_BYTES = 1 << 20
+
+
+def iter_parts(chunks: Iterable[bytes], boundary: bytes) -> Iterator[bytes]:
+    """The bodies of a ``multipart/related`` stream, each as soon as it is complete.
+
+    Raises :class:`PullError` when the stream ends before its closing delimiter (a dropped
+    connection), so a cut answer is never taken for a complete one.
+
+    Examples
+    --------
+    >>> body = b"--b\r\nContent-Type: application/dicom\r\n\r\nONE\r\n--b\r\n\r\nTWO\r\n--b--"
+    >>> list(iter_parts([body[:9], body[9:30], body[30:]], b"b"))
+    [b'ONE', b'TWO']
+    >>> list(iter_parts([body[:30]], b"b"))
+    Traceback (most recent call last):
+    ...
+    usdcm.errors.PullError: the server's answer ended early (1 parts, no closing delimiter)
+    """
+    delimiter = b"\r\n--" + boundary
+    buffer = bytearray(b"\r\n")  # the first delimiter has no CRLF before it
+    started = closed = False
+    n_parts = search = 0
+    for chunk in chunks:
+        if closed:
+            break
+        buffer += chunk
+        while not closed:
+            index = buffer.find(delimiter, search)
+            if index < 0:
+                search = max(0, len(buffer) - len(delimiter) + 1)
+                break
+            if started:
+                _head, found, body = bytes(buffer[:index]).partition(b"\r\n\r\n")
+                if not found:
+                    raise PullError("the server sent a multipart part without headers")
+                n_parts += 1
+                yield body
+            started = True
+            del buffer[: index + len(delimiter)]
+            search = 0
+            closed = buffer.startswith(b"--")
+    if not closed:
+        message = f"the server's answer ended early ({n_parts} parts, no closing delimiter)"
+        raise PullError(message)
+
+
+def _boundary(content_type: str) -> bytes | None:
+    """The ``boundary`` of a multipart Content-Type; None for a single ``application/dicom``."""
+    media_type, *params = (part.strip() for part in content_type.split(";"))
+    if media_type.lower() == "application/dicom":
+        return None
+    if media_type.lower() != "multipart/related":
+        raise PullError(f"the server answered {media_type!r}, not multipart/related DICOM")
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "boundary" and value.strip().strip('"'):
+            return value.strip().strip('"').encode("latin-1")
+    raise PullError("the server's multipart answer names no boundary")
+
+
+def wado_parts(connection: DicomwebConnection, *path: str) -> Iterator[bytes]:
+    """GET ``{root}/studies/...`` (WADO-RS) and yield each DICOM part's bytes, streamed."""
+    url = "/".join([connection.url, *path])
+    response = connection.session.get(
+        url, headers={"Accept": ACCEPT}, stream=True, timeout=connection.timeout_s
+    )
+    with response:
+        response.raise_for_status()
+        boundary = _boundary(response.headers.get("Content-Type", ""))
+        if boundary is None:  # non-conformant servers send one instance bare
+            yield response.content
+            return
+        yield from iter_parts(response.iter_content(CHUNK_BYTES), boundary)
+
+
+def part_uids(data: bytes) -> tuple[str, str, str]:
+    """Study, Series and SOP Instance UIDs of one received part (header only, tolerant)."""
     import io
 
     import pydicom
+    from pydicom.errors import InvalidDicomError
 
-    buffer = getattr(dataset, "buffer", None)
-    if isinstance(buffer, io.BytesIO):
-        data = buffer.getvalue()
-        if data[128:132] == b"DICM":
-            return data
-    out = io.BytesIO()
-    pydicom.dcmwrite(out, dataset, enforce_file_format=True)
-    return out.getvalue()
+    try:
+        header = pydicom.dcmread(
+            io.BytesIO(data),
+            force=True,
+            stop_before_pixels=True,
+            specific_tags=["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"],
+        )
+    except (InvalidDicomError, ValueError, EOFError, OSError) as err:
+        message = f"the server sent a part whose header cannot be read ({type(err).__name__})"
+        raise PullError(message) from err
+    uids = (
+        str(header.get("StudyInstanceUID", "")).strip(),
+        str(header.get("SeriesInstanceUID", "")).strip(),
+        str(header.get("SOPInstanceUID", "")).strip(),
+    )
+    media_uid = getattr(getattr(header, "file_meta", None), "MediaStorageSOPInstanceUID", "")
+    if not uids[2] and media_uid:
+        uids = (uids[0], uids[1], str(media_uid).strip())
+    return uids
 
 
 # --- the pull -------------------------------------------------------------------------------
@@ -308,18 +409,21 @@ class _Study:
                     if tmp.stat().st_mtime < cutoff:
                         tmp.unlink()
 
-    def write(self, dataset: Dataset) -> None:
-        study = str(getattr(dataset, "StudyInstanceUID", "")).strip()
-        series = str(getattr(dataset, "SeriesInstanceUID", "")).strip()
-        sop = str(getattr(dataset, "SOPInstanceUID", "")).strip()
-        if study != self.study_uid or not series or not sop:
-            raise PullError("the server sent an instance of another study, or without UIDs")
-        if self.path(series, sop).is_file():  # stored meanwhile (by listen, or this pull)
+    def write(self, data: bytes, series_uid: str | None = None, sop_uid: str | None = None) -> None:
+        """Store one part as received; UIDs from its header unless the request named them."""
+        if series_uid is None or sop_uid is None:
+            study, series_uid, sop_uid = part_uids(data)
+            if study != self.study_uid or not series_uid or not sop_uid:
+                raise PullError("the server sent an instance of another study, or without UIDs")
+        if self.path(series_uid, sop_uid).is_file():  # stored meanwhile (listen, this pull)
             return
-        data = dataset_bytes(dataset)
         try:
             stored = self.store.write_bytes(
-                data, study_uid=study, series_uid=series, sop_uid=sop, detail={"via": "pull"}
+                data,
+                study_uid=self.study_uid,
+                series_uid=series_uid,
+                sop_uid=sop_uid,
+                detail={"via": "pull"},
             )
         except OSError as err:  # a full disk or an unwritable store stops the whole pull
             reason = os.strerror(err.errno) if err.errno else type(err).__name__
@@ -330,11 +434,14 @@ class _Study:
             self.n_bytes += stored.n_bytes
 
 
-def _retrieve(client: DICOMwebClient, study: _Study, missing: list[tuple[str, str]]) -> None:
+def _retrieve(
+    connection: DicomwebConnection, study: _Study, missing: list[tuple[str, str]]
+) -> None:
     """Fetch ``missing``: the whole study, whole series, or single instances, whichever fits."""
+    uid = study.study_uid
     if len(missing) == len(study.wanted):
-        for dataset in client.iter_study(study.study_uid, media_types=ANY_TRANSFER_SYNTAX):
-            study.write(dataset)
+        for data in wado_parts(connection, "studies", uid):
+            study.write(data)
         return
     by_series: dict[str, list[str]] = {}
     for series, sop in missing:
@@ -344,19 +451,21 @@ def _retrieve(client: DICOMwebClient, study: _Study, missing: list[tuple[str, st
         in_series[series] = in_series.get(series, 0) + 1
     for series, sops in sorted(by_series.items()):
         if len(sops) == in_series[series]:
-            datasets = client.iter_series(study.study_uid, series, media_types=ANY_TRANSFER_SYNTAX)
-            for dataset in datasets:
-                study.write(dataset)
+            for data in wado_parts(connection, "studies", uid, "series", series):
+                study.write(data)
             continue
         for sop in sops:
-            dataset = client.retrieve_instance(
-                study.study_uid, series, sop, media_types=ANY_TRANSFER_SYNTAX
-            )
-            study.write(dataset)
+            path = ("studies", uid, "series", series, "instances", sop)
+            for data in wado_parts(connection, *path):
+                study.write(data, series, sop)
 
 
 def pull_study(
-    client: DICOMwebClient, store: ExportStore, study_uid: str, index: int, n_studies: int
+    connection: DicomwebConnection,
+    store: ExportStore,
+    study_uid: str,
+    index: int,
+    n_studies: int,
 ) -> StudyPulled:
     """Pull one study: list its instances (QIDO-RS), fetch the missing ones (WADO-RS)."""
     started = time.monotonic()
@@ -375,7 +484,7 @@ def pull_study(
         )
 
     try:
-        wanted = _search_instances(client, study_uid)
+        wanted = _search_instances(connection.client, study_uid)
     except _request_errors() as err:
         failure = _http_failure(err, "QIDO-RS search for the study's instances failed")
         if _fatal(err):
@@ -388,7 +497,7 @@ def pull_study(
     if missing:
         study.clean_leftovers(missing)
         try:
-            _retrieve(client, study, missing)
+            _retrieve(connection, study, missing)
         except PullError as err:
             return done(study, str(err))
         except _request_errors() as err:
@@ -403,7 +512,7 @@ def pull_study(
 
 
 def pull(
-    client: DICOMwebClient,
+    connection: DicomwebConnection,
     store: Path,
     *,
     studies: Sequence[str] = (),
@@ -421,11 +530,11 @@ def pull(
     if not studies and query is None:
         raise PullError("Say what to pull: --study UID (repeatable) or --query KEY=VALUE&...")
     export = ExportStore(Path(store))
-    uids = search_studies(client, studies=studies, query=query)
+    uids = search_studies(connection.client, studies=studies, query=query)
     result = PullResult(Path(store))
     log.info("pull: %d studies to check", len(uids))
     for index, uid in enumerate(uids, start=1):
-        pulled = pull_study(client, export, uid, index, len(uids))
+        pulled = pull_study(connection, export, uid, index, len(uids))
         result.studies.append(pulled)
         log.info("pull: %s", pulled.line())
         if on_study is not None:
