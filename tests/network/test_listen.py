@@ -399,3 +399,12 @@ def test_max_associations_refuses_one_more(tmp_path: Path) -> None:
         third = subprocess.run(command, capture_output=True, check=False)
     assert second.returncode != 0
     assert third.returncode == 0
+
+
+def test_a_second_listener_on_the_same_store_is_refused(tmp_path: Path) -> None:
+    with listening(tmp_path) as peer:
+        command = [sys.executable, "-m", "usdcm", "listen", "--store", str(peer.store)]
+        command += ["--port", str(free_port())]
+        second = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert second.returncode == 2
+    assert "Another usdcm listen is using the store" in second.stderr

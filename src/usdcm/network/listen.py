@@ -15,6 +15,7 @@ UID or patient data; pynetdicom's own logger is kept at WARNING.
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import queue
@@ -27,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
@@ -316,6 +317,7 @@ class Listener:
         self._server: ThreadedAssociationServer | None = None
         self._ae: ApplicationEntity | None = None
         self._saved_globals: tuple[bool, str | None] | None = None
+        self._store_lock: IO[str] | None = None
 
     # --- life cycle ---
 
@@ -323,6 +325,7 @@ class Listener:
         """Bind the port and start accepting; returns once the server is listening."""
         from pynetdicom import AE, _config, evt
 
+        self._lock_store()
         removed = self.store.clean_incoming()
         if removed:
             LOGGER.info("removed %d partly received file(s) left by an earlier run", removed)
@@ -361,6 +364,7 @@ class Listener:
             )
         except OSError as err:
             self._restore_globals()
+            self._unlock_store()
             message = (
                 f"Cannot listen on {self.options.host}:{self.options.port} "
                 f"({err.strerror or err}); choose another --port or --host."
@@ -380,6 +384,26 @@ class Listener:
             len(self.classes),
             len(self.syntaxes),
         )
+
+    def _lock_store(self) -> None:
+        """Hold ``EXPORT_DIR/.usdcm/listen.lock``: one listener per store (it owns the spool)."""
+        path = self.store.state / "listen.lock"
+        handle = path.open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            handle.close()
+            message = (
+                f"Another usdcm listen is using the store {self.store.root}; stop it first "
+                "or give another --store."
+            )
+            raise ListenError(message) from err
+        self._store_lock = handle
+
+    def _unlock_store(self) -> None:
+        if self._store_lock is not None:
+            self._store_lock.close()
+            self._store_lock = None
 
     @property
     def port(self) -> int:
@@ -419,6 +443,7 @@ class Listener:
         self.tracker.done([])
         self._server = None
         self._restore_globals()
+        self._unlock_store()
         LOGGER.info("stopped: %s", self.status().line())
 
     def _restore_globals(self) -> None:

@@ -40,6 +40,8 @@ DUPLICATES_FILE = "duplicates.jsonl"
 PENDING_FILE = "pending.json"
 SUFFIX = ".dcm"
 COPY_CHUNK_BYTES = 1 << 20
+STALE_TEMP_S = 600.0
+"""A temp file beside the instances older than this is a killed writer's, not a live one's."""
 
 
 class Outcome(StrEnum):
@@ -120,10 +122,13 @@ class ExportStore:
     def duplicates_path(self) -> Path:
         return self.state / DUPLICATES_FILE
 
-    def clean_incoming(self) -> int:
+    def clean_incoming(self, *, stale_after_s: float = STALE_TEMP_S) -> int:
         """Remove what a killed run left half-written; the number of files removed.
 
         Nothing there was acknowledged: a file leaves the spool before its acknowledgement.
+        The spool is emptied (one listener per store holds it); temp files beside the
+        instances are removed once older than ``stale_after_s``, since a pull may be writing
+        them now.
         """
         removed = 0
         self.incoming.mkdir(parents=True, exist_ok=True)
@@ -131,10 +136,12 @@ class ExportStore:
             with contextlib.suppress(OSError):
                 path.unlink()
                 removed += 1
+        cutoff = time.time() - stale_after_s
         for path in self.root.glob("*/*/.*.tmp"):
             with contextlib.suppress(OSError):
-                path.unlink()
-                removed += 1
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
         return removed
 
     def keys(self, *, study_uid: str, series_uid: str, sop_uid: str) -> InstanceKeys:
