@@ -278,7 +278,7 @@ CHUNK_BYTES = 1 << 20
 
 
 def iter_parts(chunks: Iterable[bytes], boundary: bytes) -> Iterator[bytes]:
-    """The bodies of a ``multipart/related`` stream, each as soon as it is complete.
+    r"""The bodies of a ``multipart/related`` stream, each as soon as it is complete.
 
     Raises :class:`PullError` when the stream ends before its closing delimiter (a dropped
     connection), so a cut answer is never taken for a complete one.
@@ -288,20 +288,25 @@ def iter_parts(chunks: Iterable[bytes], boundary: bytes) -> Iterator[bytes]:
     >>> body = b"--b\r\nContent-Type: application/dicom\r\n\r\nONE\r\n--b\r\n\r\nTWO\r\n--b--"
     >>> list(iter_parts([body[:9], body[9:30], body[30:]], b"b"))
     [b'ONE', b'TWO']
-    >>> list(iter_parts([body[:30]], b"b"))
+    >>> list(iter_parts([body[:-8]], b"b"))
     Traceback (most recent call last):
     ...
-    usdcm.errors.PullError: the server's answer ended early (1 parts, no closing delimiter)
+    usdcm.errors.PullError: the server's answer ended early, after 1 complete instances
     """
     delimiter = b"\r\n--" + boundary
     buffer = bytearray(b"\r\n")  # the first delimiter has no CRLF before it
-    started = closed = False
+    started = closed = at_delimiter = False
     n_parts = search = 0
     for chunk in chunks:
-        if closed:
-            break
         buffer += chunk
-        while not closed:
+        while True:
+            if at_delimiter:  # "--" closes the stream; anything else starts a part
+                if len(buffer) < 2:
+                    break
+                closed = buffer.startswith(b"--")
+                at_delimiter = False
+                if closed:
+                    break
             index = buffer.find(delimiter, search)
             if index < 0:
                 search = max(0, len(buffer) - len(delimiter) + 1)
@@ -312,12 +317,13 @@ def iter_parts(chunks: Iterable[bytes], boundary: bytes) -> Iterator[bytes]:
                     raise PullError("the server sent a multipart part without headers")
                 n_parts += 1
                 yield body
-            started = True
+            started = at_delimiter = True
             del buffer[: index + len(delimiter)]
             search = 0
-            closed = buffer.startswith(b"--")
+        if closed:
+            break
     if not closed:
-        message = f"the server's answer ended early ({n_parts} parts, no closing delimiter)"
+        message = f"the server's answer ended early, after {n_parts} complete instances"
         raise PullError(message)
 
 
@@ -375,6 +381,8 @@ def part_uids(data: bytes) -> tuple[str, str, str]:
     media_uid = getattr(getattr(header, "file_meta", None), "MediaStorageSOPInstanceUID", "")
     if not uids[2] and media_uid:
         uids = (uids[0], uids[1], str(media_uid).strip())
+    if not all(uids):
+        raise PullError("the server sent a part without Study, Series or SOP Instance UID")
     return uids
 
 
@@ -413,8 +421,8 @@ class _Study:
         """Store one part as received; UIDs from its header unless the request named them."""
         if series_uid is None or sop_uid is None:
             study, series_uid, sop_uid = part_uids(data)
-            if study != self.study_uid or not series_uid or not sop_uid:
-                raise PullError("the server sent an instance of another study, or without UIDs")
+            if study != self.study_uid:
+                raise PullError("the server sent an instance of another study")
         if self.path(series_uid, sop_uid).is_file():  # stored meanwhile (listen, this pull)
             return
         try:
