@@ -408,3 +408,41 @@ def test_a_second_listener_on_the_same_store_is_refused(tmp_path: Path) -> None:
         second = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert second.returncode == 2
     assert "Another usdcm listen is using the store" in second.stderr
+
+
+def test_every_decodable_syntax_dcmtk_writes_is_stored_as_sent(tmp_path: Path) -> None:
+    """Deflated, JPEG lossless (SV1 and process 14), JPEG baseline, JPEG-LS and RLE files,
+    each sent in its own syntax, are stored in it with the same Pixel Data bytes."""
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    tools = {
+        "jpeg-sv1": [require("dcmcjpeg", "dcmtk")],
+        "jpeg-p14": [require("dcmcjpeg", "dcmtk"), "+el"],
+        "jpeg-baseline": [require("dcmcjpeg", "dcmtk"), "+eb"],
+        "jpeg-ls": [require("dcmcjpls", "dcmtk")],
+        "jpeg-ls-near": [require("dcmcjpls", "dcmtk"), "+en"],
+        "rle": [require("dcmcrle", "dcmtk")],
+    }
+    sources = _tiny_instances(tmp_path / "plain", len(tools) + 1, studies=1)
+    outgoing = tmp_path / "outgoing"
+    outgoing.mkdir()
+    for (name, command), source in zip(tools.items(), sources, strict=False):
+        subprocess.run([*command, str(source), str(outgoing / name)], check=True)
+    deflated = pydicom.dcmread(sources[-1])
+    deflated.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    deflated.save_as(outgoing / "deflated", enforce_file_format=True)
+    sent = {path.name: pydicom.dcmread(path) for path in outgoing.iterdir()}
+    assert len({str(ds.file_meta.TransferSyntaxUID) for ds in sent.values()}) == len(sent)
+    with listening(tmp_path) as peer:
+        result = _dcmsend(peer.port, outgoing)
+        assert result.returncode == 0, result.stderr
+    store = ExportStore(peer.store)
+    for name, original in sent.items():
+        keys = store.keys(
+            study_uid=original.StudyInstanceUID,
+            series_uid=original.SeriesInstanceUID,
+            sop_uid=original.SOPInstanceUID,
+        )
+        received = pydicom.dcmread(store.path_of(keys))
+        assert received.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID, name
+        assert received.PixelData == original.PixelData, name
