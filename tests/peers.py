@@ -38,6 +38,8 @@ import pytest
 ORTHANC = "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 START_TIMEOUT_S = 20.0
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""Loopback peers are reached directly, whatever http_proxy says."""
 
 
 def on_ci() -> bool:
@@ -114,7 +116,7 @@ class Orthanc:
             token = base64.b64encode(":".join(self.user).encode()).decode()
             request.add_header("Authorization", f"Basic {token}")
         try:
-            with urllib.request.urlopen(request, timeout=60) as answer:
+            with _DIRECT.open(request, timeout=60) as answer:
                 payload = answer.read()
         except urllib.error.HTTPError as err:
             detail = err.read().decode("utf-8", "replace")[:500]
@@ -182,7 +184,7 @@ def _config(
 def _answers(url: str) -> bool:
     """Whether Orthanc's HTTP server is up (a 401 of an authenticated one counts)."""
     try:
-        with urllib.request.urlopen(url, timeout=1) as answer:
+        with _DIRECT.open(url, timeout=1) as answer:
             return int(answer.status) == 200
     except urllib.error.HTTPError as err:
         return err.code == 401
@@ -207,6 +209,7 @@ def orthanc(
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="orthanc-")))
         root = Path(workdir)
         root.mkdir(parents=True, exist_ok=True)
+        log = root / "orthanc.log"
         for _attempt in range(3):  # a port taken between free_port() and the bind: retry
             http_port, dicom_port = free_port(), free_port()
             if http_port == dicom_port:
@@ -214,7 +217,6 @@ def orthanc(
             config = root / "orthanc.json"
             settings = _config(root, http_port, dicom_port, aet, users)
             config.write_text(json.dumps(settings, indent=2))
-            log = root / "orthanc.log"
             with log.open("wb") as sink:
                 process = subprocess.Popen(
                     [binary, str(config)], stdout=sink, stderr=subprocess.STDOUT, cwd=root
