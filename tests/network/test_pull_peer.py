@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import peers
 from tests.peers import Orthanc, PeerError, free_port, orthanc, require
 from usdcm.synth import ExportSummary
 
@@ -51,3 +52,20 @@ def test_orthanc_starts_fast_takes_uploads_and_stops(
     assert isinstance(peer, Orthanc)
     with pytest.raises(OSError):
         urllib.request.urlopen(url + "/system", timeout=1)
+
+
+def test_missing_orthanc_skips_naming_the_packages(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(peers, "ORTHANC", "/nonexistent/Orthanc")
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install orthanc orthanc-dicomweb"):
+        peers.require_orthanc()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"\.ci/run installs it"):
+        peers.require_orthanc()
+
+
+def test_missing_dicomweb_plugin_skips_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(peers, "DICOMWEB_PLUGIN", "/nonexistent/libOrthancDicomWeb.so")
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install orthanc-dicomweb"):
+        peers.require_orthanc()
