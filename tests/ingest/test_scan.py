@@ -14,7 +14,7 @@ import pytest
 from tests.ingest.conftest import ACCESSION, PATIENT_ID, write_us
 from usdcm.ingest import scan as scan_module
 from usdcm.ingest.labels import join_hash
-from usdcm.ingest.scan import HeaderScan, scan_file, scan_headers
+from usdcm.ingest.scan import HeaderScan, scan_file, scan_headers, walk_files
 from usdcm.privacy import ProjectSecret
 
 KEY = b"k" * 32
@@ -91,3 +91,14 @@ def test_the_scan_works_under_python_O_where_asserts_are_stripped(image: Path) -
     expected = ProjectSecret(KEY).pseudonym(PATIENT_ID)
     assert result["pooled"] == result["local"] == result["other"] == expected
     assert "needs the project secret" in result["refused"]
+
+
+def test_walk_leaves_out_usdcms_own_state_folder_at_the_top_only(tmp_path: Path) -> None:
+    # a store filled by `usdcm listen` keeps its secret and queues in STORE/.usdcm
+    (tmp_path / ".usdcm").mkdir()
+    (tmp_path / ".usdcm" / "secret").write_text("key\n")
+    (tmp_path / "study" / ".usdcm").mkdir(parents=True)
+    (tmp_path / "study" / ".usdcm" / "IM1").write_bytes(b"x")
+    (tmp_path / "study" / "IM2").write_bytes(b"y")
+    found = [path.relative_to(tmp_path).as_posix() for path in walk_files(tmp_path)]
+    assert sorted(found) == ["study/.usdcm/IM1", "study/IM2"]

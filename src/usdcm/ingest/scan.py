@@ -27,6 +27,9 @@ from usdcm.ingest.select import Exclusion
 from usdcm.parallel import DEFAULT_FILE_TIMEOUT_S, map_files
 from usdcm.privacy import PathRedactor, ProjectSecret, phi_tokens
 
+USDCM_STATE_DIR = ".usdcm"
+"""The folder where usdcm keeps its own state beside data (ingest's output, listen's store)."""
+
 
 def walk_files(source: Path, skip: Path | None = None) -> Iterator[Path]:
     """Yield every entry under ``source`` that ingest must account for, in sorted order.
@@ -35,7 +38,9 @@ def walk_files(source: Path, skip: Path | None = None) -> Iterator[Path]:
     that cannot be listed: :func:`check_file` then says which of them can be read.
     Symbolic links to folders are yielded but never followed, so a link loop cannot recurse
     and no file is reached twice through a linked folder. ``skip`` (the output folder when
-    it lies inside ``source``) is left out.
+    it lies inside ``source``) is left out, and so is ``source/.usdcm``: the state of usdcm
+    itself (the secret, and what ``usdcm listen`` or ``usdcm pull`` keep beside a store they
+    fill), never an input.
     """
     unlisted: list[Path] = []
 
@@ -49,7 +54,11 @@ def walk_files(source: Path, skip: Path | None = None) -> Iterator[Path]:
         root_path = Path(root)
         linked = sorted(d for d in dirs if (root_path / d).is_symlink())
         dirs[:] = sorted(
-            d for d in dirs if d not in linked and (skip is None or root_path / d != skip)
+            d
+            for d in dirs
+            if d not in linked
+            and (skip is None or root_path / d != skip)
+            and not (d == USDCM_STATE_DIR and root_path == source)
         )
         for name in sorted([*files, *linked]):
             yield root_path / name
