@@ -40,7 +40,6 @@ K = TypeVar("K")
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
 STUDY_UID, SERIES_UID, SOP_UID = "0020000D", "0020000E", "00080018"
-N_STUDY_INSTANCES = "00201208"
 PAGE_SIZE = 500
 STALE_TMP_S = 60.0
 _RESERVED_QUERY_KEYS = {"limit", "offset", "includefield", "fuzzymatching"}
