@@ -3,8 +3,9 @@
 Owns the pull loop: which studies match, which of their instances the store lacks, and
 fetching exactly those. QIDO-RS goes through ``dicomweb-client``; WADO-RS parts are read from
 the same authenticated session as raw bytes, because ``dicomweb-client`` hands back parsed
-data sets and its strict parse refuses instances a PACS holds anyway (no preamble, cut
-pixel data). Each instance is written atomically, byte for byte as the server sent it (its
+data sets and its strict parse refuses instances a PACS holds anyway (a data set without
+the Part 10 preamble and file meta, which Orthanc stores and serves as it was sent). Each
+instance is written atomically, byte for byte as the server sent it (its
 own transfer syntax, requested with ``transfer-syntax=*``), to
 ``EXPORT_DIR/<study>/<series>/<sop>.dcm``, with folder and file names that are keyed hashes,
 the layout ``usdcm listen`` writes. Nothing but those files is ever the pull's state: a study
