@@ -508,6 +508,7 @@ def measure(
     epochs: int | None,
     bootstrap: int,
     budget: str | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     run = out / data.name / "runs" / row.name
     shutil.rmtree(run, ignore_errors=True)
@@ -524,6 +525,8 @@ def measure(
         train += ["--config", str(config)]
     if epochs is not None:
         train += ["--epochs", str(epochs)]
+    if seed is not None:
+        train += ["--seed", str(seed)]
     evaluate = _usdcm(
         "evaluate", str(run), "--out", str(run / "eval"), "--positive-class",
         data.positive_class, "--bootstrap", str(bootstrap), "--quiet",
@@ -622,6 +625,8 @@ def main() -> None:
     parser.add_argument("--datasets", default="busi,synth", help="busi, synth or both")
     parser.add_argument("--base", default="pretrained", help="base row of the ablations")
     parser.add_argument("--epochs", type=int, default=None, help="override every row's epochs")
+    seed = "override every row's runtime.seed (seed repeats; use with --suffix, e.g. @seed1)"
+    parser.add_argument("--seed", type=int, default=None, help=seed)
     budget = "--time-budget of the plan rows and of the pinned plan (default: the plan's, 20m)"
     parser.add_argument("--time-budget", default=None, help=budget)
     quick = "smoke run: 12 BUSI images a folder, 20 synth patients, 1 epoch"
@@ -674,7 +679,13 @@ def main() -> None:
                 print(f"{data.name}/{row.name}: training ({row.description})", flush=True)
                 try:
                     result = measure(
-                        row, data, out, epochs=epochs, bootstrap=bootstrap, budget=args.time_budget
+                        row,
+                        data,
+                        out,
+                        epochs=epochs,
+                        bootstrap=bootstrap,
+                        budget=args.time_budget,
+                        seed=args.seed,
                     )
                 except RuntimeError as err:
                     print(f"{data.name}/{row.name}: FAILED, {err}", flush=True)
