@@ -123,6 +123,12 @@ PIECES: tuple[Piece, ...] = (
         "class_weighting",
     ),
     Piece(
+        "earlystop",
+        {"optim": {"patience": 5}},
+        {"optim": {"patience": 1000}},
+        "patience",
+    ),
+    Piece(
         "recipe",
         {
             "optim": {
