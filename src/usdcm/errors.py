@@ -210,3 +210,11 @@ class CredentialsError(UsdcmError):
 
 class PullError(UsdcmError):
     """A DICOMweb server that cannot be searched or retrieved from, or a bad ``--query``."""
+
+
+# --- Running on a Dask cluster (usdcm.parallel, --scheduler) ---
+
+
+class SchedulerError(UsdcmError):
+    """A ``--scheduler`` that cannot be used: a bad value, a scheduler that cannot be reached,
+    a worker that cannot see SOURCE or DIR, or a cluster lost in the middle of a run."""
