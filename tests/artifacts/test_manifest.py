@@ -70,17 +70,54 @@ def a_row(**changes: object) -> ManifestRow:
 
 def test_a_typed_row_is_written_with_the_schema_version(tmp_path: Path) -> None:
     path = tmp_path / "manifest.csv"
-    write_manifest(path, [a_row(sex="F", age_band="90+", study_year="2019")])
+    write_manifest(
+        path,
+        [a_row(sex="F", age_band="90+", study_year="2019", region_note="clipped_1px")],
+    )
     header, line = path.read_text(encoding="utf-8").splitlines()
     assert header.split(",") == list(MANIFEST_COLUMNS) and header.endswith(",schema_version")
     assert header.endswith(",sex,age_band,study_year,schema_version")
+    assert ",crop,region_note,manufacturer," in header
     assert line == (
-        "a1,images/a1.nii.gz,p1,s1,r1,1.2,1.2.3,1.2.3.4,,3,10,12,1,,0.25,,Acme,X1,US,"
-        "Ultrasound Image Storage,MONOCHROME2,1.2.840.10008.1.2.1,33.5,PT1/IM1,1234,"
-        "F,90+,2019,2"
+        "a1,images/a1.nii.gz,p1,s1,r1,1.2,1.2.3,1.2.3.4,,3,10,12,1,,0.25,,clipped_1px,Acme,X1,"
+        "US,Ultrasound Image Storage,MONOCHROME2,1.2.840.10008.1.2.1,33.5,PT1/IM1,1234,"
+        "F,90+,2019,3"
     )
     (row,) = read_manifest(path)
-    assert row["schema_version"] == str(SCHEMA_VERSION) == "2"
+    assert row["schema_version"] == str(SCHEMA_VERSION) == "3"
+    assert row["region_note"] == "clipped_1px"
+
+
+def test_region_note_is_empty_by_default_and_joins_notes_with_semicolons(
+    tmp_path: Path,
+) -> None:
+    assert a_row().region_note == ""
+    path = tmp_path / "manifest.csv"
+    write_manifest(
+        path, [a_row(), a_row(image_id="a2", region_note="clipped_1px;negative_delta_x")]
+    )
+    first, second = read_manifest(path)
+    assert first["region_note"] == ""
+    assert second["region_note"].split(";") == ["clipped_1px", "negative_delta_x"]
+
+
+def test_a_version_2_manifest_is_still_read_without_region_note(tmp_path: Path) -> None:
+    columns = [column for column in MANIFEST_COLUMNS if column != "region_note"]
+    path = tmp_path / "manifest.csv"
+    values = dict.fromkeys(columns, "")
+    values.update(image_id="a", image_path="images/a.nii.gz", patient_key="p", label="x", sex="F")
+    values["schema_version"] = "2"
+    path.write_text(
+        ",".join(columns) + "\n" + ",".join(values[c] for c in columns) + "\n", encoding="utf-8"
+    )
+    (row,) = read_manifest(path)
+    assert row["schema_version"] == "2" and row["sex"] == "F"
+    assert row.get("region_note", "") == ""
+    # rewritten by this usdcm, it keeps its version and gets an empty region_note
+    again = tmp_path / "again.csv"
+    write_manifest(again, [row])
+    (reread,) = read_manifest(again)
+    assert reread["region_note"] == "" and reread["schema_version"] == "2"
 
 
 def test_demographics_are_unknown_by_default() -> None:
@@ -127,9 +164,9 @@ def test_a_manifest_of_another_version_is_refused_with_the_fix(tmp_path: Path) -
     path = tmp_path / "manifest.csv"
     write_manifest(path, [a_row()])
     text = path.read_text(encoding="utf-8")
-    path.write_text(text[: text.rindex(",2")] + ",3\n", encoding="utf-8")
+    path.write_text(text[: text.rindex(",3")] + ",4\n", encoding="utf-8")
     with pytest.raises(
-        SchemaVersionError, match="schema version 3; this usdcm reads version 2"
+        SchemaVersionError, match="schema version 4; this usdcm reads version 3"
     ) as err:
         read_manifest(path)
     assert str(path) in str(err.value) and "usdcm ingest" in str(err.value)

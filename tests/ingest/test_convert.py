@@ -42,6 +42,7 @@ def test_region_crops_and_calibrates(tmp_path: Path, marked_cine: np.ndarray) ->
     assert record["crop"] == "4,2,13,10"
     assert (record["width"], record["height"]) == (10, 9)
     assert (record["spacing_x_mm"], record["spacing_y_mm"]) == (0.1, 0.2)
+    assert record["region_note"] == ""
     volume, zooms = load(tmp_path / "b.nii.gz")
     assert volume.shape == (10, 9, 3)
     assert volume[9 - 4, 5 - 2, 0] == 200  # the marked pixel moved with the crop
@@ -55,6 +56,7 @@ def test_bundled_ybr_cine_is_cropped_to_its_clipped_region(tmp_path: Path) -> No
     assert record["crop"] == "84,31,319,239"
     assert (record["frames"], record["height"], record["width"]) == (30, 209, 236)
     assert record["spacing_x_mm"] is None  # the box was written for a larger original
+    assert record["region_note"] == "overrun_no_spacing"
     volume, _ = load(tmp_path / "y.nii.gz")
     frames = decode_frames(pydicom.dcmread(source))
     expected = frames[:, 31:240, 84:320].transpose(2, 1, 0)
@@ -69,3 +71,34 @@ def test_undecodable_pixels_are_an_exclusion_not_an_exception(tmp_path: Path) ->
     assert record["status"] == "excluded"
     assert record["code"] == "decode_error"
     assert not (tmp_path / "x.nii.gz").exists()
+
+
+def test_a_region_one_pixel_past_the_image_keeps_its_calibration(
+    tmp_path: Path, marked_cine: np.ndarray
+) -> None:
+    # the 12x16 image's region ends at column 16 == Columns: the off-by-one habit
+    source = write_us(tmp_path / "cine", marked_cine, region=(4, 2, 16, 10))
+    record = convert_file(source, tmp_path / "c.nii.gz", keep_color=False, frame_time_ms=None)
+    assert record["crop"] == "4,2,15,10"
+    assert (record["width"], record["height"]) == (12, 9)
+    assert (record["spacing_x_mm"], record["spacing_y_mm"]) == (0.1, 0.2)
+    assert record["region_note"] == "clipped_1px"
+    volume, zooms = load(tmp_path / "c.nii.gz")
+    assert volume.shape == (12, 9, 3)
+    assert volume[9 - 4, 5 - 2, 0] == 200
+    assert zooms == (np.float32(0.1), np.float32(0.2), 1.0)
+
+
+def test_a_negative_delta_gives_a_positive_spacing_and_keeps_the_voxel_order(
+    tmp_path: Path, marked_cine: np.ndarray
+) -> None:
+    source = write_us(tmp_path / "cine", marked_cine, region=(4, 2, 16, 10), delta_cm=(-0.01, 0.02))
+    record = convert_file(source, tmp_path / "d.nii.gz", keep_color=False, frame_time_ms=None)
+    assert (record["spacing_x_mm"], record["spacing_y_mm"]) == (0.1, 0.2)
+    assert record["region_note"] == "clipped_1px;negative_delta_x"
+    volume, zooms = load(tmp_path / "d.nii.gz")
+    assert volume[9 - 4, 5 - 2, 0] == 200  # stored order: nothing is flipped
+    assert zooms == (np.float32(0.1), np.float32(0.2), 1.0)
+    image = nib.load(tmp_path / "d.nii.gz")
+    assert image.header.get_xyzt_units()[0] == "mm"
+    assert np.all(np.diag(image.affine)[:2] > 0)

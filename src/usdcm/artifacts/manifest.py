@@ -18,13 +18,13 @@ from usdcm.artifacts._csv import write_csv
 from usdcm.artifacts._schema import SCHEMA_KEY, check_schema_version
 from usdcm.errors import ManifestError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The version of ``manifest.csv`` this usdcm writes. Version 2 adds ``sex``, ``age_band``
-and ``study_year``."""
+and ``study_year``; version 3 adds ``region_note``."""
 
-READ_VERSIONS: tuple[int, ...] = (1, SCHEMA_VERSION)
-"""The versions read: a version 1 manifest lacks the version 2 columns, which read as
-unknown (``row.get(column, "")``)."""
+READ_VERSIONS: tuple[int, ...] = (1, 2, SCHEMA_VERSION)
+"""The versions read: an older manifest lacks the later columns, which read as unknown
+(``row.get(column, "")``)."""
 
 DEMOGRAPHIC_COLUMNS: tuple[str, ...] = ("sex", "age_band", "study_year")
 """The patient and study columns: bands and years only, never a date."""
@@ -48,6 +48,7 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "spacing_x_mm",
     "spacing_y_mm",
     "crop",
+    "region_note",
     # source
     "manufacturer",
     "model",
@@ -77,7 +78,9 @@ class ManifestRow:
 
     Values are as they are written: ``None`` is an empty cell. Checked when built: the
     required identity is there, and the geometry is that of an image. ``crop`` is empty
-    when the image had no 2D tissue region and keeps its whole frame.
+    when the image had no 2D tissue region and keeps its whole frame. ``region_note`` names
+    what was tolerated in that region (``clipped_1px``, ``negative_delta_x``, ...; see
+    :data:`usdcm.dicom.regions.REGION_NOTES`), ``;``-joined, or is empty.
     """
 
     image_id: str
@@ -108,6 +111,7 @@ class ManifestRow:
     sex: str = ""
     age_band: str = ""
     study_year: str = ""
+    region_note: str = ""
 
     def __post_init__(self) -> None:
         missing = [name for name in REQUIRED_COLUMNS if name != "label" and not getattr(self, name)]

@@ -66,6 +66,8 @@ class DecodedVolume(NamedTuple):
     channels: int
     spacing_mm: tuple[float, float] | None
     crop: str
+    region_note: str
+    """What was tolerated in the region (``clipped_1px;negative_delta_x``...), or empty."""
 
 
 def decode_volume(source: Path, *, keep_color: bool) -> DecodedVolume:
@@ -100,6 +102,7 @@ def decode_volume(source: Path, *, keep_color: bool) -> DecodedVolume:
         channels=int(cropped.shape[3]) if cropped.ndim == 4 else 1,
         spacing_mm=region.spacing_mm if region is not None else None,
         crop="" if region is None else region.as_crop(),
+        region_note="" if region is None else region.region_note,
     )
 
 
@@ -164,6 +167,7 @@ def convert_file(
         "spacing_x_mm": None if spacing is None else round(spacing[0], 6),
         "spacing_y_mm": None if spacing is None else round(spacing[1], 6),
         "crop": decoded.crop,
+        "region_note": decoded.region_note,
     }
 
 
