@@ -26,6 +26,7 @@ from usdcm.dicom.sop import US_IMAGE_STORAGE, US_MULTIFRAME_IMAGE_STORAGE
 from usdcm.errors import SynthOptionError
 from usdcm.synth import JUNK_KINDS, ExportSummary, ImageRecord, write_export
 from usdcm.synth.catalog import RECIPES, VENDORS
+from usdcm.synth.plan import RegionHabit
 
 LOSSY = {JPEGBaseline8Bit}
 
@@ -164,7 +165,10 @@ def test_tissue_region_is_the_sector_box_in_cm(synth_mix: ExportSummary) -> None
         item = ds.SequenceOfUltrasoundRegions[0]
         assert item.RegionSpatialFormat == 1 and item.RegionDataType == 1
         assert item.PhysicalUnitsXDirection == item.PhysicalUnitsYDirection == 3
-        assert 0.02 <= item.PhysicalDeltaX <= 0.05 and item.PhysicalDeltaY == item.PhysicalDeltaX
+        assert 0.02 <= abs(item.PhysicalDeltaX) <= 0.05
+        assert abs(item.PhysicalDeltaY) == abs(item.PhysicalDeltaX) and item.PhysicalDeltaY > 0
+        negative = record.region_habit in (RegionHabit.NEGATIVE_DELTA_X, RegionHabit.BOTH)
+        assert (item.PhysicalDeltaX < 0) == negative
         assert "RegionFlags" in item and "ReferencePixelX0" in item and "ReferencePixelY0" in item
         box = (
             item.RegionLocationMinX0,
@@ -172,9 +176,61 @@ def test_tissue_region_is_the_sector_box_in_cm(synth_mix: ExportSummary) -> None
             item.RegionLocationMaxX1,
             item.RegionLocationMaxY1,
         )
-        assert box == record.sector.bounding_box(record.rows, record.columns)
-        assert 0 <= box[0] < box[2] < record.columns and 0 <= box[1] < box[3] < record.rows
+        sector_box = record.sector.bounding_box(record.rows, record.columns)
+        if record.region_habit in (RegionHabit.OFF_BY_ONE, RegionHabit.BOTH):
+            # declared down to the bottom of the screen, with an exclusive end
+            assert box == (*sector_box[:3], record.rows)
+        else:
+            assert box == sector_box
+            assert 0 <= box[0] < box[2] < record.columns and 0 <= box[1] < box[3] < record.rows
+        assert record.tissue_box[:2] == sector_box[:2] and record.tissue_box[2] == sector_box[2]
         assert read_regions(ds) == record.regions
+
+
+def test_some_images_carry_each_vendor_habit(synth_mix: ExportSummary) -> None:
+    habits = Counter(record.region_habit for record in synth_mix.images)
+    assert habits[RegionHabit.NONE] > 0
+    assert habits[RegionHabit.OFF_BY_ONE] + habits[RegionHabit.BOTH] > 0
+    assert habits[RegionHabit.NEGATIVE_DELTA_X] + habits[RegionHabit.BOTH] > 0
+    for record in synth_mix.images:  # never over an ECG strip
+        if record.region_habit in (RegionHabit.OFF_BY_ONE, RegionHabit.BOTH):
+            assert all(region.spatial_format != 4 for region in record.regions)
+
+
+def test_both_habits_together_are_written_by_some_seed(tmp_path: Path) -> None:
+    summary = write_export(tmp_path / "e", patients=1, seed=3, frames=2)
+    assert RegionHabit.BOTH in {record.region_habit for record in summary.images}
+
+
+def test_the_reader_tolerates_each_habit_and_keeps_the_written_scale(
+    synth_mix: ExportSummary,
+) -> None:
+    for record in synth_mix.images:
+        ds = read(record.path, pixels=False)
+        delta_cm = abs(float(ds.SequenceOfUltrasoundRegions[0].PhysicalDeltaX))
+        chosen = select_tissue_region(read_regions(ds), record.rows, record.columns)
+        assert chosen is not None
+        assert (chosen.x0, chosen.y0, chosen.x1, chosen.y1) == record.tissue_box
+        assert chosen.spacing_mm == pytest.approx((10 * delta_cm, 10 * delta_cm))
+        assert chosen.region_note == record.region_note, record.region_habit
+
+
+def test_rows_an_off_by_one_region_adds_below_the_sector_are_black(
+    synth_mix: ExportSummary,
+) -> None:
+    seen = 0
+    for record in synth_mix.images:
+        if record.region_habit not in (RegionHabit.OFF_BY_ONE, RegionHabit.BOTH):
+            continue
+        frames = gray_frames(record.path)
+        x0, _, x1, y1 = record.sector.bounding_box(record.rows, record.columns)
+        below = frames[:, y1 + 1 :, x0 : x1 + 1]
+        if record.transfer_syntax_uid in LOSSY:
+            assert below.mean() < 2.0, record.recipe
+        else:
+            assert not below.any(), record.recipe
+        seen += 1
+    assert seen
 
 
 def test_second_regions_are_smaller_and_not_chosen(synth_mix: ExportSummary) -> None:
@@ -184,7 +240,10 @@ def test_second_regions_are_smaller_and_not_chosen(synth_mix: ExportSummary) -> 
         for extra in regions[1:]:
             formats[extra.spatial_format] += 1
             assert extra.area < regions[0].area
-        assert select_tissue_region(regions, record.rows, record.columns) == regions[0]
+        chosen = select_tissue_region(regions, record.rows, record.columns)
+        assert chosen is not None
+        assert chosen.spatial_format == 1 and chosen.data_type == regions[0].data_type
+        assert (chosen.x0, chosen.y0, chosen.x1, chosen.y1) == record.tissue_box
     assert formats[1] > 0 and formats[4] > 0  # a thumbnail 2D region and an ECG waveform strip
 
 

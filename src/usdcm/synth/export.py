@@ -9,6 +9,7 @@ never overwrites a non-empty folder.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import tempfile
 from dataclasses import dataclass
@@ -30,10 +31,11 @@ from usdcm.synth.plan import (
     ExportPlan,
     InstancePlan,
     PatientPlan,
+    RegionHabit,
     SeriesPlan,
     draw_plan,
 )
-from usdcm.synth.screen import RegionItem, compose
+from usdcm.synth.screen import RegionItem, Screen, compose
 from usdcm.synth.sector import Sector
 
 LABELS_FILE = "labels.csv"
@@ -64,6 +66,26 @@ class ImageRecord:
     """As written in the Sequence of Ultrasound Regions; the first is the tissue image."""
     sector: Sector
     lesion: Lesion | None
+    region_habit: RegionHabit = RegionHabit.NONE
+    """The vendor habit written into the tissue region, if any."""
+
+    @property
+    def tissue_box(self) -> tuple[int, int, int, int]:
+        """The tissue region's box as ingest crops it: the sector's bounding box (an
+        off-by-one region ends one pixel past the image and is clipped back to it)."""
+        region = self.regions[0].clipped(self.rows, self.columns)
+        assert region is not None  # the synth's tissue region always lies in the image
+        return (region.x0, region.y0, region.x1, region.y1)
+
+    @property
+    def region_note(self) -> str:
+        """The ``region_note`` ingest should record for this image."""
+        return {
+            RegionHabit.NONE: "",
+            RegionHabit.OFF_BY_ONE: "clipped_1px",
+            RegionHabit.NEGATIVE_DELTA_X: "negative_delta_x",
+            RegionHabit.BOTH: "clipped_1px;negative_delta_x",
+        }[self.region_habit]
 
 
 @dataclass(frozen=True)
@@ -153,6 +175,7 @@ def write_export(
             accent=patient.vendor.accent,
             delta_cm=instance.delta_cm,
         )
+        screen = with_habit(screen, instance.region_habit, rows=instance.layout.rows)
         data = encode_image(patient, series, instance, screen)
         path = writer.write(instance.path, data)
         images.append(_record(path, patient, instance, screen.regions))
@@ -207,6 +230,25 @@ def _prepare_root(out: Path) -> Path:
     return out
 
 
+def with_habit(screen: Screen, habit: RegionHabit, *, rows: int) -> Screen:
+    """``screen`` with its tissue region (the first) written as a scanner with ``habit``
+    writes it; the pixels are unchanged.
+
+    An off-by-one declares the region down to the bottom of the screen with an exclusive
+    end (``RegionLocationMaxY1 == Rows``): the rows added below the sector are black, so the
+    spacing stays physically right. A negative delta flips the sign of ``PhysicalDeltaX``.
+    """
+    if habit is RegionHabit.NONE:
+        return screen
+    tissue, *others = screen.regions
+    if habit in (RegionHabit.OFF_BY_ONE, RegionHabit.BOTH):
+        x0, y0, x1, _ = tissue.box
+        tissue = dataclasses.replace(tissue, box=(x0, y0, x1, rows))
+    if habit in (RegionHabit.NEGATIVE_DELTA_X, RegionHabit.BOTH):
+        tissue = dataclasses.replace(tissue, delta_x=-tissue.delta_x)
+    return dataclasses.replace(screen, regions=(tissue, *others))
+
+
 def _record(
     path: Path, patient: PatientPlan, instance: InstancePlan, regions: tuple[RegionItem, ...]
 ) -> ImageRecord:
@@ -228,6 +270,7 @@ def _record(
         regions=tuple(item.as_region() for item in regions),
         sector=instance.phantom.sector,
         lesion=instance.phantom.lesion,
+        region_habit=instance.region_habit,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import PurePosixPath
 
 import numpy as np
@@ -42,6 +43,30 @@ BIRTH_EPOCH = dt.date(1940, 1, 1)
 """The earliest birth date; birth dates spread over the following 63 years."""
 
 
+class RegionHabit(StrEnum):
+    """How a scanner writes the tissue region: correctly, or with a habit of real vendors
+    that ingest tolerates (see :mod:`usdcm.dicom.regions`)."""
+
+    NONE = "none"
+    OFF_BY_ONE = "off_by_one"
+    """The region is declared down to the bottom of the screen with an exclusive end:
+    ``RegionLocationMaxY1`` equals ``Rows``, one pixel past the image (as Philips and others
+    do with ``MaxX1`` and ``Columns``). Only on screens without an ECG strip below."""
+    NEGATIVE_DELTA_X = "negative_delta_x"
+    """``PhysicalDeltaX`` is written negative: the x axis runs the other way (as ACUSON)."""
+    BOTH = "both"
+    """Both habits in one region."""
+
+
+HABIT_WEIGHTS: tuple[tuple[RegionHabit, float], ...] = (
+    (RegionHabit.NONE, 0.55),
+    (RegionHabit.OFF_BY_ONE, 0.2),
+    (RegionHabit.NEGATIVE_DELTA_X, 0.15),
+    (RegionHabit.BOTH, 0.1),
+)
+"""How often each habit is drawn per image."""
+
+
 @dataclass(frozen=True)
 class InstancePlan:
     """One SOP instance: how it is stored, what its pixels show, where it goes."""
@@ -57,6 +82,8 @@ class InstancePlan:
     delta_cm: float
     content_seconds: int
     """Seconds after the study time at which the instance was acquired."""
+    region_habit: RegionHabit = RegionHabit.NONE
+    """How the tissue region is written (the pixels are the same either way)."""
 
 
 @dataclass(frozen=True)
@@ -385,4 +412,19 @@ def _draw_instance(
         phantom=phantom,
         delta_cm=round(float(rng.uniform(0.02, 0.05)), 4),
         content_seconds=int(rng.integers(30, 900)),
+        region_habit=_draw_habit(rng, layout),  # drawn last: the other draws unchanged
     )
+
+
+def _draw_habit(rng: np.random.Generator, layout: Layout) -> RegionHabit:
+    """Draw how the tissue region is written; an off-by-one needs the screen's bottom edge
+    below the tissue (no ECG strip there), else the habit falls back to the delta's sign."""
+    habits = [habit for habit, _ in HABIT_WEIGHTS]
+    weights = np.array([weight for _, weight in HABIT_WEIGHTS])
+    habit = habits[int(rng.choice(len(habits), p=weights / weights.sum()))]
+    if layout.strip is not None or layout.tissue_box[3] >= layout.rows - 1:
+        if habit is RegionHabit.OFF_BY_ONE:
+            return RegionHabit.NONE
+        if habit is RegionHabit.BOTH:
+            return RegionHabit.NEGATIVE_DELTA_X
+    return habit
