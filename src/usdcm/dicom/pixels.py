@@ -1,9 +1,10 @@
 """Decode the pixel data of one SOP instance into frames of B-mode gray levels.
 
 Owns decoding (every transfer syntax that pydicom 3 decodes by itself or with the pylibjpeg
-plugins), the conversion of every photometric interpretation to one BT.601 luminance channel,
-the crop to an ultrasound region and the NIfTI voxel layout. Never reads files, never chooses
-the region and never touches the manifest. Error messages name only technical facts (transfer
+plugins, and JPEG XL and video through :mod:`usdcm.dicom.codecs`), the conversion of every
+photometric interpretation to one BT.601 luminance channel, the crop to an ultrasound region
+and the NIfTI voxel layout. Never reads files, never chooses the region and never touches the
+manifest. Error messages name only technical facts (transfer
 syntax, image geometry), never a header value that could identify a patient.
 
 Conventions
@@ -19,6 +20,7 @@ Conventions
 
 from __future__ import annotations
 
+import io
 import struct
 import warnings
 from collections.abc import Iterator
@@ -28,7 +30,7 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset
-from pydicom.encaps import generate_frames
+from pydicom.encaps import generate_fragments, generate_frames, parse_basic_offsets
 from pydicom.pixels.decoders.base import Decoder, get_decoder
 from pydicom.pixels.processing import apply_color_lut
 from pydicom.uid import (
@@ -39,10 +41,17 @@ from pydicom.uid import (
     JPEG2000TransferSyntaxes,
     JPEGLSTransferSyntaxes,
     JPEGTransferSyntaxes,
-    MPEGTransferSyntaxes,
     RLELossless,
 )
 
+from usdcm.dicom.codecs import (
+    JPEG_XL_SYNTAXES,
+    VIDEO_SYNTAXES,
+    codec_library,
+    decode_jpegxl,
+    jpegxl_shape,
+    video_frames,
+)
 from usdcm.dicom.regions import UltrasoundRegion
 from usdcm.errors import DecodeError
 
@@ -69,6 +78,9 @@ _SUPPORTED_PHOTOMETRIC = (
     "YBR_ICT",
     "YBR_RCT",
 )
+# What the video syntaxes declare (PS3.5 8.2.5-8.2.9); FFmpeg decodes it to RGB.
+_VIDEO_PHOTOMETRIC = ("YBR_PARTIAL_420",)
+_FrameItems = Iterator[tuple[NDArray[Any], dict[str, str | int]]]
 # JPEG start-of-frame markers (ITU T.81 B.1.1.3) and JPEG-LS SOF55 (ITU T.87).
 _SOF_MARKERS = frozenset(
     (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7)
@@ -273,6 +285,8 @@ def decode_frames(
     plugin : str, optional
         The pydicom decoding plugin to use, such as ``"pylibjpeg"`` or ``"pillow"``. By
         default :data:`PREFERRED_PLUGIN` is tried first and then every other installed one.
+        JPEG XL is decoded by ``"imagecodecs"`` and video by ``"PyAV"`` only (see
+        :mod:`usdcm.dicom.codecs`).
 
     Returns
     -------
@@ -280,14 +294,16 @@ def decode_frames(
         ``uint8`` for Bits Stored up to 8, ``uint16`` up to 16. Photometric interpretations
         map to RGB first: PALETTE COLOR through its lookup table (rescaled to the output
         depth), YBR_FULL, YBR_FULL_422, YBR_ICT and YBR_RCT by pydicom or the codec, once;
-        MONOCHROME1 is inverted (``2 ** BitsStored - 1 - value``).
+        MONOCHROME1 is inverted (``2 ** BitsStored - 1 - value``). Video (YBR_PARTIAL_420)
+        is converted to RGB by FFmpeg.
 
     Raises
     ------
     DecodeError
         If no decoder is installed for the transfer syntax (the message says what to install),
         if the syntax cannot be decoded at all, if decoding fails, or if the decoded pixels do
-        not match Rows, Columns, Number of Frames or Samples per Pixel.
+        not match Rows, Columns, Number of Frames or Samples per Pixel. A video stream with
+        more or fewer frames than Number of Frames is refused, not truncated.
 
     Examples
     --------
@@ -300,8 +316,15 @@ def decode_frames(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom's warnings may quote header values
         syntax = _transfer_syntax(dataset)
-        module = _pixel_module(dataset)
-        decoder = _decoder(syntax)
+        module = _pixel_module(dataset, video=syntax in VIDEO_SYNTAXES)
+        library = codec_library(syntax)
+        decoder = None if library else _decoder(syntax)
+        if library and plugin and plugin != library:
+            message = (
+                f"decoding plugin {plugin!r} is not available for {syntax_label(syntax)} "
+                f"(available: {library})"
+            )
+            raise DecodeError(message)
         _check_pixel_data(dataset, syntax, module)
         palette = None
         if module.photometric == "PALETTE COLOR":
@@ -309,10 +332,15 @@ def decode_frames(
             palette = palette if keep_color else to_grayscale(palette)
         shape: tuple[int, ...] = (module.frames, module.rows, module.columns)
         out = np.empty((*shape, 3) if keep_color else shape, dtype=module.out_dtype)
-        plugins = _plugin_order(decoder, plugin)
+        plugins = [library or ""] if decoder is None else _plugin_order(decoder, plugin)
         for attempt, name in enumerate(plugins):
+            items: _FrameItems
+            if decoder is None:
+                items = _codec_items(dataset, syntax, module)
+            else:
+                items = decoder.iter_array(dataset, decoding_plugin=name, as_rgb=True)
             try:
-                _decode_into(out, dataset, decoder, name, module, syntax, palette)
+                _decode_into(out, items, module, syntax, palette)
             except _PluginFailure as failure:
                 if attempt + 1 < len(plugins):
                     continue
@@ -325,24 +353,54 @@ class _PluginFailure(Exception):
     """A decoding plugin raised; another plugin may still succeed. Carries the message."""
 
 
+def _codec_items(dataset: Dataset, syntax: UID, module: _PixelModule) -> _FrameItems:
+    """Frames of a JPEG XL or video data set, each with the photometric it decoded to."""
+    decoded_photometric = "RGB" if module.samples == 3 else module.photometric
+    properties: dict[str, str | int] = {"photometric_interpretation": decoded_photometric}
+    if syntax in JPEG_XL_SYNTAXES:
+        for frame in generate_frames(dataset.PixelData, number_of_frames=module.frames):
+            yield decode_jpegxl(frame), properties
+        return
+    stream = _video_stream(dataset.PixelData)
+    for rgb in video_frames(
+        stream,
+        syntax,
+        rows=module.rows,
+        columns=module.columns,
+        bits_stored=module.bits_stored,
+    ):
+        yield (rgb if module.samples == 3 else to_grayscale(rgb)), properties
+
+
+def _video_stream(data: bytes) -> bytes:
+    """The video bit stream: every fragment after the Basic Offset Table, joined."""
+    buffer = io.BytesIO(data)
+    try:
+        parse_basic_offsets(buffer)
+        stream = b"".join(generate_fragments(buffer))
+    except Exception as err:  # malformed encapsulation: items, lengths, delimiters
+        message = f"the encapsulated Pixel Data is malformed ({type(err).__name__})"
+        raise DecodeError(message) from err
+    if not stream:
+        raise DecodeError("the encapsulated Pixel Data holds no video bit stream")
+    return stream
+
+
 def _decode_into(
     out: NDArray[np.unsignedinteger[Any]],
-    dataset: Dataset,
-    decoder: Decoder,
-    plugin: str,
+    frames: _FrameItems,
     module: _PixelModule,
     syntax: UID,
     palette: NDArray[np.unsignedinteger[Any]] | None,
 ) -> None:
     """Decode frame by frame into ``out``, so peak memory is ``out`` plus one frame."""
     expected = (module.rows, module.columns) + ((3,) if module.samples == 3 else ())
-    frames: Iterator[tuple[NDArray[Any], dict[str, str | int]]] = decoder.iter_array(
-        dataset, decoding_plugin=plugin, as_rgb=True
-    )
     index = 0
     while True:
         try:
             item = next(frames, None)
+        except DecodeError:
+            raise  # usdcm's own codecs: the message is already the reason
         except Exception as err:  # every plugin raises its own types
             detail = " ".join(str(err).split())[:300]  # pixel-level facts only
             message = (
@@ -514,8 +572,11 @@ def _header_int(dataset: Dataset, keyword: str, default: int | None = None) -> i
         raise DecodeError(message) from err
 
 
-def _pixel_module(dataset: Dataset) -> _PixelModule:
-    """Read and check the Image Pixel module values that decoding relies on."""
+def _pixel_module(dataset: Dataset, *, video: bool = False) -> _PixelModule:
+    """Read and check the Image Pixel module values that decoding relies on.
+
+    ``video`` also accepts YBR_PARTIAL_420, which only the video syntaxes use.
+    """
     if len(dataset) == 0:
         # pydicom 3.0 returns an empty data set, with only a warning, for a file cut
         # inside encapsulated Pixel Data.
@@ -523,10 +584,11 @@ def _pixel_module(dataset: Dataset) -> _PixelModule:
     photometric = str(dataset.get("PhotometricInterpretation", "") or "").strip().upper()
     if not photometric:
         raise DecodeError("the header has no PhotometricInterpretation, which decoding needs")
-    if photometric not in _SUPPORTED_PHOTOMETRIC:
+    supported = (*_SUPPORTED_PHOTOMETRIC, *_VIDEO_PHOTOMETRIC) if video else _SUPPORTED_PHOTOMETRIC
+    if photometric not in supported:
         message = (
             f"Photometric Interpretation {photometric} is not supported "
-            f"(supported: {', '.join(_SUPPORTED_PHOTOMETRIC)})"
+            f"(supported: {', '.join(supported)})"
         )
         raise DecodeError(message)
     bits_allocated = _header_int(dataset, "BitsAllocated")
@@ -564,12 +626,6 @@ def _pixel_module(dataset: Dataset) -> _PixelModule:
 def _decoder(syntax: UID) -> Decoder:
     """Return pydicom's decoder for ``syntax`` or say what is missing."""
     label = syntax_label(syntax)
-    if syntax in MPEGTransferSyntaxes:
-        message = (
-            f"no decoder for {label}: video transfer syntaxes are not supported; export the "
-            "cine loop as uncompressed, JPEG or JPEG 2000 frames"
-        )
-        raise DecodeError(message)
     try:
         decoder = get_decoder(syntax)
     except NotImplementedError as err:
@@ -611,7 +667,9 @@ def _check_pixel_data(dataset: Dataset, syntax: UID, module: _PixelModule) -> No
     data = dataset.PixelData
     if data is None or len(data) == 0:
         raise DecodeError("the Pixel Data element is empty")
-    if syntax.is_encapsulated:
+    if syntax in VIDEO_SYNTAXES:
+        return  # one bit stream across the fragments: its frames are counted as decoded
+    if syntax in JPEG_XL_SYNTAXES or syntax.is_encapsulated:  # pydicom 3.0 lacks JPEG XL
         _check_frames(data, syntax, module)
         return
     if module.bits_allocated == 1:
@@ -671,6 +729,9 @@ def _check_frame(frame: bytes, index: int, syntax: UID, module: _PixelModule) ->
         shape = _jpeg_shape(frame)
     elif syntax in JPEG2000TransferSyntaxes:
         shape = _j2k_shape(frame)
+    elif syntax in JPEG_XL_SYNTAXES:
+        size = jpegxl_shape(frame)  # the component count is checked after decoding
+        shape = None if size is None else (*size, module.samples)
     if shape is None:
         return  # unknown layout: the decoder and the shape check after it will judge
     rows, columns, components = shape
