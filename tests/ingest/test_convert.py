@@ -7,11 +7,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pydicom
+import pytest
 from pydicom.data import get_testdata_file
 
 from tests.ingest.conftest import write_us
 from usdcm.dicom.pixels import decode_frames
 from usdcm.ingest.convert import convert_file
+from usdcm.synth import ExportSummary
+from usdcm.synth.plan import RegionHabit
 
 
 def load(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -102,3 +105,21 @@ def test_a_negative_delta_gives_a_positive_spacing_and_keeps_the_voxel_order(
     image = nib.load(tmp_path / "d.nii.gz")
     assert image.header.get_xyzt_units()[0] == "mm"
     assert np.all(np.diag(image.affine)[:2] > 0)
+
+
+def test_synth_images_with_vendor_habits_keep_their_calibration(
+    tmp_path: Path, synth_mix: ExportSummary
+) -> None:
+    records = [r for r in synth_mix.images if r.region_habit is not RegionHabit.NONE]
+    assert {r.region_note for r in records} >= {"clipped_1px", "negative_delta_x"}
+    for index, record in enumerate(records):
+        ds = pydicom.dcmread(record.path, stop_before_pixels=True, force=True)
+        delta_mm = round(abs(float(ds.SequenceOfUltrasoundRegions[0].PhysicalDeltaX)) * 10, 6)
+        out = tmp_path / f"{index}.nii.gz"
+        result = convert_file(record.path, out, keep_color=False, frame_time_ms=None)
+        assert result["status"] == "converted", record.recipe
+        assert result["crop"] == ",".join(str(v) for v in record.tissue_box)
+        assert (result["spacing_x_mm"], result["spacing_y_mm"]) == (delta_mm, delta_mm)
+        assert result["region_note"] == record.region_note
+        _, zooms = load(out)
+        assert zooms[:2] == pytest.approx((delta_mm, delta_mm), rel=1e-6)
