@@ -43,6 +43,14 @@ def ingest_command(
         Path | None,
         typer.Option(help="HMAC secret for pseudonyms; default DIR/.usdcm/secret (created)."),
     ] = None,
+    scheduler: Annotated[
+        str,
+        typer.Option(
+            help="Where to scan and convert: 'process' (this machine's worker processes), "
+            "'local' (a Dask LocalCluster of --workers processes) or a Dask scheduler "
+            "address, tcp://host:8786, whose workers see SOURCE and --out at the same paths."
+        ),
+    ] = "process",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Scan an export, keep the ultrasound images, and write NIfTI images plus a manifest.
@@ -51,9 +59,12 @@ def ingest_command(
     Re-running converts only new or changed files.
 
     Example: usdcm ingest /pacs-export --out data/ --labels labels.csv
+
+    On a Dask cluster: usdcm ingest /shared/export --out /shared/data --scheduler tcp://host:8786
     """
     with user_errors():
         from usdcm.ingest import IngestOptions, ingest
+        from usdcm.parallel import check_scheduler
 
         options = IngestOptions(
             labels=labels,
@@ -62,6 +73,7 @@ def ingest_command(
             keep_color=keep_color,
             max_pixel_bytes=max_pixel_bytes,
             secret_path=secret_file,
+            scheduler=check_scheduler(scheduler),
         )
         with RichProgress(disable=quiet) as progress:
             result = ingest(source, out, options, progress)

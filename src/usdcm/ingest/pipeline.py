@@ -53,7 +53,7 @@ from usdcm.ingest.journal import Journal, Record
 from usdcm.ingest.labels import LabelTable, read_labels
 from usdcm.ingest.scan import check_file, scan_headers, walk_files
 from usdcm.ingest.select import DEFAULT_MAX_PIXEL_BYTES, SelectionOptions, select_instances
-from usdcm.parallel import map_files
+from usdcm.parallel import DaskCluster, map_files, open_scheduler
 from usdcm.privacy import PathRedactor, ProjectSecret
 
 STATE_DIR = ".usdcm"
@@ -108,6 +108,10 @@ class IngestOptions:
     keep_color: bool = False
     max_pixel_bytes: int = DEFAULT_MAX_PIXEL_BYTES
     secret_path: Path | None = None
+    scheduler: str | None = None
+    """Where the scan and the conversion run: ``None``/``"process"`` (this machine's
+    process pool), ``"local"`` (a Dask LocalCluster of :meth:`worker_count` workers) or a
+    Dask scheduler address, ``tcp://host:8786``. The outputs are the same whichever."""
 
     def worker_count(self) -> int:
         return self.workers if self.workers and self.workers > 0 else (os.cpu_count() or 1)
@@ -251,6 +255,7 @@ class _Run:
         self.timings: dict[str, float] = {}
         self.converted = 0
         self.reused = 0
+        self.cluster: DaskCluster | None = None
 
     def share(self, value: Any) -> Any:
         """``value`` (a string or a tuple of strings), shared with equal earlier values."""
@@ -350,7 +355,9 @@ class _Run:
         self.previous = {key: entry for key, entry in self.previous.items() if key[0] != "scan"}
         progress.phase("scan headers", len(files))
         progress.advance(len(files) - len(todo))
-        results = scan_headers(list(todo), self.secret, workers=self.options.worker_count())
+        results = scan_headers(
+            list(todo), self.secret, workers=self.options.worker_count(), cluster=self.cluster
+        )
         for path, record in results:
             item = todo.pop(path)
             self.record("scan", item, record)
@@ -424,6 +431,7 @@ class _Run:
             batch_size=DECODE_BATCH_SIZE,
             on_crash=decode_crashed,
             on_timeout=decode_timed_out,
+            cluster=self.cluster,
         )
         del tasks
         for task, record in results:
@@ -516,14 +524,22 @@ def ingest(
     an unusable labels file, before any work. Bad files never raise: they are excluded.
     Raises ``OutputWriteError`` when an output cannot be written (a full disk): the outputs
     of the previous run stay as they were, and the next run goes on from the journal.
+    Raises ``SchedulerError`` (one line) when ``options.scheduler`` names a Dask cluster
+    that cannot be reached, whose workers cannot see ``source`` and ``out``, or that is
+    lost during the run (finished work is kept for the next run).
     """
     options = options or IngestOptions()
     progress = progress or _NoProgress()
     source, out = source.resolve(), out.resolve()
     _check_source(source)
     try:
-        with _exclusive_lock(out / STATE_DIR):
-            return _ingest_locked(source, out, options, progress)
+        with (
+            _exclusive_lock(out / STATE_DIR),
+            open_scheduler(
+                options.scheduler, workers=options.worker_count(), readable=[source], writable=[out]
+            ) as cluster,
+        ):
+            return _ingest_locked(source, out, options, progress, cluster)
     except OSError as err:
         under_out = err.filename is not None and Path(str(err.filename)).is_relative_to(out)
         if err.errno in DISK_FULL_ERRNOS or under_out:
@@ -532,9 +548,14 @@ def ingest(
 
 
 def _ingest_locked(
-    source: Path, out: Path, options: IngestOptions, progress: ProgressReporter
+    source: Path,
+    out: Path,
+    options: IngestOptions,
+    progress: ProgressReporter,
+    cluster: DaskCluster | None = None,
 ) -> IngestResult:
-    """The work of :func:`ingest`, under the output folder's lock."""
+    """The work of :func:`ingest`, under the output folder's lock, on ``cluster`` if any
+    (else the process pool)."""
     secret = ProjectSecret.load_or_create(options.secret_path or out / STATE_DIR / "secret")
     labels = read_labels(options.labels, secret) if options.labels else None
     started = time.perf_counter()
@@ -549,6 +570,7 @@ def _ingest_locked(
         raise InvalidSourceError(message)
     run = _Run(source, out, options, secret, labels)
     run.timings["walk_s"] = time.perf_counter() - started
+    run.cluster = cluster
     try:
         run.scan(files, progress)
         run.redactor(files)

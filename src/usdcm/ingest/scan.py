@@ -24,7 +24,7 @@ from usdcm.dicom.header import read_header
 from usdcm.errors import NotDicomError, UnsupportedDicomError
 from usdcm.ingest.labels import JOIN_KEYWORDS, join_hash
 from usdcm.ingest.select import Exclusion
-from usdcm.parallel import DEFAULT_FILE_TIMEOUT_S, map_files
+from usdcm.parallel import DEFAULT_FILE_TIMEOUT_S, DaskCluster, map_files
 from usdcm.privacy import PathRedactor, ProjectSecret, phi_tokens
 
 USDCM_STATE_DIR = ".usdcm"
@@ -223,13 +223,17 @@ class HeaderScan:
 
 
 def scan_headers(
-    paths: Sequence[PathT], secret: ProjectSecret, *, workers: int
+    paths: Sequence[PathT],
+    secret: ProjectSecret,
+    *,
+    workers: int,
+    cluster: DaskCluster | None = None,
 ) -> Iterator[tuple[PathT, dict[str, Any]]]:
     """Yield ``(path, scan record)`` for every path, in completion order.
 
     The one header scan of ``usdcm ingest`` and ``usdcm predict``: the same batch size,
     time limit, and crash and timeout exclusions for both. ``workers <= 1`` scans in this
-    process.
+    process; with a ``cluster`` (:func:`usdcm.parallel.open_scheduler`) on its Dask workers.
     """
     return map_files(
         HeaderScan(secret),
@@ -239,4 +243,5 @@ def scan_headers(
         on_crash=header_crashed,
         on_timeout=header_timed_out,
         timeout_s=HEADER_TIMEOUT_S,
+        cluster=cluster,
     )
