@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import logging
 import os
 import signal
 import threading
@@ -473,8 +474,29 @@ def open_scheduler(
     if value == PROCESS_POOL:
         yield None
         return
-    import logging
+    # Dask logs a lost connection with its own tracebacks; the run says it in one line.
+    import distributed  # noqa: F401 (sets up its loggers, whose levels are kept here)
 
+    loggers = [logging.getLogger("distributed")] + [
+        logger
+        for name, logger in logging.root.manager.loggerDict.items()
+        if name.startswith("distributed.") and isinstance(logger, logging.Logger)
+    ]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        with _connected(value, workers) as cluster:
+            cluster.check_shared(readable, writable)
+            yield cluster
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _connected(value: str, workers: int) -> Iterator[DaskCluster]:
+    """A client of the cluster ``value`` names, once it has a worker; closed on exit."""
     import dask
     from distributed import Client, LocalCluster
 
@@ -512,7 +534,6 @@ def open_scheduler(
                 "start workers (`dask worker ADDRESS`) and run again."
             )
             raise SchedulerError(message) from err
-        cluster.check_shared(readable, writable)
         yield cluster
     finally:
         cluster.close()
