@@ -20,12 +20,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.evaluation.conftest import Evaluated, evaluated_run
 from usdcm.cli.app import app
 from usdcm.errors import SchedulerError
 from usdcm.ingest import IngestOptions, IngestResult, ingest
 from usdcm.synth import ExportSummary
 
 DASK = Path(sys.executable).with_name("dask")
+__all__ = ["evaluated_run"]  # the trained run of the evaluation tests, for predict
 
 
 def outputs(out: Path, *, counts: bool = True) -> dict[str, bytes | object]:
@@ -201,3 +203,18 @@ def test_an_unknown_scheduler_is_refused_before_any_work(
 ) -> None:
     with pytest.raises(SchedulerError, match="is not understood"):
         ingest(synth_export.root, tmp_path / "out", IngestOptions(scheduler="yarn"))
+
+
+@pytest.mark.slow  # about 25 s on 2 busy cores: each worker imports torch
+def test_predict_on_a_local_cluster_gives_the_process_pool_rows(evaluated_run: Evaluated) -> None:
+    from usdcm.inference.model import load_trained_model
+    from usdcm.inference.predict import predict_source
+    from usdcm.privacy import ProjectSecret
+
+    export = evaluated_run.ingested.export
+    trained = load_trained_model(evaluated_run.run, "cpu")
+    secret = ProjectSecret.load_or_create(evaluated_run.ingested.root / ".usdcm" / "secret")
+    pool = predict_source(trained, export.root, secret=secret, workers=2)
+    dask = predict_source(trained, export.root, secret=secret, workers=2, scheduler="local")
+    assert pool.rows and dask.rows == pool.rows
+    assert dask.excluded == pool.excluded

@@ -33,6 +33,14 @@ def predict_command(
     workers: Annotated[
         int, typer.Option(min=0, help="Processes that scan and decode; 0 means one per core.")
     ] = 0,
+    scheduler: Annotated[
+        str,
+        typer.Option(
+            help="Where to scan and decode: 'process' (this machine's worker processes), "
+            "'local' (a Dask LocalCluster of --workers processes) or a Dask scheduler "
+            "address, tcp://host:8786, whose workers see SOURCE at the same path."
+        ),
+    ] = "process",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     sr_out: Annotated[
         Path | None,
@@ -87,6 +95,7 @@ def predict_command(
         from usdcm.inference.predict import predict_source
         from usdcm.ingest.pipeline import STATE_DIR
         from usdcm.network.results_back import default_secret_file
+        from usdcm.parallel import check_scheduler
         from usdcm.privacy import ProjectSecret
 
         if (send or send_dicomweb) and sr_out is None:
@@ -98,6 +107,7 @@ def predict_command(
         if not source.exists():
             message = f"SOURCE {source} does not exist; pass a DICOM file or folder."
             raise InvalidSourceError(message)
+        scheduler = check_scheduler(scheduler)
         trained = load_trained_model(run, device.value)
         if secret_file is None:
             secret_file = default_secret_file(trained, out.parent / STATE_DIR / "secret")
@@ -112,6 +122,7 @@ def predict_command(
                 modalities=frozenset(m.upper() for m in (modality or ["US"])),
                 workers=workers,
                 on_file=progress.advance,
+                scheduler=scheduler,
             )
         excluded_path = write_source_predictions(out, found.rows, found.excluded, trained.classes)
         typer.echo(

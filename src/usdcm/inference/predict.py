@@ -14,13 +14,16 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from usdcm.artifacts.instance import InstanceHeader
 from usdcm.inference.model import Classifier, Ensemble, TrainedModel
 from usdcm.runtime.predict import ClipPredictions
+
+if TYPE_CHECKING:
+    from usdcm.parallel import DaskCluster
 
 ProgressHook = Callable[[int], None]
 DEFAULT_BATCH = 4
@@ -175,6 +178,7 @@ def predict_source(
     chunk: int = 16,
     workers: int | None = None,
     on_file: ProgressHook | None = None,
+    scheduler: str | None = None,
 ) -> SourcePredictions:
     """Scan, select, decode and classify every file under ``source`` (a file or a folder).
 
@@ -188,8 +192,41 @@ def predict_source(
     (``study_key``, ``series_key``), never by the UIDs.
     Headers are scanned and files decoded in ``workers`` processes (default: one per core)
     while this process classifies ``chunk`` images at a time; rows and exclusions come out
-    in path order whatever the order the workers finish in.
+    in path order whatever the order the workers finish in. ``scheduler`` runs the scan
+    and the decoding on a Dask cluster instead (``"local"`` or ``"tcp://host:8786"``, see
+    :func:`usdcm.parallel.open_scheduler`), whose workers must see ``source``.
     """
+    from usdcm.parallel import open_scheduler
+
+    n_workers = workers if workers and workers > 0 else (os.cpu_count() or 1)
+    folder = source.parent if source.is_file() else source
+    with open_scheduler(scheduler, workers=n_workers, readable=[folder]) as cluster:
+        return _predict_source(
+            trained,
+            source,
+            secret=secret,
+            modalities=modalities,
+            max_pixel_bytes=max_pixel_bytes,
+            chunk=chunk,
+            n_workers=n_workers,
+            on_file=on_file,
+            cluster=cluster,
+        )
+
+
+def _predict_source(
+    trained: Classifier,
+    source: Path,
+    *,
+    secret: Any,
+    modalities: frozenset[str],
+    max_pixel_bytes: int | None,
+    chunk: int,
+    n_workers: int,
+    on_file: ProgressHook | None,
+    cluster: DaskCluster | None,
+) -> SourcePredictions:
+    """The work of :func:`predict_source`, on ``cluster`` if any (else the process pool)."""
     from usdcm.ingest.convert import DECODE_BATCH_SIZE, decode_crashed, decode_timed_out
     from usdcm.ingest.scan import scan_headers, scan_outcome, walk_files
     from usdcm.ingest.select import (
@@ -201,7 +238,6 @@ def predict_source(
     from usdcm.parallel import map_files
     from usdcm.privacy import PathRedactor
 
-    n_workers = workers if workers and workers > 0 else (os.cpu_count() or 1)
     # walk order, as ingest selects in: the first file of a duplicated instance is the same
     files = [source] if source.is_file() else list(walk_files(source))
     base = source.parent if source.is_file() else source
@@ -209,7 +245,7 @@ def predict_source(
     # the identifiers of every header are known.
     redactor = PathRedactor(secret)
     scanned_by_path: dict[Path, InstanceHeader | Exclusion] = {}
-    for path, record in scan_headers(files, secret, workers=n_workers):
+    for path, record in scan_headers(files, secret, workers=n_workers, cluster=cluster):
         redactor.hashed.update(record.get("phi", ()))
         scanned_by_path[path] = scan_outcome(record)
     scanned = [scanned_by_path.pop(path) for path in files]
@@ -259,6 +295,7 @@ def predict_source(
         batch_size=DECODE_BATCH_SIZE,
         on_crash=decode_crashed,
         on_timeout=decode_timed_out,
+        cluster=cluster,
     )
     for (index, _path, _color), decoded in decoded_files:
         if decoded["status"] != "decoded":
