@@ -27,8 +27,10 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from usdcm.artifacts.manifest import read_manifest
 from usdcm.dicom.pixels import decode_frames
 from usdcm.dicom.sop import US_MULTIFRAME_IMAGE_STORAGE
+from usdcm.ingest import IngestOptions, ingest
 from usdcm.ingest.convert import convert_file
 
 ROWS, COLUMNS, FRAMES = 96, 128, 3
@@ -142,3 +144,21 @@ def test_pydicom_decodes_htj2k_with_pylibjpeg_openjpeg(syntax: UID) -> None:
     decoder = get_decoder(syntax)
     assert decoder.is_available
     assert "pylibjpeg" in decoder.available_plugins  # pylibjpeg-openjpeg's plugin
+
+
+def test_usdcm_ingest_accepts_each_htj2k_syntax(tmp_path: Path) -> None:
+    source = tmp_path / "export"
+    source.mkdir()
+    for index, (syntax, reversible) in enumerate(
+        [(HTJ2KLossless, True), (HTJ2KLosslessRPCL, True), (HTJ2K, False)]
+    ):
+        ds = htj2k_dataset(cine(), syntax, reversible=reversible, photometric="MONOCHROME2")
+        ds.StudyInstanceUID = generate_uid(entropy_srcs=["htj2k-study"])
+        ds.SeriesInstanceUID = generate_uid(entropy_srcs=["htj2k-series"])
+        ds.PatientID = "HTJ2K-TEST"
+        write(source, ds, f"IM{index}")
+    result = ingest(source, tmp_path / "out", IngestOptions(workers=1))
+    assert result.n_images == 3 and result.n_excluded == 0
+    rows = read_manifest(tmp_path / "out" / "manifest.csv")
+    assert {row["transfer_syntax"] for row in rows} == {HTJ2KLossless, HTJ2KLosslessRPCL, HTJ2K}
+    assert all(row["frames"] == str(FRAMES) for row in rows)
