@@ -71,8 +71,10 @@ class ImageRecord:
 
     @property
     def tissue_box(self) -> tuple[int, int, int, int]:
-        """The tissue region's box as ingest crops it: the sector's bounding box (an
-        off-by-one region ends one pixel past the image and is clipped back to it)."""
+        """The tissue region's box as ingest crops it: the written region clipped to the
+        image. That is the sector's bounding box, except for an off-by-one region, declared
+        down to one row past the image: its box runs to the image's last row (black below
+        the sector)."""
         region = self.regions[0].clipped(self.rows, self.columns)
         assert region is not None  # the synth's tissue region always lies in the image
         return (region.x0, region.y0, region.x1, region.y1)
