@@ -327,7 +327,8 @@ def _video_demuxer(data: bytes, syntax: UID) -> str:
     """The one FFmpeg demuxer for ``data``, chosen from its first bytes.
 
     MPEG-2 transport stream (a sync byte every 188 bytes), MP4 (an ``ftyp`` box), MPEG
-    program stream (a pack header), otherwise the elementary stream of the syntax's codec.
+    program stream (a pack header), otherwise an elementary stream of the codec its first
+    unit names (so that a mislabelled stream is refused for its codec), else the syntax's.
     """
     if len(data) >= 2 * _TS_PACKET and data[0] == data[_TS_PACKET] == 0x47:
         return "mpegts"
@@ -335,9 +336,27 @@ def _video_demuxer(data: bytes, syntax: UID) -> str:
         return "mp4"
     if data.startswith(b"\x00\x00\x01\xba"):
         return "mpeg"
-    codecs = _VIDEO_CODECS[syntax]
-    if "h264" in codecs:
-        return "h264"
-    if "hevc" in codecs:
+    codec = _elementary_codec(data)
+    if codec is None:
+        codecs = _VIDEO_CODECS[syntax]
+        codec = "h264" if "h264" in codecs else "hevc" if "hevc" in codecs else "mpeg2video"
+    return {"h264": "h264", "hevc": "hevc"}.get(codec, "mpegvideo")
+
+
+def _elementary_codec(data: bytes) -> str | None:
+    """The codec of an elementary stream, from its first start code and unit header:
+    an MPEG-2 sequence header, an HEVC parameter set or access unit delimiter, or an H.264
+    one. ``None`` when the first unit says nothing (the syntax's codec is then assumed)."""
+    start = data.find(b"\x00\x00\x01", 0, 64)
+    if start < 0 or start + 5 > len(data):
+        return None
+    first, second = data[start + 3], data[start + 4]
+    if first == 0xB3:  # sequence_header_code
+        return "mpeg2video"
+    if first & 0x80:  # forbidden_zero_bit of a NAL unit header
+        return None
+    if (first >> 1) & 0x3F in (32, 33, 34, 35) and second & 0x07 != 0:  # nuh_temporal_id + 1
         return "hevc"
-    return "mpegvideo"
+    if first & 0x1F in (7, 8, 9):  # sequence or picture parameter set, access unit delimiter
+        return "h264"
+    return None

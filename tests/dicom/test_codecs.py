@@ -1,0 +1,364 @@
+"""JPEG XL (imagecodecs) and MPEG-2, H.264, HEVC video (PyAV) behind ``decode_frames``.
+
+Every file is written by :mod:`usdcm.synth.codecs` from a small gray cine drawn here, so
+the decoded pixels are compared with the exact source. The tolerances are the loss measured
+on this content (mean and 99th percentile of the absolute error, 8-bit levels) with a margin.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from numpy.typing import NDArray
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate, generate_fragments, parse_basic_offsets
+from pydicom.sequence import Sequence
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+
+from usdcm.dicom import codecs
+from usdcm.dicom.codecs import JPEG_XL_SYNTAXES, VIDEO_SYNTAXES, codec_library, jpegxl_shape
+from usdcm.dicom.pixels import decode_frames, syntax_label
+from usdcm.errors import DecodeError
+from usdcm.ingest.convert import decode_volume, exclusion_for
+from usdcm.synth import codecs as synth_codecs
+from usdcm.synth.codecs import CODEC_SYNTAXES, VideoContainer, transcode
+
+FRAMES, ROWS, COLUMNS = 6, 64, 96
+US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"
+
+pytestmark = pytest.mark.skipif(
+    not codecs.jpegxl_available(), reason="imagecodecs was built without JPEG XL"
+)
+
+# (mean, 99th percentile) of |decoded - source| in 8-bit levels. Measured on ``_cine`` with
+# seeds 0-2 at the encoders' defaults (libx264 crf 23, libx265 crf 28, mpeg2video qscale 2-31,
+# libjxl distance 1): MPEG-2 2.97/18, H.264 3.16/11, HEVC 3.91/15, HEVC Main 10 3.78/13.7,
+# JPEG XL lossless 0/0, JPEG recompression 2.02/7, JPEG XL 1.95/6. Bounds: those plus ~20%.
+LOSS: dict[str, tuple[float, float]] = {
+    "1.2.840.10008.1.2.4.100": (3.6, 22.0),
+    "1.2.840.10008.1.2.4.101": (3.6, 22.0),
+    "1.2.840.10008.1.2.4.102": (3.8, 14.0),
+    "1.2.840.10008.1.2.4.103": (3.8, 14.0),
+    "1.2.840.10008.1.2.4.104": (3.8, 14.0),
+    "1.2.840.10008.1.2.4.107": (4.7, 18.0),
+    "1.2.840.10008.1.2.4.108": (4.6, 17.0),
+    "1.2.840.10008.1.2.4.110": (0.0, 0.0),
+    "1.2.840.10008.1.2.4.111": (2.5, 9.0),
+    "1.2.840.10008.1.2.4.112": (2.4, 8.0),
+}
+# FFmpeg's YCbCr -> RGB conversion rounds down: about -0.48 levels on average, measured
+# with lossless HEVC (whose error is then at most 1). A range mix-up would be ~10x that.
+MAX_BIAS = 0.75
+
+
+def _cine(seed: int = 0) -> NDArray[np.uint8]:
+    """A gray cine: smooth speckle-like texture over a depth ramp, moving a little each frame."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0.0, 1.0, (ROWS + 8, COLUMNS + 8 * FRAMES))
+    kernel = np.ones(5) / 5.0
+    for axis in (0, 1):
+        noise = np.apply_along_axis(np.convolve, axis, noise, kernel, mode="same")
+    ramp = np.linspace(180.0, 60.0, ROWS)[:, np.newaxis]
+    frames = [
+        np.clip(ramp + 90.0 * noise[4 : 4 + ROWS, 2 * k : 2 * k + COLUMNS], 0, 255)
+        for k in range(FRAMES)
+    ]
+    return np.rint(np.stack(frames)).astype(np.uint8)
+
+
+def _native(pixels: NDArray[np.uint8], photometric: str = "MONOCHROME2") -> bytes:
+    """An explicit VR little endian US multi-frame file holding ``pixels``, with one region."""
+    ds = Dataset()
+    ds.SOPClassUID = US_MULTIFRAME
+    ds.SOPInstanceUID = generate_uid()
+    ds.Modality = "US"
+    ds.NumberOfFrames = pixels.shape[0]
+    ds.FrameTime = "40.0"
+    ds.Rows, ds.Columns = pixels.shape[1], pixels.shape[2]
+    ds.SamplesPerPixel = 3 if pixels.ndim == 4 else 1
+    if pixels.ndim == 4:
+        ds.PlanarConfiguration = 0
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    region = Dataset()
+    region.RegionSpatialFormat = 1
+    region.RegionDataType = 1
+    region.RegionFlags = 0
+    region.RegionLocationMinX0, region.RegionLocationMinY0 = 8, 4
+    region.RegionLocationMaxX1, region.RegionLocationMaxY1 = COLUMNS - 9, ROWS - 5
+    region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = 3  # cm
+    region.PhysicalDeltaX = region.PhysicalDeltaY = 0.02
+    ds.SequenceOfUltrasoundRegions = Sequence([region])
+    ds.PixelData = pixels.tobytes()
+    ds["PixelData"].VR = "OB"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _read(data: bytes) -> Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(io.BytesIO(data))
+
+
+@pytest.fixture(scope="module")
+def cine() -> NDArray[np.uint8]:
+    return _cine()
+
+
+@pytest.fixture(scope="module")
+def gray_file(cine: NDArray[np.uint8]) -> bytes:
+    return _native(cine)
+
+
+@pytest.fixture(scope="module")
+def encoded(gray_file: bytes) -> dict[UID, bytes]:
+    """The gray cine in every syntax synth writes, encoded once for the module."""
+    return {syntax: transcode(gray_file, syntax) for syntax in CODEC_SYNTAXES}
+
+
+def _error(ds: Dataset, decoded: NDArray[np.unsignedinteger], source: NDArray[np.uint8]):
+    """Signed error in 8-bit levels (10-bit output is brought back to 8-bit scale)."""
+    scale = ((1 << int(ds.BitsStored)) - 1) / 255.0
+    return decoded.astype(np.float64) / scale - source.astype(np.float64)
+
+
+def _stream(ds: Dataset) -> bytes:
+    buffer = io.BytesIO(ds.PixelData)
+    parse_basic_offsets(buffer)
+    return b"".join(generate_fragments(buffer))
+
+
+# --- every syntax: pixels within the codec's measured loss -----------------------------------
+
+
+@pytest.mark.parametrize("syntax", CODEC_SYNTAXES, ids=lambda uid: str(uid).rsplit(".", 1)[-1])
+def test_decoded_pixels_match_the_source_within_the_codec_loss(
+    syntax: UID, encoded: dict[UID, bytes], cine: NDArray[np.uint8]
+) -> None:
+    ds = _read(encoded[syntax])
+    assert str(ds.file_meta.TransferSyntaxUID) == syntax
+    decoded = decode_frames(ds)
+    deep = syntax == synth_codecs.HEVC_MAIN_10
+    assert decoded.shape == cine.shape
+    assert decoded.dtype == (np.uint16 if deep else np.uint8)
+    error = _error(ds, decoded, cine)
+    mean_bound, p99_bound = LOSS[syntax]
+    assert float(np.abs(error).mean()) <= mean_bound
+    assert float(np.percentile(np.abs(error), 99)) <= p99_bound
+    assert abs(float(error.mean())) <= MAX_BIAS
+    if syntax == synth_codecs.JPEG_XL_LOSSLESS:
+        np.testing.assert_array_equal(decoded, cine)
+
+
+def test_every_syntax_names_its_library() -> None:
+    for syntax in JPEG_XL_SYNTAXES:
+        assert codec_library(syntax) == "imagecodecs"
+    for syntax in VIDEO_SYNTAXES:
+        assert codec_library(syntax) == "PyAV"
+    assert len(VIDEO_SYNTAXES) == 16  # .100-.108 and the fragmentable .100.1-.106.1
+    assert syntax_label("1.2.840.10008.1.2.4.107") == (
+        "HEVC/H.265 Main Profile / Level 5.1 (1.2.840.10008.1.2.4.107)"
+    )
+
+
+def test_video_color_is_rgb_and_gray_stays_neutral(encoded: dict[UID, bytes]) -> None:
+    rgb = decode_frames(_read(encoded[synth_codecs.H264_HIGH_41]), keep_color=True)
+    assert rgb.shape == (FRAMES, ROWS, COLUMNS, 3)
+    assert int(np.abs(rgb[..., 0].astype(int) - rgb[..., 2]).max()) <= 1
+
+
+def test_jpegxl_keeps_rgb_and_palette_lossless(cine: NDArray[np.uint8]) -> None:
+    rgb = np.stack([cine, cine[:, ::-1], 255 - cine], axis=-1)
+    ds = _read(transcode(_native(rgb, "RGB"), synth_codecs.JPEG_XL_LOSSLESS))
+    assert ds.PhotometricInterpretation == "RGB"
+    np.testing.assert_array_equal(decode_frames(ds, keep_color=True), rgb)
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("examples_palette.dcm")
+    assert path is not None
+    data = Path(path).read_bytes()
+    expected = decode_frames(_read(data), keep_color=True)
+    ds = _read(transcode(data, synth_codecs.JPEG_XL_LOSSLESS))
+    assert ds.PhotometricInterpretation == "PALETTE COLOR"
+    np.testing.assert_array_equal(decode_frames(ds, keep_color=True), expected)
+
+
+def test_jpeg_recompression_declares_ybr_and_decodes_to_rgb(cine: NDArray[np.uint8]) -> None:
+    rgb = np.stack([cine, cine, cine], axis=-1)
+    ds = _read(transcode(_native(rgb, "RGB"), synth_codecs.JPEG_XL_JPEG_RECOMPRESSION))
+    assert ds.PhotometricInterpretation == "YBR_FULL_422"
+    decoded = decode_frames(ds)
+    assert (
+        float(np.abs(decoded.astype(float) - cine).mean())
+        <= LOSS[ds.file_meta.TransferSyntaxUID][0]
+    )
+
+
+# --- video containers and fragments ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("syntax", "container"),
+    [
+        (synth_codecs.MPEG2_MAIN_LEVEL, VideoContainer.PROGRAM_STREAM),
+        (synth_codecs.MPEG2_MAIN_LEVEL, VideoContainer.TRANSPORT_STREAM),
+        (synth_codecs.H264_HIGH_41, VideoContainer.TRANSPORT_STREAM),
+        (synth_codecs.H264_HIGH_41, VideoContainer.MP4),
+        (synth_codecs.HEVC_MAIN, VideoContainer.MP4),
+    ],
+)
+def test_every_container_decodes_like_the_elementary_stream(
+    syntax: UID, container: VideoContainer, gray_file: bytes, encoded: dict[UID, bytes]
+) -> None:
+    packed = decode_frames(_read(transcode(gray_file, syntax, container=container)))
+    np.testing.assert_array_equal(packed, decode_frames(_read(encoded[syntax])))
+
+
+def test_a_stream_split_over_fragments_decodes_the_same(encoded: dict[UID, bytes]) -> None:
+    ds = _read(encoded[synth_codecs.H264_HIGH_41])
+    whole = decode_frames(ds)
+    stream = _stream(ds)
+    ds.PixelData = encapsulate([stream], fragments_per_frame=5, has_bot=False)
+    ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.4.102.1")  # fragmentable
+    np.testing.assert_array_equal(decode_frames(ds), whole)
+
+
+# --- frame count: excluded with a reason, never truncated ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("declared", "pattern"),
+    [
+        (FRAMES + 1, rf"holds {FRAMES} frame\(s\) but the header declares {FRAMES + 1}"),
+        (FRAMES - 1, r"more frames than the header declares"),
+    ],
+)
+@pytest.mark.parametrize("syntax", [synth_codecs.MPEG2_MAIN_LEVEL, synth_codecs.HEVC_MAIN])
+def test_a_frame_count_that_disagrees_is_refused(
+    syntax: UID, declared: int, pattern: str, encoded: dict[UID, bytes]
+) -> None:
+    ds = _read(encoded[syntax])
+    ds.NumberOfFrames = declared
+    with pytest.raises(DecodeError, match=pattern):
+        decode_frames(ds)
+
+
+def test_ingest_excludes_a_short_video_with_its_reason(
+    tmp_path: Path, encoded: dict[UID, bytes]
+) -> None:
+    ds = _read(encoded[synth_codecs.H264_HIGH_41])
+    ds.NumberOfFrames = FRAMES + 2
+    path = tmp_path / "short.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(DecodeError) as raised:
+        decode_volume(path, keep_color=False)
+    record = exclusion_for(raised.value)
+    assert (record["status"], record["code"]) == ("excluded", "decode_error")
+    assert f"but the header declares {FRAMES + 2}" in record["reason"]
+    assert "H.264" in record["reason"]
+
+
+def test_ingest_crops_and_calibrates_a_video_like_any_cine(
+    tmp_path: Path, encoded: dict[UID, bytes]
+) -> None:
+    path = tmp_path / "hevc.dcm"
+    path.write_bytes(encoded[synth_codecs.HEVC_MAIN])
+    volume = decode_volume(path, keep_color=False)
+    assert (volume.frames, volume.height, volume.width) == (FRAMES, ROWS - 8, COLUMNS - 16)
+    assert volume.spacing_mm == pytest.approx((0.2, 0.2))
+
+
+# --- undecodable files: excluded with a reason, as before -----------------------------------
+
+
+def test_a_stream_of_another_codec_is_refused(encoded: dict[UID, bytes]) -> None:
+    ds = _read(encoded[synth_codecs.HEVC_MAIN])
+    ds.file_meta.TransferSyntaxUID = synth_codecs.H264_HIGH_41
+    with pytest.raises(DecodeError, match=r"holds hevc video, not h264"):
+        decode_frames(ds)
+
+
+def test_a_stream_of_another_size_is_refused_before_decoding(encoded: dict[UID, bytes]) -> None:
+    ds = _read(encoded[synth_codecs.MPEG2_MAIN_LEVEL])
+    ds.Rows = ROWS * 2
+    with pytest.raises(DecodeError, match=rf"is {ROWS} rows x {COLUMNS} columns, but the header"):
+        decode_frames(ds)
+
+
+@pytest.mark.parametrize("syntax", [s for s in CODEC_SYNTAXES if s in VIDEO_SYNTAXES])
+def test_a_truncated_or_garbled_stream_is_a_decode_error(
+    syntax: UID, encoded: dict[UID, bytes]
+) -> None:
+    ds = _read(encoded[syntax])
+    stream = _stream(ds)
+    ds.PixelData = encapsulate([stream[: len(stream) // 3]], has_bot=False)
+    with pytest.raises(DecodeError):
+        decode_frames(ds)
+    ds.PixelData = encapsulate([bytes(range(256)) * 64], has_bot=False)
+    with pytest.raises(DecodeError):
+        decode_frames(ds)
+
+
+def test_a_jpegxl_frame_of_another_size_is_refused_before_decoding(
+    encoded: dict[UID, bytes],
+) -> None:
+    ds = _read(encoded[synth_codecs.JPEG_XL])
+    ds.Columns = COLUMNS + 8
+    with pytest.raises(DecodeError, match=rf"codestream of frame 1 is {ROWS} rows x {COLUMNS}"):
+        decode_frames(ds)
+
+
+def test_a_broken_jpegxl_frame_is_a_decode_error(encoded: dict[UID, bytes]) -> None:
+    ds = _read(encoded[synth_codecs.JPEG_XL_LOSSLESS])
+    frames = [b"\xff\x0a" + bytes(range(200))] * FRAMES
+    ds.PixelData = encapsulate(frames)
+    with pytest.raises(DecodeError, match=r"libjxl cannot decode|JPEG XL"):
+        decode_frames(ds)
+
+
+def test_only_the_codec_library_is_a_valid_plugin(encoded: dict[UID, bytes]) -> None:
+    ds = _read(encoded[synth_codecs.JPEG_XL])
+    assert decode_frames(ds, plugin="imagecodecs").shape == (FRAMES, ROWS, COLUMNS)
+    with pytest.raises(DecodeError, match=r"plugin 'pylibjpeg' is not available .*imagecodecs"):
+        decode_frames(ds, plugin="pylibjpeg")
+
+
+def test_video_needs_even_sizes_to_be_written(cine: NDArray[np.uint8]) -> None:
+    with pytest.raises(ValueError, match="even rows and columns"):
+        transcode(_native(np.ascontiguousarray(cine[:, :-1, :])), synth_codecs.H264_HIGH_41)
+
+
+# --- the JPEG XL size header -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "shape", [(64, 80), (63, 81), (100, 100), (90, 120), (1, 1), (3000, 17), (576, 720, 3)]
+)
+def test_jpegxl_shape_reads_every_size_field(shape: tuple[int, ...]) -> None:
+    import imagecodecs
+
+    frame = imagecodecs.jpegxl_encode(np.zeros(shape, np.uint8), lossless=True)
+    assert jpegxl_shape(bytes(frame)) == shape[:2]
+
+
+def test_jpegxl_shape_reads_a_container(cine: NDArray[np.uint8]) -> None:
+    import imagecodecs
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(cine[0, :33, :47]).save(buffer, format="JPEG")
+    container = bytes(imagecodecs.jpegxl_encode_jpeg(buffer.getvalue()))
+    assert container.startswith(b"\x00\x00\x00\x0cJXL ")
+    assert jpegxl_shape(container) == (33, 47)
+    assert jpegxl_shape(container[:40]) is None
