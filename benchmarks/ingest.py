@@ -7,8 +7,11 @@ own ``decode_frames``) of the files ingest keeps: ingest's overhead is measured 
 When ``dcm2niix`` is on PATH it is run on the export folder too (timed, outputs counted),
 and once per file so that every tool's failures can be listed by the category the export
 itself knows (transfer syntax, photometric interpretation, no preamble, junk kind).
+Last, ``--scheduler local`` (a Dask LocalCluster of 2 worker processes, its start
+included) against the process pool of 2 workers, on the same export, as a ratio of times.
 
-Run: ``python benchmarks/ingest.py [--patients 40] [--frames 8]`` (``make bench``).
+Run: ``python benchmarks/ingest.py [--patients 40] [--frames 8] [--dask-repeats 3]``
+(``make bench``).
 """
 
 from __future__ import annotations
@@ -148,6 +151,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--frames", type=int, default=8, help="typical cine length")
     parser.add_argument("--max-workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--dask-repeats",
+        type=int,
+        default=3,
+        help="runs of each of Dask LocalCluster and process pool at 2 workers (0: skip)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -220,6 +229,34 @@ def main() -> None:
                     f"(efficiency {one / seconds / workers:.0%})"
                 )
         print_failures(categories(export, files), converted)
+        if args.dask_repeats > 0:
+            dask_against_pool(export.root, root, args.dask_repeats)
+
+
+def dask_against_pool(source: Path, root: Path, repeats: int) -> None:
+    """``--scheduler local`` against the process pool, 2 workers each, alternated; the
+    median of ``repeats`` runs each, the cluster's start included (a user pays it)."""
+    from usdcm.parallel import open_scheduler
+
+    seconds: dict[str, list[float]] = {"process": [], "local": []}
+    for _ in range(repeats):
+        for scheduler in seconds:
+            out = root / f"usdcm-{scheduler}"
+            started = time.perf_counter()
+            ingest(source, out, IngestOptions(workers=2, scheduler=scheduler))
+            seconds[scheduler].append(time.perf_counter() - started)
+            shutil.rmtree(out)
+    started = time.perf_counter()
+    with open_scheduler("local", workers=2):
+        pass
+    start_s = time.perf_counter() - started
+    pool, dask = (float(np.median(seconds[name])) for name in ("process", "local"))
+    print(f"\nDask LocalCluster vs process pool, 2 workers each, median of {repeats}:")
+    print(f"process pool: {pool:.2f} s; Dask LocalCluster: {dask:.2f} s")
+    print(
+        f"Dask / process pool time: {dask / pool:.2f}x "
+        f"(LocalCluster start and stop alone: {start_s:.2f} s)"
+    )
 
 
 if __name__ == "__main__":
