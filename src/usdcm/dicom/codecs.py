@@ -71,6 +71,14 @@ _JXL_CONTAINER = b"\x00\x00\x00\x0cJXL \r\n\x87\n"
 # (numerator, denominator) of the JPEG XL SizeHeader aspect ratios 1..7 (ISO/IEC 18181-1).
 _JXL_RATIOS = ((1, 1), (12, 10), (4, 3), (3, 2), (16, 9), (5, 4), (2, 1))
 _TS_PACKET = 188
+# FFmpeg's planar 4:4:4 formats by bit depth: the chroma brought to full size, depth kept.
+_PLANAR_444 = {
+    8: "yuv444p",
+    9: "yuv444p9le",
+    10: "yuv444p10le",
+    12: "yuv444p12le",
+    16: "yuv444p16le",
+}
 
 
 def codec_library(syntax: str) -> str | None:
@@ -244,7 +252,7 @@ def video_frames(
     Yields
     ------
     numpy.ndarray
-        ``(rows, columns, 3)`` RGB frames (FFmpeg's YCbCr to RGB conversion), in
+        ``(rows, columns, 3)`` RGB frames, rounded to nearest (see :func:`_frame_rgb`), in
         presentation order; the caller counts them against Number of Frames.
 
     Raises
@@ -279,8 +287,6 @@ def video_frames(
             raise DecodeError(message)
         _check_video_size(int(context.width), int(context.height), rows, columns, label)
         context.thread_count = 1  # one core per worker: ingest runs one worker per core
-        pixel_format = "rgb24" if bits_stored <= 8 else "rgb48le"
-        shift = 0 if bits_stored <= 8 else 16 - bits_stored
         index = 0
         last_pts: int | None = None
         decoded = container.decode(stream)
@@ -301,11 +307,53 @@ def video_frames(
                     )
                     raise DecodeError(message)
                 last_pts = int(frame.pts)
-            rgb: NDArray[Any] = frame.to_ndarray(format=pixel_format)
-            if shift:
-                rgb = np.right_shift(rgb, shift)
             index += 1
-            yield rgb
+            yield _frame_rgb(frame, bits_stored)
+
+
+def _frame_rgb(frame: Any, bits_stored: int) -> NDArray[Any]:
+    """One decoded frame as RGB at ``bits_stored`` bits, rounded to nearest.
+
+    Y'CbCr is converted here rather than by FFmpeg's swscale, whose conversion rounds down
+    (-0.48 levels on average, measured): the chroma planes are brought to full resolution
+    (the only resampling, done by swscale), then BT.601 (or BT.709 where the stream signals
+    it) in the stream's range (limited unless it signals full), in floating point.
+    """
+    depth = max(int(component.bits) for component in frame.format.components)
+    depth = depth if depth in _PLANAR_444 else 16
+    full = frame.reformat(format=_PLANAR_444[depth])  # the depth kept: no rescaling
+    deep = depth > 8
+    dtype = np.dtype("<u2") if deep else np.dtype(np.uint8)
+    planes = [
+        np.frombuffer(plane, dtype).reshape(plane.height, -1)[:, : plane.width]
+        for plane in full.planes[:3]
+    ]
+    luma, cb, cr = (plane.astype(np.float32) for plane in planes)
+    unit = float(1 << (depth - 8))  # one 8-bit level in the plane's scale
+    if int(frame.color_range) == 2:  # full range (JPEG)
+        luma_scale, chroma_scale, black = 255.0 * unit, 255.0 * unit, 0.0
+    else:
+        luma_scale, chroma_scale, black = 219.0 * unit, 224.0 * unit, 16.0 * unit
+    red_weight, blue_weight = (0.2126, 0.0722) if int(frame.colorspace) == 1 else (0.299, 0.114)
+    green_weight = 1.0 - red_weight - blue_weight
+    y = (luma - black) / luma_scale
+    pb = (cb - 128.0 * unit) / chroma_scale
+    pr = (cr - 128.0 * unit) / chroma_scale
+    red = y + 2.0 * (1.0 - red_weight) * pr
+    blue = y + 2.0 * (1.0 - blue_weight) * pb
+    green = (
+        y
+        - (
+            2.0 * (1.0 - blue_weight) * blue_weight * pb
+            + 2.0 * (1.0 - red_weight) * red_weight * pr
+        )
+        / green_weight
+    )
+    top = float((1 << bits_stored) - 1)
+    rgb = np.stack((red, green, blue), axis=-1)
+    rgb = np.clip(np.rint(rgb * top), 0.0, top)
+    result: NDArray[Any] = rgb.astype(np.uint8 if bits_stored <= 8 else np.uint16)
+    return result
 
 
 def _check_video_size(width: int, height: int, rows: int, columns: int, label: str) -> None:
