@@ -41,7 +41,7 @@ from pydicom.encaps import encapsulate
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.pixels.processing import apply_color_lut
-from pydicom.uid import UID
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from usdcm.dicom.codecs import JPEG_XL_SYNTAXES
 
@@ -131,8 +131,8 @@ def transcode(
     Parameters
     ----------
     data : bytes
-        A Part 10 file whose pixels pydicom decodes: MONOCHROME2, RGB, YBR_FULL_422 or
-        PALETTE COLOR, 8 bits.
+        A Part 10 file or a bare data set whose pixels pydicom decodes: MONOCHROME2, RGB,
+        YBR_FULL_422 or PALETTE COLOR, 8 bits.
     syntax : str
         One of :data:`CODEC_SYNTAXES`.
     container : VideoContainer or str, optional
@@ -169,7 +169,13 @@ def transcode(
     container = VideoContainer(container)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = pydicom.dcmread(io.BytesIO(data))
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)  # synth also writes bare data sets
+        if "TransferSyntaxUID" not in ds.get("file_meta", {}):
+            implicit, _little = ds.original_encoding
+            ds.file_meta = FileMetaDataset()
+            ds.file_meta.TransferSyntaxUID = (
+                ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+            )
         frames, photometric = _source_frames(ds)
     for keyword in ("PlanarConfiguration", "LossyImageCompressionRatio"):
         if keyword in ds:
