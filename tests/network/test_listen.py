@@ -446,3 +446,33 @@ def test_every_decodable_syntax_dcmtk_writes_is_stored_as_sent(tmp_path: Path) -
         received = pydicom.dcmread(store.path_of(keys))
         assert received.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID, name
         assert received.PixelData == original.PixelData, name
+
+
+def test_jpeg_xl_and_video_cine_are_accepted_and_stored_as_sent(
+    tmp_path: Path, mixed_export: ExportSummary
+) -> None:
+    # syntaxes pydicom cannot decode but usdcm can (imagecodecs, PyAV): a scanner's JPEG XL
+    # or H.264 cine must be received, not refused at association time
+    from usdcm.network.send import send_files
+    from usdcm.synth.codecs import transcode
+
+    sources = [record.path for record in mixed_export.images if record.photometric == "MONOCHROME2"]
+    files = []
+    # one source image per syntax: each file keeps its own SOP instance UID
+    syntaxes = ("1.2.840.10008.1.2.4.110", "1.2.840.10008.1.2.4.102")
+    for source, syntax in zip(sources[:2], syntaxes, strict=True):
+        path = tmp_path / f"{syntax}.dcm"
+        path.write_bytes(transcode((mixed_export.root / source).read_bytes(), syntax))
+        files.append(path)
+    with listening(tmp_path) as running:
+        result = send_files(files, dimse=f"USDCM@127.0.0.1:{running.port}", outbox=tmp_path / "out")
+        assert result.ok, result.failed
+        stored = _stored(running.store)
+
+    # stored as received, never transcoded: the same syntax and the same encapsulated bytes
+    def content(paths: list[Path]) -> list[tuple[str, bytes]]:
+        read = [pydicom.dcmread(path) for path in paths]
+        return sorted((str(d.file_meta.TransferSyntaxUID), d.PixelData) for d in read)
+
+    assert content(stored) == content(files)
+    assert {syntax for syntax, _ in content(stored)} == set(syntaxes)

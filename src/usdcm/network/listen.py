@@ -118,7 +118,8 @@ STATUS_CANNOT_UNDERSTAND = 0xC000
 
 
 def accepted_transfer_syntaxes() -> list[UID]:
-    """Every transfer syntax usdcm can decode here, uncompressed first.
+    """Every transfer syntax usdcm can decode here, uncompressed first; then JPEG XL (when
+    imagecodecs has it) and the video syntaxes (PyAV), which usdcm decodes itself.
 
     Examples
     --------
@@ -135,6 +136,12 @@ def accepted_transfer_syntaxes() -> list[UID]:
             except NotImplementedError:
                 continue
         accepted.append(syntax)
+    # JPEG XL and video: decoded by usdcm.dicom.codecs (imagecodecs, PyAV), not pydicom
+    from usdcm.dicom.codecs import JPEG_XL_SYNTAXES, VIDEO_SYNTAXES, jpegxl_available
+
+    if jpegxl_available():
+        accepted.extend(sorted(JPEG_XL_SYNTAXES))
+    accepted.extend(sorted(VIDEO_SYNTAXES))
     return accepted
 
 
