@@ -517,13 +517,19 @@ def _connected(value: str, workers: int) -> Iterator[DaskCluster]:
             client = Client(value, timeout=CONNECT_TIMEOUT_S)  # type: ignore[no-untyped-call]
             address = value
         cluster = DaskCluster(client, address, local)
-    except (OSError, TimeoutError) as err:
+    except (OSError, TimeoutError, RuntimeError) as err:
         if local is not None:
             local.close()
-        message = (
-            f"Cannot reach the Dask scheduler at {value} ({type(err).__name__}); start it "
-            "(`dask scheduler`) or check the address."
-        )
+        if value == LOCAL_CLUSTER:
+            message = (
+                f"Cannot start a Dask LocalCluster ({type(err).__name__}: {err}); a script "
+                "that starts one needs its code under `if __name__ == '__main__':`."
+            )
+        else:
+            message = (
+                f"Cannot reach the Dask scheduler at {value} ({type(err).__name__}); start "
+                "it (`dask scheduler`) or check the address."
+            )
         raise SchedulerError(message) from err
     try:
         try:
