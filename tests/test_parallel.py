@@ -180,3 +180,45 @@ def test_an_unreachable_scheduler_is_one_clear_line(monkeypatch: pytest.MonkeyPa
     unreachable = open_scheduler(f"tcp://127.0.0.1:{port}", workers=1)
     with pytest.raises(SchedulerError, match="Cannot reach the Dask scheduler at tcp://127"):
         unreachable.__enter__()
+
+
+def stuck_in_c_unless_small(value: int) -> int:
+    """``time.sleep`` in C for 30 s when ``value`` is 3: no asynchronous exception ends it."""
+    if value == 3:
+        time.sleep(30)
+    return value * value
+
+
+def test_dask_ends_a_worker_stuck_in_c_code_and_reports_a_timeout(
+    local_cluster: DaskCluster,
+) -> None:
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class ShortGrace(WorkerPlugin):
+        """Every worker, restarted ones too, ends a stuck file 0.5 s past its limit."""
+
+        def setup(self, worker: object) -> None:
+            import usdcm.parallel
+
+            usdcm.parallel.HARD_KILL_GRACE_S = 0.5
+
+    local_cluster.client.register_plugin(ShortGrace(), name="short-grace")
+    try:
+        started = time.monotonic()
+        results = dict(
+            map_files(
+                stuck_in_c_unless_small,
+                list(range(6)),
+                workers=1,
+                batch_size=3,
+                on_crash=lambda _: -1,
+                on_timeout=lambda _: -2,
+                timeout_s=0.5,
+                cluster=local_cluster,
+            )
+        )
+        assert results == {0: 0, 1: 1, 2: 4, 3: -2, 4: 16, 5: 25}
+        assert time.monotonic() - started < 25
+    finally:
+        local_cluster.client.unregister_worker_plugin("short-grace")
+        local_cluster.client.wait_for_workers(2, timeout=30)

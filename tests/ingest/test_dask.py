@@ -125,18 +125,21 @@ def dask_cluster(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes],
     """A real ``dask scheduler`` and two single-threaded ``dask worker`` processes (no nanny,
     so a killed worker stays dead) on loopback ports: ``(address, scheduler, worker pids)``."""
     address = f"tcp://127.0.0.1:{free_port()}"
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     host, port = address.removeprefix("tcp://").split(":")
     scheduler = subprocess.Popen(
-        [str(DASK), "scheduler", "--host", host, "--port", port, "--no-dashboard"], env=env, **quiet
+        [str(DASK), "scheduler", "--host", host, "--port", port, "--no-dashboard"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     workers = [
         subprocess.Popen(
             [str(DASK), "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard"],
             env=env,
             cwd=tmp_path,
-            **quiet,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         for _ in range(2)
     ]
