@@ -87,6 +87,21 @@ def test_manifest_rows_are_complete_and_point_at_real_images(
     )
 
 
+def test_manifest_notes_the_region_habits_synth_wrote(
+    ingested: tuple[IngestResult, Path], synth_export: ExportSummary
+) -> None:
+    _, out = ingested
+    rows = {row["sop_uid"]: row for row in read_csv(out / "manifest.csv")}
+    notes = set()
+    for record in synth_export.images:
+        row = rows[record.sop_instance_uid]
+        assert row["region_note"] == record.region_note, record.region_habit
+        assert row["crop"] == ",".join(str(value) for value in record.tissue_box)
+        assert float(row["spacing_x_mm"]) > 0 and float(row["spacing_y_mm"]) > 0
+        notes.add(row["region_note"])
+    assert {"", "clipped_1px", "negative_delta_x", "clipped_1px;negative_delta_x"} <= notes
+
+
 def test_ingest_json_counts_reasons_and_labels(ingested: tuple[IngestResult, Path]) -> None:
     result, out = ingested
     summary = json.loads((out / "ingest.json").read_text())
@@ -220,7 +235,7 @@ def test_the_manifest_records_sex_age_band_and_study_year_from_the_headers(
     )
     by_sop = {str(instance.sop_instance_uid): patient for patient, _, instance in plan.instances}
     rows = read_manifest(out / "manifest.csv")
-    assert rows and {row["schema_version"] for row in rows} == {"2"}
+    assert rows and {row["schema_version"] for row in rows} == {"3"}
     for row in rows:
         patient = by_sop[row["sop_uid"]]
         expected = (patient.sex, age_band(patient.age_years), str(patient.study_date.year))

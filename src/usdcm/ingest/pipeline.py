@@ -59,7 +59,8 @@ from usdcm.privacy import PathRedactor, ProjectSecret
 STATE_DIR = ".usdcm"
 IMAGES_DIR = "images"
 STAGING_DIR = "staging"
-CONVERT_VERSION = 1  # bump when the conversion changes, so re-runs redo the images
+CONVERT_VERSION = 2  # bump when the conversion changes, so re-runs redo the images
+# 2: tolerant region reading (spacing kept for an off-by-one or negative delta; region_note)
 RETRIED_CODES = frozenset({"unreadable"})
 """Exclusions that may be transient (a permission, a vanished file): never reused."""
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -192,6 +193,7 @@ class _Image(NamedTuple):
     spacing_x_mm: float | None
     spacing_y_mm: float | None
     crop: str
+    region_note: str
 
 
 _Exclusion = tuple[str, str]
@@ -315,6 +317,7 @@ class _Run:
             spacing_x_mm=value["spacing_x_mm"],
             spacing_y_mm=value["spacing_y_mm"],
             crop=self.share(value["crop"]),
+            region_note=self.share(value.get("region_note", "")),
         )
         key = (image, type(image.spacing_x_mm), type(image.spacing_y_mm))
         return self._images.setdefault(key, image)
@@ -485,6 +488,7 @@ class _Run:
                 spacing_x_mm=converted.spacing_x_mm,
                 spacing_y_mm=converted.spacing_y_mm,
                 crop=converted.crop,
+                region_note=converted.region_note,
                 manufacturer=scan.manufacturer,
                 model=scan.model,
                 modality=scan.modality,
