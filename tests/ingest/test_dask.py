@@ -169,6 +169,19 @@ def wait_for_converts(process: subprocess.Popen[bytes], journal: Path, count: in
     assert process.poll() is None, "ingest finished before the cluster could be hurt"
 
 
+def ingest_on_cluster(
+    synth_export: ExportSummary, reference_out: Path, out: Path, address: str
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start ``usdcm ingest --scheduler address`` into ``out`` with the reference's secret,
+    and return once two images are converted (the run is under way, not finished)."""
+    (out / ".usdcm").mkdir(parents=True)
+    shutil.copy(reference_out / ".usdcm" / "secret", out / ".usdcm" / "secret")
+    labels = ["--labels", str(synth_export.labels_path), "--workers", "2"]
+    process = start_ingest(synth_export.root, out, *labels, "--scheduler", address)
+    wait_for_converts(process, out / ".usdcm" / "journal.jsonl", 2)
+    return process, out
+
+
 def test_a_real_scheduler_with_a_worker_killed_mid_run_gives_the_same_result(
     synth_export: ExportSummary,
     ingested: tuple[IngestResult, Path],
@@ -177,12 +190,7 @@ def test_a_real_scheduler_with_a_worker_killed_mid_run_gives_the_same_result(
 ) -> None:
     address, _scheduler, workers = dask_cluster
     _, reference_out = ingested
-    out = tmp_path / "out"
-    (out / ".usdcm").mkdir(parents=True)
-    shutil.copy(reference_out / ".usdcm" / "secret", out / ".usdcm" / "secret")
-    labels = ["--labels", str(synth_export.labels_path), "--workers", "2"]
-    process = start_ingest(synth_export.root, out, *labels, "--scheduler", address)
-    wait_for_converts(process, out / ".usdcm" / "journal.jsonl", 2)
+    process, out = ingest_on_cluster(synth_export, reference_out, tmp_path / "out", address)
     os.kill(workers[0], signal.SIGKILL)
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr[-2000:]
@@ -198,13 +206,8 @@ def test_a_lost_scheduler_stops_with_one_line_and_the_rerun_resumes(
 ) -> None:
     address, scheduler, _workers = dask_cluster
     _, reference_out = ingested
-    out = tmp_path / "out"
-    (out / ".usdcm").mkdir(parents=True)
-    shutil.copy(reference_out / ".usdcm" / "secret", out / ".usdcm" / "secret")
-    labels = ["--labels", str(synth_export.labels_path), "--workers", "2"]
-    process = start_ingest(synth_export.root, out, *labels, "--scheduler", address)
+    process, out = ingest_on_cluster(synth_export, reference_out, tmp_path / "out", address)
     journal = out / ".usdcm" / "journal.jsonl"
-    wait_for_converts(process, journal, 2)
     scheduler.kill()
     _, stderr = process.communicate(timeout=300)
     assert process.returncode != 0
