@@ -12,6 +12,12 @@ Not the same work: ``usdcm listen`` fsyncs every file and its folder before it a
 it, and names files by keyed hashes; ``storescp`` writes without fsync. The ratio is
 usdcm's instances per second over storescp's (target >= 0.8).
 
+With ``--ceiling`` a third receiver runs: ``usdcm listen`` in a process where ``os.fsync`` does
+nothing (storescp's durability, which usdcm does not ship) and pynetdicom's two polling loops
+(its DUL reactor's 1 ms idle delay and the association reactor's 1 ms sleep per loop) wait
+50 us instead. It shows how fast pynetdicom's receive path can go on this machine with every
+cost of usdcm's own removed: an upper bound, not a mode of the product.
+
 Run: ``python benchmarks/listen.py [--images 300] [--cines 12] [--repeats 3]`` (needs
 ``dcmtk``).
 """
@@ -39,6 +45,28 @@ US_IMAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"
 MAX_PDU = 131072
 START_TIMEOUT_S = 30.0
+
+CEILING_BOOTSTRAP = """
+import os, sys, time
+os.fsync = lambda fd: None
+import pynetdicom.association as association
+import pynetdicom.dul as dul
+class _Clock:
+    def __getattr__(self, name):
+        return getattr(time, name)
+    def sleep(self, seconds):
+        time.sleep(5e-05 if seconds == 0.001 else seconds)
+association.time = _Clock()
+_init = dul.DULServiceProvider.__init__
+def _fast_init(self, *args, **kwargs):
+    _init(self, *args, **kwargs)
+    self._run_loop_delay = 5e-05
+dul.DULServiceProvider.__init__ = _fast_init
+from usdcm.cli.app import main
+sys.argv[0] = "usdcm"
+main()
+"""
+"""``usdcm listen`` without fsync and with pynetdicom's polling delays cut (``--ceiling``)."""
 
 
 @dataclass(frozen=True)
@@ -142,7 +170,8 @@ def _count(folder: Path) -> int:
 def measure(
     receiver: str, workload: Workload, work: Path, repeats: int, env: dict[str, str]
 ) -> Timing:
-    """Best of ``repeats`` sends of ``workload`` into ``receiver`` (``usdcm`` or ``storescp``)."""
+    """Best of ``repeats`` sends of ``workload`` into ``receiver`` (``storescp``, ``usdcm`` or
+    ``ceiling``)."""
     store = work / f"{receiver}-store"
     store.mkdir()
     log = work / f"{receiver}.log"
@@ -150,7 +179,8 @@ def measure(
     if receiver == "storescp":
         command = ["storescp", "+xa", "-pdu", str(MAX_PDU), "-od", str(store), str(port)]
     else:
-        command = [sys.executable, "-m", "usdcm", "listen", "--store", str(store)]
+        start = ["-c", CEILING_BOOTSTRAP] if receiver == "ceiling" else ["-m", "usdcm"]
+        command = [sys.executable, *start, "listen", "--store", str(store)]
         command += ["--port", str(port), "--no-status", "--quiet", "1h"]
     with log.open("wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
@@ -177,7 +207,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=300, help="single-frame 640x480 images")
     parser.add_argument("--cines", type=int, default=12, help="40-frame 640x480 cine loops")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="also run usdcm listen without fsync and with pynetdicom's polling cut (a bound)",
+    )
     args = parser.parse_args()
+    receivers = ("storescp", "usdcm", "ceiling") if args.ceiling else ("storescp", "usdcm")
     for binary in ("dcmsend", "storescp"):
         if shutil.which(binary) is None:
             sys.exit(f"{binary} is not installed (apt-get install dcmtk)")
@@ -201,7 +237,7 @@ def main() -> None:
             for workload in workloads:
                 print(f"\n[{mode}] {workload.name}: {workload.bytes / 1e6:.1f} MB")
                 results = {}
-                for receiver in ("storescp", "usdcm"):
+                for receiver in receivers:
                     scratch = work / f"{workload.folder.name}-{receiver}-{int(nodelay)}"
                     scratch.mkdir()
                     timing = measure(receiver, workload, scratch, args.repeats, env)
@@ -214,6 +250,10 @@ def main() -> None:
                 ratio = results["storescp"].seconds / results["usdcm"].seconds
                 ratios[f"{mode}, {workload.name}"] = ratio
                 print(f"  ratio usdcm/storescp: {ratio:.2f} (target >= 0.8)")
+                if "ceiling" in results:
+                    bound = results["storescp"].seconds / results["ceiling"].seconds
+                    ratios[f"{mode}, {workload.name}, ceiling (no fsync, no polling)"] = bound
+                    print(f"  ratio ceiling/storescp: {bound:.2f} (an upper bound)")
         print("\nratios (usdcm/storescp, target >= 0.8):")
         for name, ratio in ratios.items():
             print(f"  {ratio:5.2f}  {name}")
