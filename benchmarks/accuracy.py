@@ -70,6 +70,8 @@ REPO = HERE.parent
 SRC = REPO / "src" / "usdcm"
 """The usdcm measured: the working tree's, or a snapshot of a commit (see ``--code``)."""
 CONFIGS = HERE / "accuracy"
+"""The row configs: the working tree's, or the snapshot's (see ``snapshot_code``)."""
+SNAPSHOT_FOLDERS = ("src", "configs", "benchmarks/accuracy")
 BASELINE = "seed_cnn"
 CODE = "working tree"
 """The commit measured, for the results (set by ``--code``)."""
@@ -185,7 +187,10 @@ def snapshot_code(revision: str, out: Path) -> tuple[str, Path]:
     """Export ``src/`` of a commit to ``out/code-<sha>`` (git archive); return (sha, src dir).
 
     Several people edit the working tree at once: measuring a commit keeps their unfinished
-    edits out of the numbers and names the code each number belongs to.
+    edits out of the numbers and names the code each number belongs to. The commit's
+    ``configs/`` and ``benchmarks/accuracy/`` (the row configs, which extend
+    ``configs/default.yaml``) come with it, so that the code reads the configs of its own
+    time, not keys that a later commit added.
     """
     sha = subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", revision], capture_output=True, text=True, check=True
@@ -194,10 +199,13 @@ def snapshot_code(revision: str, out: Path) -> tuple[str, Path]:
     if not (target / "src" / "usdcm").is_dir():
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
-        archive = subprocess.run(
-            ["git", "-C", str(REPO), "archive", sha, "src"], capture_output=True, check=True
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+        for folder in SNAPSHOT_FOLDERS:
+            archive = subprocess.run(
+                ["git", "-C", str(REPO), "archive", sha, folder], capture_output=True, check=False
+            )
+            if archive.returncode != 0:  # a commit from before the folder existed
+                continue
+            subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
     return sha, target / "src"
 
 
@@ -651,11 +659,13 @@ def main() -> None:
 
     out = args.out.resolve() / ("quick" if args.quick else "full")
     out.mkdir(parents=True, exist_ok=True)
-    global CODE
+    global CODE, CONFIGS
     if args.code != "worktree":
         sha, src = snapshot_code(args.code, args.out.resolve())
         _use_code(src)
         CODE = sha
+        if (src.parent / "benchmarks" / "accuracy").is_dir():
+            CONFIGS = src.parent / "benchmarks" / "accuracy"
     names = all_row_names(args.base) if args.rows == "all" else args.rows.split(",")
     if args.list:
         for name in all_row_names(args.base):
