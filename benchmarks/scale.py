@@ -1,21 +1,38 @@
-"""Scale: ingest synthetic exports of up to 20,000 small US instances; time and peak memory.
+"""Scale: ingest synthetic exports of up to 20,000 (full) and 200,000 (headers only)
+small US instances; time and peak memory.
 
 The export is written by a minimal generator here, not by ``usdcm synth`` (which renders
 full screens and would take minutes): one template US Image Storage dataset (32x32
 MONOCHROME2, Explicit VR Little Endian) is serialised once with fixed-length placeholder
 UIDs, and each file is that template with new Patient ID / Study / Series / SOP Instance
 UIDs patched into the bytes (10 instances per series, one series per patient, in the usual
-``PT/ST/SE/IM`` folders). Ingest (``--workers`` = cores, no labels) runs in a fresh child
-process per size, which reports its peak RSS (``VmHWM``) and the largest worker's
-``ru_maxrss``. The baseline is the smallest size: memory should stay flat as the export
-grows, i.e. peak RSS should not grow in proportion to the number of instances.
+``PT/ST/SE/IM`` folders).
 
-Run: ``python benchmarks/scale.py [--instances 20000]`` (``make bench``).
+Two modes, each size ingested (``--workers`` = cores, no labels) in a fresh child
+process that reports its peak RSS (``VmHWM``) and the largest worker's ``ru_maxrss``:
+
+- **full**: :func:`usdcm.ingest.ingest` as ``usdcm ingest`` runs it, decoding each file
+  and writing its ``.nii.gz``.
+- **headers only**: the same :func:`~usdcm.ingest.ingest` call (walk, header scan in the
+  workers, journal, ``select_instances()``, the per-file state of the run, manifest,
+  excluded list, ``ingest.json``, journal compaction), with one change: the worker's
+  conversion of a file returns the record that the real conversion gives for the template
+  (32x32, 1 frame, no region) without reading the pixels or writing an image. So the main
+  process holds and streams exactly what a full ingest of the same export holds; only the
+  workers' decode and gzip work, and the image files, are left out.
+
+Memory should stay flat as the export grows: each table prints the slope of the peak RSS
+against the smallest size of its mode, in MiB per 1,000 instances, and the ratio of the
+peaks.
+
+Run: ``python benchmarks/scale.py [--instances 20000] [--headers-only 200000]``
+(``make bench``; ``0`` skips a mode).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import os
@@ -35,6 +52,8 @@ PER_SERIES = 10
 UID_ROOT = "1.2.826.0.1.3680043.8.498."
 PLACEHOLDERS = {name: f"{UID_ROOT}9{n}".ljust(64, "9") for n, name in enumerate("PSTI")}
 """Patient, Study, Series, Instance: 64-character values, unique in the template."""
+FULL = "full"
+HEADERS_ONLY = "headers-only"
 
 
 def template_bytes() -> bytes:
@@ -95,14 +114,43 @@ def write_scale_export(out: Path, instances: int) -> float:
     return time.perf_counter() - started
 
 
-def child(kind: str, source: Path, out: Path) -> None:
+def _fixed_record(record: dict[str, Any], _task: object) -> dict[str, Any]:
+    """The headers-only conversion: the real conversion's record, without the work."""
+    return dict(record)
+
+
+def converted_record(root: Path) -> dict[str, Any]:
+    """What the real conversion records for the template (converted here, in the driver,
+    so that the measured child never decodes); every file of an export gives the same."""
+    from usdcm.ingest.convert import ConvertTask, run_convert_task
+
+    write_scale_export(root / "template", 1)
+    first = next(path for path in (root / "template").rglob("IM*"))
+    task = ConvertTask(str(first), str(root / "template.nii.gz"), False, None)
+    record = run_convert_task(task)
+    assert record["status"] == "converted", record
+    return record
+
+
+def headers_only(record: dict[str, Any]) -> None:
+    """Make this process's ingest convert nothing: each file gets ``record``, the real
+    conversion's record for the template (see the module docstring)."""
+    import usdcm.ingest.pipeline as pipeline
+
+    pipeline.run_convert_task = functools.partial(_fixed_record, record)  # type: ignore[assignment]
+
+
+def child(kind: str, source: Path, out: Path, record: str) -> None:
     from usdcm.ingest import IngestOptions, ingest
 
-    started = time.perf_counter()
     extra: dict[str, Any] = {}
-    if kind == "ingest":
+    if kind == HEADERS_ONLY:
+        headers_only(json.loads(record))
+    started = time.perf_counter()
+    if kind in (FULL, HEADERS_ONLY):
         result = ingest(source, out, IngestOptions(workers=os.cpu_count() or 1))
-        extra = {"images": result.n_images, "excluded": result.n_excluded}
+        timings = json.loads((out / "ingest.json").read_text())["timings_s"]
+        extra = {"images": result.n_images, "excluded": result.n_excluded, "timings": timings}
     print(
         json.dumps(
             {
@@ -115,47 +163,77 @@ def child(kind: str, source: Path, out: Path) -> None:
     )
 
 
-def measure(kind: str, source: Path, out: Path) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--child", kind, str(source), str(out)]
+def measure(kind: str, source: Path, out: Path, record: str = "{}") -> dict[str, Any]:
+    command = [sys.executable, __file__, "--child", kind, str(source), str(out), record]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
+def run_mode(kind: str, sizes: list[int], root: Path, record: str = "{}") -> None:
+    """Generate, ingest and remove an export of each size; print one table row each."""
+    print(f"\n### {kind}: {sizes} instances of 32x32, ingest --workers {os.cpu_count()}\n")
+    print(
+        "| instances | generate s | ingest s | files/s | scan s | convert s | images | "
+        "peak RSS MiB | largest worker MiB | MiB per 1,000 instances vs smallest | "
+        "peak vs smallest |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    smallest: tuple[int, float] | None = None
+    for size in sizes:
+        source, out = root / f"export-{size}", root / f"data-{size}"
+        try:
+            generate_s = write_scale_export(source, size)
+            result = measure(kind, source, out, record)
+        finally:
+            subprocess.run(["rm", "-rf", str(source), str(out)], check=True)
+        peak = result["self_mib"]
+        smallest = smallest or (size, peak)
+        slope = (
+            f"{(peak - smallest[1]) / (size - smallest[0]) * 1000:.3f}"
+            if size > smallest[0]
+            else "-"
+        )
+        timings = result["timings"]
+        print(
+            f"| {size} | {generate_s:.1f} | {result['seconds']:.1f} | "
+            f"{size / result['seconds']:.0f} | {timings.get('scan_s', 0):.1f} | "
+            f"{timings.get('convert_s', 0):.1f} | {result['images']} | {peak:.0f} | "
+            f"{result['children_mib']:.0f} | {slope} | {peak / smallest[1]:.2f}x |",
+            flush=True,
+        )
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]))
+        child(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), sys.argv[5])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--instances", type=int, default=20000, help="largest export")
+    parser.add_argument(
+        "--instances", type=int, default=20000, help="largest full export (0: skip)"
+    )
+    parser.add_argument(
+        "--headers-only",
+        type=int,
+        default=200000,
+        help="largest headers-only export (0: skip); also ingested at a tenth of it",
+    )
     args = parser.parse_args()
-    sizes = sorted({max(args.instances // d, PER_SERIES) for d in (8, 4, 2, 1)})
     print(f"machine: {describe()}")
-    print(f"sizes: {sizes} instances of 32x32 (ingest --workers {os.cpu_count()})\n")
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         floor = measure("floor", root, root / "unused")
-        print(
-            "| instances | generate s | ingest s | files/s | images | peak RSS MiB | "
-            "largest worker MiB | MiB above floor per 1,000 instances | peak vs smallest |"
-        )
-        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-        smallest: float | None = None
-        for size in sizes:
-            source = root / f"export-{size}"
-            generate_s = write_scale_export(source, size)
-            result = measure("ingest", source, root / f"data-{size}")
-            peak = result["self_mib"]
-            smallest = smallest or peak
-            above = (peak - floor["self_mib"]) / size * 1000
-            print(
-                f"| {size} | {generate_s:.1f} | {result['seconds']:.1f} | "
-                f"{size / result['seconds']:.0f} | {result['images']} | {peak:.0f} | "
-                f"{result['children_mib']:.0f} | {above:.2f} | {peak / smallest:.2f}x |"
-            )
-            subprocess.run(["rm", "-rf", str(source), str(root / f"data-{size}")], check=True)
+        if args.instances:
+            sizes = sorted({max(args.instances // d, PER_SERIES) for d in (8, 4, 2, 1)})
+            run_mode(FULL, sizes, root)
+        if args.headers_only:
+            sizes = sorted({max(args.headers_only // d, PER_SERIES) for d in (10, 1)})
+            record = json.dumps(converted_record(root))
+            run_mode(HEADERS_ONLY, sizes, root, record)
         print(f"\nfloor (python + usdcm.ingest imports): {floor['self_mib']:.0f} MiB")
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
