@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from io import BytesIO
 from pathlib import Path
 
 import pydicom
@@ -89,6 +93,8 @@ def test_a_dead_port_fails_fast_into_the_outbox_and_a_later_send_empties_it(
         reason = json.loads(path.with_name(path.name + REASON_SUFFIX).read_text())
         assert "peer unreachable" in reason["reason"] and "refused" in reason["reason"].lower()
         assert reason["destination"].startswith("PACS@127.0.0.1:")
+        assert reason["attempts"] == 1 and reason["tls"] is False  # failed fast: one try
+        assert reason["first_failed_at"] == reason["failed_at"]
         for header in study_headers_of(path):  # no UID and no patient name in the reason
             assert header not in json.dumps(reason)
     # the outbox is sent again later: stored files leave it
@@ -204,33 +210,110 @@ def test_a_dead_dicomweb_service_fails_fast_into_the_outbox(
     assert all(reason.startswith("peer unreachable") for reason in result.failed.values())
 
 
-class _Stow:
-    """A STOW-RS service that answers with a FailedSOPSequence of ``failures`` items."""
+class StowService:
+    """A STOW-RS service on loopback (``http.server``, or https with ``tls``) that answers
+    each POST as ``answer`` says and keeps each part it received, as bytes.
 
-    def __init__(self, failures: int) -> None:
-        self.failures = failures
+    ``answer``: ``"stored"`` (200, the instance in ReferencedSOPSequence), ``"empty"`` (200,
+    an empty FailedSOPSequence), ``"bare"`` (200, no body), ``"refused"`` (409, a
+    FailedSOPSequence item with reason 0xC122), ``"unlisted"`` (200, another instance
+    listed) or ``"http500"``.
+    """
 
-    def store_instances(self, datasets: list[pydicom.Dataset]) -> pydicom.Dataset:
-        answer = pydicom.Dataset()
-        items = []
-        for _ in range(self.failures):
-            item = pydicom.Dataset()
-            item.FailureReason = 0xC122
-            items.append(item)
-        answer.FailedSOPSequence = items
-        return answer
+    def __init__(self, answer: str, tls: tuple[Path, Path] | None = None) -> None:
+        self.answer = answer
+        self.parts: list[bytes] = []
+        self.authorizations: list[str] = []
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                service.authorizations.append(self.headers.get("Authorization", ""))
+                boundary = self.headers["Content-Type"].split("boundary=")[1].strip('"')
+                for part in body.split(f"--{boundary}".encode())[1:-1]:
+                    service.parts.append(part.split(b"\r\n\r\n", 1)[1][: -len(b"\r\n")])
+                code, payload = service.reply(service.parts[-1])
+                self.send_response(code)
+                self.send_header("Content-Type", "application/dicom+json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        scheme = "http"
+        if tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}/dicom-web"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def reply(self, part: bytes) -> tuple[int, bytes]:
+        instance = str(pydicom.dcmread(BytesIO(part), stop_before_pixels=True).SOPInstanceUID)
+        listed = {
+            "00081199": {"vr": "SQ", "Value": [{"00081155": {"vr": "UI", "Value": [instance]}}]}
+        }
+        other = {
+            "00081199": {"vr": "SQ", "Value": [{"00081155": {"vr": "UI", "Value": ["1.2.3"]}}]}
+        }
+        failed = {
+            "00081198": {"vr": "SQ", "Value": [{"00081197": {"vr": "US", "Value": [0xC122]}}]}
+        }
+        answers: dict[str, tuple[int, object]] = {
+            "stored": (200, listed),
+            "empty": (200, {"00081198": {"vr": "SQ", "Value": []}}),
+            "bare": (200, None),
+            "refused": (409, failed),
+            "unlisted": (200, other),
+            "http500": (500, None),
+        }
+        code, body = answers[self.answer]
+        return code, b"" if body is None else json.dumps(body).encode()
+
+    def __enter__(self) -> StowService:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
-@pytest.mark.parametrize(("failures", "stored"), [(0, True), (1, False)])
-def test_stow_responses_are_checked_and_an_empty_failed_sequence_is_success(
-    failures: int, stored: bool, srs: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        ("stored", ""),
+        ("empty", ""),
+        ("bare", ""),
+        ("refused", "STOW-RS refused the instance: failure reason 0xC122"),
+        ("unlisted", "STOW-RS answered HTTP 200 without listing the instance as stored"),
+        ("http500", "STOW-RS failed: HTTP 500"),
+    ],
+)
+def test_stow_answers_are_checked_and_an_empty_failed_sequence_is_success(
+    answer: str, reason: str, srs: list[Path], tmp_path: Path
 ) -> None:
-    import usdcm.network.send as send
+    with StowService(answer) as service:
+        result = send_files(
+            srs[:1], dicomweb=service.url, outbox=tmp_path / "outbox", retries=1, backoff_s=0
+        )
+    assert service.parts[0] == srs[0].read_bytes()  # the file as it is on disk
+    assert result.ok is (not reason)
+    if reason:
+        assert len(service.parts) == 2  # a refusal is retried
+        assert list(result.failed.values()) == [reason]
+        [kept] = result.failed
+        record = json.loads(kept.with_name(kept.name + REASON_SUFFIX).read_text())
+        assert record["attempts"] == 2 and record["reason"] == reason
 
-    monkeypatch.setattr(send, "_dicomweb_client", lambda url, token_file: _Stow(failures))
-    result = send_files(srs[:1], dicomweb="http://pacs/dicom-web", outbox=tmp_path, backoff_s=0)
-    assert result.ok is stored
-    if not stored:
-        assert list(result.failed.values()) == [
-            "STOW-RS refused the instance: failure reason 0xC122"
-        ]
+
+def test_a_dicomweb_url_never_carries_a_credential(tmp_path: Path) -> None:
+    for url in ("https://user:secret@pacs/dicom-web", "https://pacs/dicom-web?access_token=secret"):
+        with pytest.raises(SendError) as caught:
+            send_files([], dicomweb=url, outbox=tmp_path)
+        assert "secret" not in str(caught.value)

@@ -9,7 +9,19 @@ from __future__ import annotations
 import typer
 
 from usdcm import __version__
-from usdcm.cli import demo, evaluate, ingest, listen, plan, predict, pull, report, synth, train
+from usdcm.cli import (
+    demo,
+    evaluate,
+    ingest,
+    listen,
+    plan,
+    predict,
+    pull,
+    report,
+    send,
+    synth,
+    train,
+)
 
 app = typer.Typer(
     name="usdcm",
@@ -45,6 +57,7 @@ app.command("predict")(predict.predict_command)
 app.command("demo")(demo.demo_command)
 app.command("listen")(listen.listen_command)
 app.command("pull")(pull.pull_command)
+app.command("send")(send.send_command)
 
 
 def main() -> None:

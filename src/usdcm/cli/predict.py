@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from usdcm.cli._errors import EXIT_USER_ERROR, user_errors
 from usdcm.cli._progress import RichProgress
 from usdcm.cli.train import DeviceChoice
+
+if TYPE_CHECKING:
+    from usdcm.network.send import TlsOptions
 
 
 def predict_command(
@@ -62,7 +65,24 @@ def predict_command(
     ] = None,
     outbox: Annotated[
         Path | None,
-        typer.Option(help="Where SRs that could not be sent are kept; default SR_OUT/outbox."),
+        typer.Option(
+            help="Where SRs that could not be sent are kept; default SR_OUT/outbox. Send "
+            "them again with usdcm send OUTBOX."
+        ),
+    ] = None,
+    tls_ca: Annotated[
+        Path | None,
+        typer.Option(
+            help="PEM CA certificates that signed the PACS's certificate: --send over TLS "
+            "(for an https --send-dicomweb, the CA to trust instead of the system's)."
+        ),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="PEM client certificate, for a PACS that requires one.")
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(help="PEM private key of --tls-cert (unencrypted); default: in its file."),
     ] = None,
     codes: Annotated[
         Path | None,
@@ -104,6 +124,12 @@ def predict_command(
         if send and send_dicomweb:
             message = "give one destination: --send or --send-dicomweb, not both."
             raise SendError(message)
+        if (tls_ca or tls_cert or tls_key) and not (send or send_dicomweb):
+            message = (
+                "--tls-ca, --tls-cert and --tls-key secure a send: add --send or --send-dicomweb."
+            )
+            raise SendError(message)
+        tls = _checked_destination(send, send_dicomweb, tls_ca, tls_cert, tls_key)
         if not source.exists():
             message = f"SOURCE {source} does not exist; pass a DICOM file or folder."
             raise InvalidSourceError(message)
@@ -142,7 +168,30 @@ def predict_command(
             send_dicomweb=send_dicomweb,
             outbox=outbox or sr_out / "outbox",
             codes=codes,
+            tls=tls,
         )
+
+
+def _checked_destination(
+    send: str | None,
+    send_dicomweb: str | None,
+    tls_ca: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+) -> TlsOptions | None:
+    """The TLS options, once the destination and the certificate files are checked: a
+    mistake there is reported before the model runs, not after."""
+    from usdcm.errors import SendError
+    from usdcm.network.send import DimseDestination, TlsOptions, check_url
+
+    if send is not None:
+        DimseDestination.parse(send)
+    if send_dicomweb is not None:
+        url = check_url(send_dicomweb)
+        if tls_ca is not None and not url.startswith("https://"):
+            message = f"--tls-ca applies to an https:// DICOMweb URL, not {url}."
+            raise SendError(message)
+    return TlsOptions.from_options(tls_ca, tls_cert, tls_key)
 
 
 def _results_back(
@@ -157,6 +206,7 @@ def _results_back(
     send_dicomweb: str | None,
     outbox: Path,
     codes: Path | None,
+    tls: TlsOptions | None = None,
 ) -> None:
     """Write the SRs of ``rows`` and send them; exit non-zero when some stay in the outbox."""
     from usdcm.network.results_back import (
@@ -179,14 +229,15 @@ def _results_back(
         codes_by_class=codes_for(run, trained.classes, codes),
     )
     typer.echo(f"{len(srs)} study SRs written in {sr_out}.")
-    sent = send_results(srs, dimse=send, dicomweb=send_dicomweb, outbox=outbox)
+    sent = send_results(srs, dimse=send, dicomweb=send_dicomweb, outbox=outbox, tls=tls)
     if sent is None:
         return
     typer.echo(f"{len(sent.sent)} SRs sent to {sent.destination}.")
     if sent.failed:
         reasons = sorted(set(sent.failed.values()))
         typer.secho(
-            f"error: {len(sent.failed)} SRs not sent, kept in {outbox}: {'; '.join(reasons)}",
+            f"error: {len(sent.failed)} SRs not sent, kept in {outbox} (send them again with "
+            f"usdcm send {outbox}): {'; '.join(reasons)}",
             err=True,
             fg=typer.colors.RED,
         )

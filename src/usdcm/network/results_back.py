@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from usdcm.errors import ResultsError
-from usdcm.network.send import SendResult, send_files
+from usdcm.network.send import SendResult, TlsOptions, send_files
 from usdcm.privacy import ProjectSecret
 
 if TYPE_CHECKING:
@@ -170,12 +170,17 @@ def write_study_srs(
 
 
 def send_results(
-    srs: Sequence[Path], *, dimse: str | None, dicomweb: str | None, outbox: Path
+    srs: Sequence[Path],
+    *,
+    dimse: str | None,
+    dicomweb: str | None,
+    outbox: Path,
+    tls: TlsOptions | None = None,
 ) -> SendResult | None:
-    """Send ``srs`` when a destination is given; None when none is."""
+    """Send ``srs`` when a destination is given (over TLS with ``tls``); None when none is."""
     if dimse is None and dicomweb is None:
         return None
-    return send_files(srs, dimse=dimse, dicomweb=dicomweb, outbox=outbox)
+    return send_files(srs, dimse=dimse, dicomweb=dicomweb, outbox=outbox, tls=tls)
 
 
 _MODELS: dict[Path, Classifier] = {}
@@ -203,6 +208,7 @@ def classify_and_send(
     outbox: Path,
     codes: Path | None = None,
     secret: ProjectSecret | None = None,
+    tls: TlsOptions | None = None,
 ) -> list[Path]:
     """Classify every file of a received study, write its SR, send it; the SR paths.
 
@@ -229,6 +235,8 @@ def classify_and_send(
     secret
         Default: the secret of the ingest the run was trained on, else
         ``sr_out/.usdcm/secret``.
+    tls
+        TLS for the send (:class:`usdcm.network.send.TlsOptions`); None sends in the clear.
     """
     from usdcm.artifacts.predictions import write_source_predictions
     from usdcm.inference.predict import predict_source
@@ -254,7 +262,7 @@ def classify_and_send(
         algorithm=algorithm_of(trained, run),
         codes_by_class=codes_for(run, trained.classes, codes),
     )
-    sent = send_results(srs, dimse=dimse, dicomweb=dicomweb, outbox=outbox)
+    sent = send_results(srs, dimse=dimse, dicomweb=dicomweb, outbox=outbox, tls=tls)
     if sent is not None:
         log.info(
             "study %s: %d SRs sent to %s, %d in the outbox",
