@@ -78,8 +78,9 @@ def listen_command(
     modality: Annotated[
         list[str] | None,
         typer.Option(
-            help="Also accept these storage classes: CR, DX, MG, CT, MR, XA, NM, PT, SC, SR, DOC "
-            "or ALL (repeat or A,B). Ultrasound images are always accepted."
+            help="Also store these storage classes in EXPORT_DIR: CR, DX, MG, CT, MR, XA, NM, PT, "
+            "SC, SR, DOC or ALL (repeat or A,B). Ultrasound images always are; instances of "
+            "other classes are acknowledged and set aside in EXPORT_DIR/.usdcm/other."
         ),
     ] = None,
     quiet: Annotated[
@@ -116,6 +117,14 @@ def listen_command(
         Path | None,
         typer.Option(help="Results that could not be sent; default EXPORT_DIR/.usdcm/outbox."),
     ] = None,
+    retries: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Try a study whose ingest or predict failed again this many times, with "
+            "backoff; then record it in EXPORT_DIR/.usdcm/failed.jsonl.",
+        ),
+    ] = 3,
     max_associations: Annotated[
         int, typer.Option(min=1, help="Associations open at once; more are refused.")
     ] = 10,
@@ -144,7 +153,9 @@ def listen_command(
 ) -> None:
     """Receive studies over DICOM (C-STORE SCP) into EXPORT_DIR, then ingest and classify them.
 
-    Accepts every ultrasound image class in every transfer syntax usdcm decodes, plus C-ECHO.
+    Accepts every storage class in every transfer syntax usdcm decodes, plus C-ECHO.
+    Ultrasound images (and the --modality classes) go into EXPORT_DIR; other instances of a
+    study (an SR, a CT) are set aside in EXPORT_DIR/.usdcm/other, so the sender never fails.
     Each instance is on disk before it is acknowledged. SIGTERM stops accepting, lets open
     associations finish and exits 0.
     """
@@ -175,6 +186,7 @@ def listen_command(
             tls_key=tls_key,
             tls_ca=tls_ca,
             grace_s=parse_duration(grace, "--grace"),
+            retries=retries,
         )
         _configure_logging()
         stop = threading.Event()

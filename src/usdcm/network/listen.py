@@ -3,9 +3,15 @@
 Owns the association policy (which SOP classes and transfer syntaxes are accepted, which
 calling AE titles, how many associations, the timeouts and TLS), the C-STORE handler, the
 quiet timer that takes a study as complete, and the worker that then ingests it and classifies
-it. Storage itself is :mod:`usdcm.network.store`: a data set is spooled to disk in chunks as it
-arrives (pynetdicom's ``STORE_RECV_CHUNKED_DATASET``), never decoded, linked into the store and
-synced before the C-STORE response is sent, so a success status always means "on disk".
+it, retrying a study whose work failed. Storage itself is :mod:`usdcm.network.store`: a data set
+is spooled to disk in chunks as it arrives (pynetdicom's ``STORE_RECV_CHUNKED_DATASET``), never
+decoded, linked into the store and synced before the C-STORE response is sent, so a success
+status always means "on disk".
+
+Every storage SOP class is accepted, so a study that also holds an SR, a key object or a CT
+never fails its sender. Instances of the classes ``--modality`` asks for (ultrasound always)
+go into ``EXPORT_DIR``; the others are set aside, as durably, in ``EXPORT_DIR/.usdcm/other``
+and start no study work.
 
 Study work runs on one worker thread, never on an association thread: a slow model never
 delays a C-STORE response. Logs name calling AE titles, counts and keyed study hashes, never a
@@ -58,7 +64,14 @@ from usdcm.dicom.sop import (
     ULTRASOUND_IMAGE_SOP_CLASSES,
 )
 from usdcm.errors import ListenError, StoreError
-from usdcm.network.store import ExportStore, Outcome, StudyTracker
+from usdcm.network.store import (
+    ExportStore,
+    Outcome,
+    PendingStudy,
+    StudyFailure,
+    StudyTracker,
+    WorkStage,
+)
 
 if TYPE_CHECKING:
     from pynetdicom.ae import ApplicationEntity
@@ -146,7 +159,8 @@ def accepted_transfer_syntaxes() -> list[UID]:
 
 
 def storage_classes(modalities: Iterable[str]) -> list[UID]:
-    """The storage SOP classes accepted for ``--modality`` values (``US`` is always in).
+    """The storage SOP classes stored in ``EXPORT_DIR`` for ``--modality`` values (``US`` is
+    always in); ``["ALL"]`` gives every storage class, the ones accepted at negotiation.
 
     Examples
     --------
@@ -213,6 +227,8 @@ class ListenOptions:
     """Certificates of the CA that signs client certificates; when set, clients must have one."""
     grace_s: float = 30.0
     """At shutdown, how long associations in progress may take to finish before an abort."""
+    retries: int = 3
+    """How many times a study whose work (ingest, predict) failed is tried again."""
 
 
 @dataclass(frozen=True)
@@ -223,31 +239,41 @@ class ListenStatus:
     associations_total: int
     associations_rejected: int
     instances: int
+    """Instances stored in ``EXPORT_DIR`` (the classes ``--modality`` asks for)."""
     duplicates: int
     failed: int
+    set_aside: int
+    """Instances of other storage classes, acknowledged and kept in ``.usdcm/other``."""
     bytes_received: int
+    """Bytes of the instances stored in ``EXPORT_DIR``."""
     studies_pending: int
     studies_working: int
     studies_done: int
     studies_failed: int
+    """Studies given up after their last attempt (``failed.jsonl``)."""
 
     def line(self) -> str:
         """One line for a console or a log, counts only.
 
         Examples
         --------
-        >>> ListenStatus(1, 3, 0, 10, 1, 0, 2_000_000, 1, 0, 2, 0).line()
+        >>> ListenStatus(1, 3, 0, 10, 1, 0, 2, 2_000_000, 1, 0, 2, 0).line()
         'associations 1 active, 3 total, 0 rejected | instances 10 (2.0 MB), 1 duplicates, \
-0 failed | studies 1 pending, 0 in work, 2 done, 0 failed'
+0 failed, 2 set aside | studies 1 pending, 0 in work, 2 done, 0 failed'
         """
         return (
             f"associations {self.associations_active} active, {self.associations_total} total, "
             f"{self.associations_rejected} rejected | instances {self.instances} "
             f"({self.bytes_received / 1e6:.1f} MB), {self.duplicates} duplicates, "
-            f"{self.failed} failed | studies {self.studies_pending} pending, "
+            f"{self.failed} failed, {self.set_aside} set aside | "
+            f"studies {self.studies_pending} pending, "
             f"{self.studies_working} in work, {self.studies_done} done, "
             f"{self.studies_failed} failed"
         )
+
+
+# indexes of an association's counts, and of the listener's instance counts
+_STORED, _DUPLICATE, _FAILED, _SET_ASIDE = range(4)
 
 
 @dataclass
@@ -255,9 +281,7 @@ class _Counters:
     active: int = 0
     total: int = 0
     rejected: int = 0
-    instances: int = 0
-    duplicates: int = 0
-    failed: int = 0
+    instances: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
     bytes: int = 0
     working: int = 0
     studies_done: int = 0
@@ -291,7 +315,8 @@ class Listener:
 
     Use :meth:`start`, then :meth:`stop` (or :func:`serve`, which does both around a
     ``threading.Event``). ``on_study`` replaces the worker's study work (ingest and predict)
-    when given, for tests and library users: it receives the keys of the studies completed.
+    when given, for tests and library users: it receives the keys of the studies completed, and
+    an exception it raises fails their work (retried, then given up, as a failed ingest).
     """
 
     def __init__(
@@ -306,19 +331,27 @@ class Listener:
             raise ListenError("--max-associations must be at least 1.")
         if options.quiet_s <= 0:
             raise ListenError("--quiet must be a positive duration such as 30s.")
+        if options.retries < 0:
+            raise ListenError(f"--retries is {options.retries}; give 0 or more.")
         if options.predict_run is not None and not options.predict_run.is_dir():
             message = f"--predict {options.predict_run} is not a run folder; give a trained run."
             raise ListenError(message)
         self.options = options
         self.store = ExportStore(options.store)
-        self.tracker = StudyTracker(self.store.state / "pending.json", quiet_s=options.quiet_s)
+        self.aside = self.store.aside()
+        self.tracker = StudyTracker(
+            self.store.state / "pending.json", quiet_s=options.quiet_s, retries=options.retries
+        )
         self.classes = storage_classes(options.modalities)
+        """Stored in ``EXPORT_DIR``; every other storage class is accepted and set aside."""
+        self.accepted = storage_classes([ALL_MODALITIES])
+        self._kept = frozenset(self.classes)
         self.syntaxes = accepted_transfer_syntaxes()
         self._tls = _tls_context(options)
         self._on_study = on_study
         self._lock = threading.Lock()
         self._counts = _Counters()
-        self._jobs: queue.Queue[list[str] | None] = queue.Queue()
+        self._jobs: queue.Queue[list[PendingStudy] | None] = queue.Queue()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server: ThreadedAssociationServer | None = None
@@ -355,7 +388,7 @@ class Listener:
         if self.options.allow_ae:
             ae.require_calling_aet = list(self.options.allow_ae)
         ae.add_supported_context(VERIFICATION)
-        for sop_class in self.classes:
+        for sop_class in self.accepted:  # an SCP may support more than 128 contexts
             ae.add_supported_context(sop_class, self.syntaxes)
         handlers: list[Any] = [
             (evt.EVT_C_STORE, self._handle_store),
@@ -383,12 +416,14 @@ class Listener:
             thread.start()
             self._threads.append(thread)
         LOGGER.info(
-            "listening on %s:%d as %s (%s%d storage classes, %d transfer syntaxes)",
+            "listening on %s:%d as %s (%s%d storage classes kept, %d others set aside, "
+            "%d transfer syntaxes)",
             self.options.host,
             self.port,
             self.options.ae_title,
             "TLS, " if self._tls else "",
             len(self.classes),
+            len(self.accepted) - len(self.classes),
             len(self.syntaxes),
         )
 
@@ -468,9 +503,10 @@ class Listener:
                 associations_active=c.active,
                 associations_total=c.total,
                 associations_rejected=c.rejected,
-                instances=c.instances,
-                duplicates=c.duplicates,
-                failed=c.failed,
+                instances=c.instances[_STORED],
+                duplicates=c.instances[_DUPLICATE],
+                failed=c.instances[_FAILED],
+                set_aside=c.instances[_SET_ASIDE],
                 bytes_received=c.bytes,
                 studies_pending=self.tracker.n_pending,
                 studies_working=c.working,
@@ -484,7 +520,7 @@ class Listener:
         with self._lock:
             self._counts.active += 1
             self._counts.total += 1
-            self._counts.per_association[id(event.assoc)] = [0, 0, 0]
+            self._counts.per_association[id(event.assoc)] = [0, 0, 0, 0]
         LOGGER.info("association accepted from %s", _calling_ae(event))
 
     def _handle_rejected(self, event: Event) -> None:
@@ -500,7 +536,7 @@ class Listener:
             self._counts.active -= 1
         how = "released" if event.event.name == "EVT_RELEASED" else "aborted"
         LOGGER.info(
-            "association from %s %s: %d stored, %d duplicates, %d failed",
+            "association from %s %s: %d stored, %d duplicates, %d failed, %d set aside",
             _calling_ae(event),
             how,
             *counts,
@@ -511,13 +547,9 @@ class Listener:
             counts = self._counts.per_association.get(id(event.assoc))
             if counts is not None:
                 counts[index] += 1
-            if index == 0:
-                self._counts.instances += 1
+            self._counts.instances[index] += 1
+            if index == _STORED:
                 self._counts.bytes += n_bytes
-            elif index == 1:
-                self._counts.duplicates += 1
-            else:
-                self._counts.failed += 1
 
     def _handle_store(self, event: Event) -> int:
         """Store one instance; answer success only once it is on disk."""
@@ -540,13 +572,15 @@ class Listener:
             )
             status = STATUS_CANNOT_UNDERSTAND
         if status != STATUS_SUCCESS:
-            self._count(event, 2)
+            self._count(event, _FAILED)
         return status
 
     def _store(self, event: Event) -> int:
+        """Store one instance, in ``EXPORT_DIR`` when its class is kept, else set aside."""
         path = Path(event.dataset_path)
         request = cast("C_STORE", event.request)
         sop_uid = str(request.AffectedSOPInstanceUID or "")
+        kept = str(request.AffectedSOPClassUID or event.context.abstract_syntax) in self._kept
         syntax = str(event.context.transfer_syntax)
         try:
             header = dcmread(
@@ -564,23 +598,24 @@ class Listener:
         if dataset_sop and dataset_sop != sop_uid:
             raise StoreError("the data set's SOP Instance UID differs from the request's")
         calling = _calling_ae(event)
-        stored = self.store.store_file(
+        stored = (self.store if kept else self.aside).store_file(
             path,
             study_uid=study_uid,
             series_uid=series_uid,
             sop_uid=sop_uid,
             detail={"calling_ae": calling, "transfer_syntax": syntax, "source": "listen"},
         )
-        self.tracker.seen(stored.keys.study)
+        if kept:  # an instance set aside starts no study work
+            self.tracker.seen(stored.keys.study)
         if stored.outcome is Outcome.DUPLICATE:
             LOGGER.warning(
                 "duplicate instance in study %s from %s: the first copy is kept",
                 stored.keys.study,
                 calling,
             )
-            self._count(event, 1)
+            self._count(event, _DUPLICATE)
         else:
-            self._count(event, 0, stored.n_bytes)
+            self._count(event, _STORED if kept else _SET_ASIDE, stored.n_bytes)
         return STATUS_SUCCESS
 
     # --- study work (timer and worker threads) ---
@@ -590,24 +625,31 @@ class Listener:
         while not self._stopping.wait(tick):
             ready = self.tracker.due()
             if ready:
-                keys = [study.key for study in ready]
                 for study in ready:
-                    LOGGER.info(
-                        "study %s complete (%d instance(s) this run, quiet for %gs)",
-                        study.key,
-                        study.instances,
-                        self.options.quiet_s,
-                    )
+                    if study.attempts:
+                        LOGGER.info(
+                            "study %s due again (attempt %d of %d)",
+                            study.key,
+                            study.attempts + 1,
+                            self.options.retries + 1,
+                        )
+                    else:
+                        LOGGER.info(
+                            "study %s complete (%d instance(s) this run, quiet for %gs)",
+                            study.key,
+                            study.instances,
+                            self.options.quiet_s,
+                        )
                 with self._lock:
-                    self._counts.working += len(keys)
-                self._jobs.put(keys)
+                    self._counts.working += len(ready)
+                self._jobs.put(ready)
 
     def _worker(self) -> None:
         while True:
             job = self._jobs.get()
             if job is None or self._stopping.is_set():
                 return  # studies not worked on stay in pending.json for the next start
-            keys = list(job)
+            studies = list(job)
             while True:  # several studies completed meanwhile: one ingest for all
                 try:
                     more = self._jobs.get_nowait()
@@ -616,34 +658,90 @@ class Listener:
                 if more is None:
                     self._jobs.put(None)
                     break
-                keys.extend(more)
-            failed = 0
+                studies.extend(more)
             try:
-                failed = self._work(keys)
-            except Exception:  # the worker must survive any one study's failure
-                LOGGER.exception("study work failed for %d study(ies)", len(keys))
-                failed = len(keys)
-            self.tracker.done(keys)
-            with self._lock:
-                self._counts.working -= len(keys)
-                self._counts.studies_done += len(keys) - failed
-                self._counts.studies_failed += failed
+                failures = self._work(studies)
+            except Exception as err:  # the worker must survive any one study's failure
+                LOGGER.warning(
+                    "study work failed for %d study(ies): %s", len(studies), type(err).__name__
+                )
+                LOGGER.debug("study work failure", exc_info=True)
+                failure = StudyFailure(WorkStage.WORK, type(err).__name__)
+                failures = {study.key: (failure, set(study.done)) for study in studies}
+            self._settle([study.key for study in studies], failures)
 
-    def _work(self, keys: list[str]) -> int:
-        """Ingest and classify the completed studies; the number that failed."""
+    def _settle(
+        self, keys: list[str], failures: dict[str, tuple[StudyFailure, set[WorkStage]]]
+    ) -> None:
+        """Studies whose work succeeded leave pending; failed ones wait to retry, or are given
+        up after their last attempt (``failed.jsonl``, one ERROR line)."""
+        self.tracker.done([key for key in keys if key not in failures])
+        given_up = 0
+        for key, (failure, passed) in failures.items():
+            retry = self.tracker.failed(key, failure, done=passed)
+            if retry.retry_in_s is None:
+                given_up += 1
+                LOGGER.error(
+                    "study %s given up after %d failed attempt(s), the last in %s (%s); "
+                    "recorded in %s",
+                    key,
+                    retry.attempts,
+                    failure.stage.value,
+                    failure.error,
+                    self.tracker.failed_path,
+                )
+            else:
+                LOGGER.warning(
+                    "study %s: %s failed (%s), attempt %d of %d; trying again in %.0fs",
+                    key,
+                    failure.stage.value,
+                    failure.error,
+                    retry.attempts,
+                    self.options.retries + 1,
+                    retry.retry_in_s,
+                )
+        with self._lock:
+            self._counts.working -= len(keys)
+            self._counts.studies_done += len(keys) - len(failures)
+            self._counts.studies_failed += given_up
+
+    def _work(self, studies: list[PendingStudy]) -> dict[str, tuple[StudyFailure, set[WorkStage]]]:
+        """Ingest and classify the completed studies; for each that failed, the failure and the
+        stages that succeeded (not run again at its retry: an SR is not sent twice)."""
+        keys = [study.key for study in studies]
         if self._on_study is not None:
-            self._on_study(keys)
-            return 0
-        failed: set[str] = set()
-        if self.options.ingest_into is not None and not self._ingest(keys):
-            failed.update(keys)
+            try:
+                self._on_study(keys)
+            except Exception as err:
+                LOGGER.warning(
+                    "study work failed for %d study(ies): %s", len(keys), type(err).__name__
+                )
+                failure = StudyFailure(WorkStage.WORK, type(err).__name__)
+                return {key: (failure, set()) for key in keys}
+            return {}
+        failed: dict[str, StudyFailure] = {}
+        passed = {study.key: set(study.done) for study in studies}
+        if self.options.ingest_into is not None:
+            todo = [study.key for study in studies if WorkStage.INGEST not in study.done]
+            if todo:
+                ingest_failure = self._ingest(todo)
+                for key in todo:
+                    if ingest_failure is None:
+                        passed[key].add(WorkStage.INGEST)
+                    else:
+                        failed[key] = ingest_failure
         if self.options.predict_run is not None:
-            for key in keys:
-                if not self._predict(key):
-                    failed.add(key)
-        return len(failed)
+            for study in studies:
+                if WorkStage.PREDICT in study.done:
+                    continue
+                predict_failure = self._predict(study.key)
+                if predict_failure is None:
+                    passed[study.key].add(WorkStage.PREDICT)
+                else:
+                    failed.setdefault(study.key, predict_failure)
+        return {key: (failure, passed[key]) for key, failure in failed.items()}
 
-    def _ingest(self, keys: list[str]) -> bool:
+    def _ingest(self, keys: list[str]) -> StudyFailure | None:
         """Incremental ``usdcm ingest`` of the store, in a child process (isolated from the
         association threads; the journal makes it convert only new files)."""
         data_dir = self.options.ingest_into
@@ -663,17 +761,17 @@ class Listener:
         took = time.monotonic() - started
         if result.returncode != 0:
             last = (result.stderr.strip().splitlines() or ["no message"])[-1]
-            LOGGER.error(
+            LOGGER.warning(
                 "ingest after study(ies) %s failed (exit %d): %s",
                 ", ".join(keys),
                 result.returncode,
                 last,
             )
-            return False
+            return StudyFailure(WorkStage.INGEST, f"exit {result.returncode}")
         LOGGER.info("ingested study(ies) %s into %s in %.1fs", ", ".join(keys), data_dir, took)
-        return True
+        return None
 
-    def _predict(self, key: str) -> bool:
+    def _predict(self, key: str) -> StudyFailure | None:
         """Classify one study and send the SR back (usdcm.network.results_back)."""
         from usdcm.network import results_back
 
@@ -691,14 +789,14 @@ class Listener:
                 outbox=self.options.outbox or state / "outbox",
             )
         except Exception as err:
-            LOGGER.error("predict on study %s failed: %s", key, type(err).__name__)
+            LOGGER.warning("predict on study %s failed: %s", key, type(err).__name__)
             LOGGER.debug("predict failure", exc_info=True)
-            return False
+            return StudyFailure(WorkStage.PREDICT, type(err).__name__)
         took = time.monotonic() - started
         LOGGER.info(
             "study %s classified in %.1fs; %d result object(s) written", key, took, len(sent)
         )
-        return True
+        return None
 
 
 def _calling_ae(event: Event) -> str:

@@ -3,20 +3,26 @@
 Owns the layout ``EXPORT_DIR/<study>/<series>/<sop>.dcm``, where each name is a keyed hash
 (HMAC under the store's secret, ``EXPORT_DIR/.usdcm/secret``), so a directory listing carries
 no UID. The study and image names are the pseudonyms ``usdcm ingest`` calls ``study_key`` and
-``image_id`` under the same secret. Files are written as received, never decoded, and are
-complete and on disk (``fsync`` of the file and of its folders) before a store call returns:
-a caller acknowledges an instance only after that. The same SOP instance arriving again never
+``image_id`` under the same secret. The same layout under ``EXPORT_DIR/.usdcm/other``
+(:meth:`ExportStore.aside`) holds instances of storage classes nobody asked for, which
+``usdcm ingest`` never reads. Files are written as received, never decoded, and are complete
+and on disk (``fsync`` of the file and of its folders) before a store call returns: a caller
+acknowledges an instance only after that. The same SOP instance arriving again never
 overwrites the first: the first is kept and the duplicate recorded in
 ``EXPORT_DIR/.usdcm/duplicates.jsonl`` (keyed hashes only).
 
 The :class:`StudyTracker` groups instances into studies across associations and says when a
-study has been quiet long enough to be taken as complete; its pending set survives a restart
-or a kill in ``EXPORT_DIR/.usdcm/pending.json``. Never touches the network, never logs a UID.
+study has been quiet long enough to be taken as complete; its pending set, with the failed
+attempts of each study's work, survives a restart or a kill in
+``EXPORT_DIR/.usdcm/pending.json``. A study whose work failed is due again after a backoff;
+one that failed on every attempt leaves the pending set for ``EXPORT_DIR/.usdcm/failed.jsonl``
+(keyed hashes only). Never touches the network, never logs a UID.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as dt
 import errno
 import json
@@ -25,7 +31,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -36,8 +42,16 @@ from usdcm.privacy import ProjectSecret
 STATE_DIR = ".usdcm"
 INCOMING_DIR = "incoming"
 """Where partly received data sets are spooled; emptied at every start."""
+OTHER_DIR = "other"
+"""Under the state folder: instances of storage classes not asked for, set aside."""
 DUPLICATES_FILE = "duplicates.jsonl"
 PENDING_FILE = "pending.json"
+FAILED_FILE = "failed.jsonl"
+PENDING_SCHEMA_VERSION = 2
+"""pending.json: 1 held the keys only; 2 adds the failed attempts of each (1 is still read)."""
+FAILED_SCHEMA_VERSION = 1
+MAX_BACKOFF_S = 600.0
+"""The longest wait before a failed study's work is tried again."""
 SUFFIX = ".dcm"
 COPY_CHUNK_BYTES = 1 << 20
 STALE_TEMP_S = 600.0
@@ -104,6 +118,8 @@ class ExportStore:
 
     def __init__(self, root: Path, secret: ProjectSecret | None = None) -> None:
         self.root = root
+        self.tree = root
+        """Where this store's instances go: ``root``, or the set-aside tree (:meth:`aside`)."""
         self.state = root / STATE_DIR
         try:
             self.state.mkdir(parents=True, exist_ok=True)
@@ -112,6 +128,26 @@ class ExportStore:
             raise StoreError(message) from err
         self.secret = secret or ProjectSecret.load_or_create(self.state / "secret")
         self._duplicates_lock = threading.Lock()
+
+    def aside(self) -> ExportStore:
+        """The same store writing into ``EXPORT_DIR/.usdcm/other``: instances set aside.
+
+        Same keyed names, same atomic and synced writes, same duplicates log; ``usdcm ingest``
+        never reads there (it skips ``.usdcm``).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     store = ExportStore(Path(folder), ProjectSecret(b"k" * 32))
+        ...     uids = {"study_uid": "1.2", "series_uid": "1.2.3", "sop_uid": "1.2.3.4"}
+        ...     aside = store.aside().write_bytes(b"sr", **uids)
+        ...     (aside.path.relative_to(folder).parts[:2], store.contains(**uids))
+        (('.usdcm', 'other'), False)
+        """
+        other = copy.copy(self)  # shares the secret and the duplicates log's lock
+        other.tree = self.state / OTHER_DIR
+        return other
 
     @property
     def incoming(self) -> Path:
@@ -137,7 +173,8 @@ class ExportStore:
                 path.unlink()
                 removed += 1
         cutoff = time.time() - stale_after_s
-        for path in self.root.glob("*/*/.*.tmp"):
+        stale = [*self.root.glob("*/*/.*.tmp"), *(self.state / OTHER_DIR).glob("*/*/.*.tmp")]
+        for path in stale:
             with contextlib.suppress(OSError):
                 if path.stat().st_mtime < cutoff:
                     path.unlink()
@@ -153,26 +190,25 @@ class ExportStore:
         )
 
     def study_dir(self, study_key: str) -> Path:
-        return self.root / study_key
+        return self.tree / study_key
 
     def path_of(self, keys: InstanceKeys) -> Path:
-        return self.root / keys.study / keys.series / f"{keys.image}{SUFFIX}"
+        return self.tree / keys.study / keys.series / f"{keys.image}{SUFFIX}"
 
     def contains(self, *, study_uid: str, series_uid: str, sop_uid: str) -> bool:
-        """Whether this instance is stored already."""
+        """Whether this instance is stored already (in this store's tree)."""
         keys = self.keys(study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
         return self.path_of(keys).is_file()
 
     def _folder(self, keys: InstanceKeys) -> Path:
         """The series folder, created; new folders and their parents synced to disk."""
-        series = self.root / keys.study / keys.series
+        series = self.tree / keys.study / keys.series
         if series.is_dir():
             return series
-        study_new = not series.parent.is_dir()
+        new = [folder for folder in (series.parent, self.tree) if not folder.is_dir()]
         series.mkdir(parents=True, exist_ok=True)
-        _fsync_dir(series.parent)
-        if study_new:
-            _fsync_dir(self.root)
+        for folder in (series, *new):  # each new folder's entry is in its parent
+            _fsync_dir(folder.parent)
         return series
 
     def _link(self, source: Path, keys: InstanceKeys, *, detail: dict[str, object]) -> Stored:
@@ -292,6 +328,35 @@ def _same_content(first: Path, second: Path) -> bool:
                 return True
 
 
+class WorkStage(StrEnum):
+    """The part of a study's work that failed."""
+
+    INGEST = "ingest"
+    PREDICT = "predict"
+    WORK = "work"
+    """A library user's ``on_study`` hook, or an unexpected error around the work."""
+
+
+@dataclass(frozen=True)
+class StudyFailure:
+    """Why one attempt at a study's work failed; never patient data."""
+
+    stage: WorkStage
+    error: str
+    """An exception type (``ValueError``) or an exit status (``exit 2``), never a message."""
+
+
+@dataclass(frozen=True)
+class Retry:
+    """What the tracker did with a study whose work failed."""
+
+    attempts: int
+    """Failed attempts so far."""
+    retry_in_s: float | None
+    """Seconds until it is due again; None when that was its last attempt and it was given
+    up (recorded in ``failed.jsonl``, removed from pending)."""
+
+
 @dataclass
 class PendingStudy:
     """A study that received instances and is not yet taken as complete."""
@@ -299,15 +364,28 @@ class PendingStudy:
     key: str
     instances: int = 0
     last_seen: float = 0.0
+    attempts: int = 0
+    """Attempts of its work that failed so far."""
+    retry_at: float = 0.0
+    """Not due before this clock time: the backoff after a failed attempt."""
+    done: set[WorkStage] = field(default_factory=set)
+    """Stages that succeeded in an earlier attempt, not run again at a retry (an SR is not
+    sent twice); emptied by a new instance."""
 
 
 class StudyTracker:
     """Groups instances by study across associations; a study is complete after a quiet time.
 
-    Thread-safe: association threads call :meth:`seen`, one timer thread calls :meth:`due`.
-    The set of pending study keys is saved in ``pending.json`` whenever it changes, before the
-    instance that changed it is acknowledged, so a restart re-arms the timer of every study
-    whose work had not run.
+    Thread-safe: association threads call :meth:`seen`, one timer thread calls :meth:`due`,
+    the worker :meth:`done` or :meth:`failed`. The set of pending study keys, with the failed
+    attempts of each, is saved in ``pending.json`` whenever it changes, before the instance that
+    changed it is acknowledged, so a restart re-arms the timer of every study whose work had not
+    run or had failed (its attempts kept).
+
+    A study whose work failed is due again ``quiet_s * 2**attempts`` seconds later (at most
+    :data:`MAX_BACKOFF_S`), or once quiet again if new instances arrive meanwhile. After
+    ``retries + 1`` failed attempts it is given up: one line in ``failed.jsonl`` (its keyed
+    hash, the stage and error, the attempts, the time) and it leaves ``pending.json``.
 
     Examples
     --------
@@ -322,19 +400,30 @@ class StudyTracker:
     """
 
     def __init__(
-        self, path: Path, *, quiet_s: float, clock: Callable[[], float] = time.monotonic
+        self,
+        path: Path,
+        *,
+        quiet_s: float,
+        retries: int = 3,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
         self.quiet_s = quiet_s
+        self.retries = retries
         self._clock = clock
         self._lock = threading.Lock()
         self._pending: dict[str, PendingStudy] = {}
-        self._working: set[str] = set()
+        self._working: dict[str, PendingStudy] = {}
         self.completed = 0
         if path.is_file():
             now = clock()
-            for key in _read_pending(path):
-                self._pending[key] = PendingStudy(key, 0, now)
+            for key, (attempts, done) in _read_pending(path).items():
+                self._pending[key] = PendingStudy(key, 0, now, attempts, done=done)
+
+    @property
+    def failed_path(self) -> Path:
+        """``failed.jsonl`` beside ``pending.json``: the studies given up."""
+        return self.path.parent / FAILED_FILE
 
     @property
     def n_pending(self) -> int:
@@ -347,45 +436,151 @@ class StudyTracker:
             return [key for key, study in self._pending.items() if study.instances == 0]
 
     def seen(self, key: str) -> None:
-        """Count one instance of study ``key``; restart its quiet timer."""
+        """Count one instance of study ``key``; restart its quiet timer (ending a backoff)."""
         now = self._clock()
         with self._lock:
             study = self._pending.get(key)
             if study is None:
-                study = self._pending[key] = PendingStudy(key)
+                working = self._working.get(key)
+                attempts = working.attempts if working is not None else 0
+                study = self._pending[key] = PendingStudy(key, attempts=attempts)
                 self._save()
             study.instances += 1
             study.last_seen = now
+            study.retry_at = 0.0
+            if study.done:
+                study.done = set()
+                self._save()
 
     def due(self) -> list[PendingStudy]:
-        """Studies quiet for ``quiet_s`` or longer: taken as complete, removed from pending.
+        """Studies quiet for ``quiet_s`` or longer (and past any backoff): taken as complete.
 
-        They leave ``pending.json`` only when :meth:`done` says their work finished.
+        They leave the pending set for the working set; they leave ``pending.json`` only when
+        :meth:`done` says their work finished, or :meth:`failed` gives them up.
         """
         now = self._clock()
         with self._lock:
-            ready = [s for s in self._pending.values() if now - s.last_seen >= self.quiet_s]
+            ready = [
+                study
+                for study in self._pending.values()
+                if now - study.last_seen >= self.quiet_s and now >= study.retry_at
+            ]
             for study in ready:
                 del self._pending[study.key]
-                self._working.add(study.key)
+                self._working[study.key] = study
             self.completed += len(ready)
             return ready
 
     def done(self, keys: Iterable[str]) -> None:
         """The work of these studies finished: they leave ``pending.json``."""
         with self._lock:
-            self._working.difference_update(keys)
+            for key in keys:
+                self._working.pop(key, None)
+                again = self._pending.get(key)  # new instances meanwhile: a fresh round
+                if again is not None:
+                    again.attempts = 0
             self._save()
 
+    def failed(self, key: str, failure: StudyFailure, *, done: Iterable[WorkStage] = ()) -> Retry:
+        """The work of study ``key`` failed: pending again after a backoff, or given up.
+
+        ``done`` are the stages that succeeded; its retry skips them. A study that has now
+        failed ``retries + 1`` times is written to ``failed.jsonl`` and leaves
+        ``pending.json``; instances that arrive after that start it afresh.
+        """
+        now = self._clock()
+        with self._lock:
+            study = self._working.pop(key, None) or PendingStudy(key, last_seen=now)
+            attempts = study.attempts + 1
+            again = self._pending.get(key)  # new instances arrived while it was in work
+            if attempts > self.retries:
+                if again is not None:
+                    again.attempts = 0
+                self._record_failure(key, failure, attempts)
+                self._save()
+                return Retry(attempts, None)
+            if again is None:
+                delay = min(self.quiet_s * 2**attempts, MAX_BACKOFF_S)
+                study.attempts, study.retry_at = attempts, now + delay
+                study.done = set(done)
+                self._pending[key] = study
+            else:  # due once quiet, as any study with new instances
+                again.attempts = attempts
+                delay = max(0.0, again.last_seen + self.quiet_s - now)
+            self._save()
+            return Retry(attempts, delay)
+
+    def failures(self) -> list[dict[str, object]]:
+        """The studies given up so far (``failed.jsonl``), oldest first."""
+        if not self.failed_path.is_file():
+            return []
+        lines = self.failed_path.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def _record_failure(self, key: str, failure: StudyFailure, attempts: int) -> None:
+        record = {
+            "schema_version": FAILED_SCHEMA_VERSION,
+            "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "study": key,
+            "stage": failure.stage.value,
+            "error": failure.error,
+            "attempts": attempts,
+        }
+        with self.failed_path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
     def _save(self) -> None:
-        keys = sorted(set(self._pending) | self._working)
-        atomic_write_text(self.path, json.dumps({"schema_version": 1, "pending": keys}) + "\n")
+        keys = sorted(set(self._pending) | set(self._working))
+        retry: dict[str, dict[str, object]] = {}
+        # a study both in work and pending again (new instances): the pending entry is newer
+        for study in {**self._working, **self._pending}.values():
+            if study.attempts or study.done:
+                retry[study.key] = {
+                    "attempts": study.attempts,
+                    "done": sorted(stage.value for stage in study.done),
+                }
+        state = {
+            "schema_version": PENDING_SCHEMA_VERSION,
+            "pending": keys,
+            "retry": dict(sorted(retry.items())),
+        }
+        atomic_write_text(self.path, json.dumps(state) + "\n")
 
 
-def _read_pending(path: Path) -> list[str]:
+def _read_pending(path: Path) -> dict[str, tuple[int, set[WorkStage]]]:
+    """Pending study keys with their failed attempts and the stages done; a damaged file reads
+    as empty.
+
+    A file written by a newer usdcm (another ``schema_version``) is refused: its studies would
+    be misread.
+    """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+        version = data.get("schema_version", 1)
         keys = data["pending"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-    return [str(key) for key in keys if isinstance(key, str)]
+        retry = data.get("retry", {}) if version == PENDING_SCHEMA_VERSION else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+    if version not in (1, PENDING_SCHEMA_VERSION):
+        message = (
+            f"{path} has schema_version {version}; this usdcm reads 1 and "
+            f"{PENDING_SCHEMA_VERSION}. Run a newer usdcm, or remove the file (its studies "
+            "are then worked on when they next receive an instance)."
+        )
+        raise StoreError(message)
+    if not isinstance(retry, dict):
+        retry = {}
+    return {key: _retry_state(retry.get(key)) for key in keys if isinstance(key, str)}
+
+
+def _retry_state(entry: object) -> tuple[int, set[WorkStage]]:
+    """``{"attempts": 2, "done": ["ingest"]}`` -> ``(2, {WorkStage.INGEST})``; tolerant."""
+    if not isinstance(entry, dict):
+        return 0, set()
+    attempts = entry.get("attempts", 0)
+    stages = entry.get("done", [])
+    names = {stage.value for stage in WorkStage}
+    done = {WorkStage(s) for s in stages if s in names} if isinstance(stages, list) else set()
+    return (attempts if isinstance(attempts, int) and attempts > 0 else 0), done
