@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
+import io
 import math
+import os
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
-from pydicom.encaps import generate_fragmented_frames
+from pydicom.encaps import generate_fragmented_frames, generate_frames
 from pydicom.fileset import FileSet
 from pydicom.uid import (
     ExplicitVRLittleEndian,
@@ -20,15 +23,21 @@ from pydicom.uid import (
     JPEGBaseline8Bit,
     RLELossless,
 )
+from tests.synth.reference import assert_within_loss, reencoded_twins
 
+from usdcm.dicom.codecs import JPEG_XL_SYNTAXES, VIDEO_SYNTAXES, decode_jpegxl
+from usdcm.dicom.pixels import decode_frames
 from usdcm.dicom.regions import read_regions, select_tissue_region
 from usdcm.dicom.sop import US_IMAGE_STORAGE, US_MULTIFRAME_IMAGE_STORAGE
 from usdcm.errors import SynthOptionError
 from usdcm.synth import JUNK_KINDS, ExportSummary, ImageRecord, write_export
-from usdcm.synth.catalog import RECIPES, VENDORS
-from usdcm.synth.plan import RegionHabit
+from usdcm.synth import codecs as synth_codecs
+from usdcm.synth.catalog import CINE_CODECS, CODEC_SLOTS_PER_ROUND, IMAGE_CODECS, RECIPES, VENDORS
+from usdcm.synth.plan import RegionHabit, draw_plan
 
-LOSSY = {JPEGBaseline8Bit}
+H264 = "1.2.840.10008.1.2.4.102"
+HEVC = "1.2.840.10008.1.2.4.107"
+JPEG_XL_LOSSLESS = "1.2.840.10008.1.2.4.110"
 
 
 def read(path: Path, *, pixels: bool = True) -> pydicom.Dataset:
@@ -39,12 +48,25 @@ def read(path: Path, *, pixels: bool = True) -> pydicom.Dataset:
     return ds
 
 
+def stored_frames(path: Path) -> np.ndarray:
+    """Decoded frames as stored: frames x rows x columns [x 3], palette indices as they are.
+    pydicom decodes what it can; JPEG XL frames go through libjxl one by one, video through
+    usdcm (as RGB)."""
+    ds = read(path)
+    syntax = ds.file_meta.TransferSyntaxUID
+    count = int(ds.get("NumberOfFrames", 1))
+    if syntax in JPEG_XL_SYNTAXES:
+        frames = generate_frames(ds.PixelData, number_of_frames=count)
+        return np.stack([decode_jpegxl(frame) for frame in frames])
+    if syntax in VIDEO_SYNTAXES:
+        return decode_frames(ds, keep_color=True)
+    array = ds.pixel_array
+    return array[np.newaxis] if count == 1 else array
+
+
 def gray_frames(path: Path) -> np.ndarray:
     """Decoded frames as float grey levels: frames x rows x columns (palette indices as is)."""
-    ds = read(path)
-    array = ds.pixel_array.astype(np.float64)
-    if int(ds.get("NumberOfFrames", 1)) == 1:
-        array = array[np.newaxis]
+    array = stored_frames(path).astype(np.float64)
     if array.ndim == 4:
         array = array.mean(axis=-1)
     return array
@@ -80,9 +102,11 @@ def test_image_files_are_nested_without_extensions(synth_mix: ExportSummary) -> 
 
 
 def test_same_seed_gives_identical_bytes_and_another_seed_does_not(tmp_path: Path) -> None:
-    first = write_export(tmp_path / "a", patients=3, seed=11, frames=4)
-    again = write_export(tmp_path / "b", patients=3, seed=11, frames=4)
-    other = write_export(tmp_path / "c", patients=3, seed=12, frames=4)
+    first = write_export(tmp_path / "a", patients=5, seed=11, frames=2)
+    again = write_export(tmp_path / "b", patients=5, seed=11, frames=2)
+    other = write_export(tmp_path / "c", patients=3, seed=12, frames=2)
+    codecs = {record.transfer_syntax_uid for record in first.images} & set(CINE_CODECS)
+    assert len(codecs) >= 2  # H.264 and JPEG XL encoders among them
     assert digests(first.root) == digests(again.root)
     assert first.phi == again.phi
     changed = digests(other.root)
@@ -106,8 +130,17 @@ def test_export_mixes_syntaxes_colours_and_sop_classes(synth_mix: ExportSummary)
         JPEGBaseline8Bit,
         RLELossless,
         JPEG2000Lossless,
+        H264,
+        HEVC,
+        JPEG_XL_LOSSLESS,
     }
-    assert photometrics == {"MONOCHROME2", "RGB", "YBR_FULL_422", "PALETTE COLOR"}
+    assert photometrics == {
+        "MONOCHROME2",
+        "RGB",
+        "YBR_FULL_422",
+        "PALETTE COLOR",
+        "YBR_PARTIAL_420",
+    }
     assert classes == {US_IMAGE_STORAGE, US_MULTIFRAME_IMAGE_STORAGE}
 
 
@@ -138,11 +171,9 @@ def test_part10_files_and_bare_data_sets_are_both_present(synth_mix: ExportSumma
 def test_every_image_decodes_to_its_declared_shape(synth_mix: ExportSummary) -> None:
     for record in synth_mix.images:
         ds = read(record.path)
-        array = ds.pixel_array
-        samples = 3 if record.photometric in ("RGB", "YBR_FULL_422") else 1
-        shape = (record.rows, record.columns) + ((samples,) if samples == 3 else ())
-        if record.frames > 1:
-            shape = (record.frames, *shape)
+        array = stored_frames(record.path)
+        samples = 3 if record.photometric in ("RGB", "YBR_FULL_422", "YBR_PARTIAL_420") else 1
+        shape = (record.frames, record.rows, record.columns) + ((3,) if samples == 3 else ())
         assert array.shape == shape, record.recipe
         assert array.dtype == np.uint8
         assert (int(ds.get("NumberOfFrames", 1)) > 1) == (record.sop_class_uid != US_IMAGE_STORAGE)
@@ -227,7 +258,7 @@ def test_rows_an_off_by_one_region_adds_below_the_sector_are_black(
         frames = gray_frames(record.path)
         x0, _, x1, y1 = record.sector.bounding_box(record.rows, record.columns)
         below = frames[:, y1 + 1 :, x0 : x1 + 1]
-        if record.transfer_syntax_uid in LOSSY:
+        if record.lossy:
             assert below.mean() < 2.0, record.recipe
         else:
             assert not below.any(), record.recipe
@@ -259,7 +290,7 @@ def test_black_outside_the_sector_and_around_the_region(synth_mix: ExportSummary
         ring[max(y0 - 2, 0) : y1 + 3, max(x0 - 2, 0) : x1 + 3] = True
         ring &= ~in_box
         black = frames[:, (in_box & ~record.sector.mask(record.rows, record.columns)) | ring]
-        if record.transfer_syntax_uid in LOSSY:  # JPEG ringing near edges
+        if record.lossy:  # JPEG ringing near edges
             assert black.mean() < 2.0 and black.max() < 40, record.recipe
         else:
             assert not black.any(), record.recipe
@@ -355,6 +386,108 @@ def test_abnormal_images_show_their_lesion(synth_mix: ExportSummary) -> None:
             assert ratio > 1.15, record.recipe
         else:
             assert ratio < 0.87, record.recipe
+
+
+# --- JPEG XL and video: some instances re-encoded ---------------------------------------------
+
+
+def test_the_first_round_keeps_its_recipes_and_later_rounds_reencode_a_few() -> None:
+    plan = draw_plan(patients=40, seed=0, abnormal_fraction=0.5, difficulty=0.3, frames=8)
+    instances = [instance for _, _, instance in plan.instances]
+    assert all(instance.codec is None for instance in instances[: len(RECIPES)])
+    for start in range(len(RECIPES), len(instances), len(RECIPES)):
+        round_ = instances[start : start + len(RECIPES)]
+        part10 = [instance for instance in round_ if instance.recipe.part10]
+        reencoded = [instance for instance in round_ if instance.codec is not None]
+        assert reencoded == part10[: min(CODEC_SLOTS_PER_ROUND, len(part10))]
+    cine = [i.codec for i in instances if i.codec is not None and i.recipe.cine]
+    single = [i.codec for i in instances if i.codec is not None and not i.recipe.cine]
+    assert cine == [CINE_CODECS[n % len(CINE_CODECS)] for n in range(len(cine))]
+    assert single == [IMAGE_CODECS[n % len(IMAGE_CODECS)] for n in range(len(single))]
+    assert set(cine) == set(CINE_CODECS) and set(single) == set(IMAGE_CODECS)
+    assert not {*cine, *single} & VIDEO_SYNTAXES - set(CINE_CODECS)  # no video single frame
+    assert 0.2 < (len(cine) + len(single)) / len(instances) < 0.35
+
+
+def test_the_codec_choice_draws_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    options = {"patients": 12, "seed": 4, "abnormal_fraction": 0.5, "difficulty": 0.3}
+    mixed = draw_plan(**options, frames=6)
+    monkeypatch.setattr("usdcm.synth.plan.CODEC_SLOTS_PER_ROUND", 0)
+    native = draw_plan(**options, frames=6)
+    pairs = list(zip(mixed.instances, native.instances, strict=True))
+    assert any(item[2].codec for item, _ in pairs)
+    for (_, _, instance), (_, _, plain) in pairs:
+        assert plain.codec is None
+        assert dataclasses.replace(instance, codec=None) == plain
+    assert dataclasses.replace(mixed, patients=()) == dataclasses.replace(native, patients=())
+
+
+def test_without_jpegxl_its_slots_go_to_video_or_stay_native(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("usdcm.synth.plan.jpegxl_available", lambda: False)
+    plan = draw_plan(patients=20, seed=0, abnormal_fraction=0.5, difficulty=0.3, frames=4)
+    codecs = [instance.codec for _, _, instance in plan.instances if instance.codec]
+    assert codecs and not set(codecs) & JPEG_XL_SYNTAXES
+    assert all(i.recipe.cine for _, _, i in plan.instances if i.codec)
+
+
+def test_reencoded_images_decode_within_the_codec_loss(synth_mix: ExportSummary) -> None:
+    """Compared with the pixels synth drew (its uncompressed twin), inside the tissue box."""
+    twins = reencoded_twins(patients=5, seed=0)  # synth_mix's options
+    records = [r for r in synth_mix.images if r.sop_instance_uid in twins]
+    assert {record.transfer_syntax_uid for record in records} == {H264, HEVC, JPEG_XL_LOSSLESS}
+    for record in records:
+        ds = read(record.path)
+        drawn = pydicom.dcmread(io.BytesIO(twins[record.sop_instance_uid]))
+        assert ds.file_meta.TransferSyntaxUID == record.transfer_syntax_uid
+        assert ds.LossyImageCompression == ("01" if record.lossy else "00")
+        assert int(ds.get("NumberOfFrames", 1)) == record.frames
+        assert read_regions(ds) == read_regions(drawn) == record.regions
+        x0, y0, x1, y1 = record.tissue_box
+        decoded = decode_frames(ds)[:, y0 : y1 + 1, x0 : x1 + 1]
+        expected = decode_frames(drawn)[:, y0 : y1 + 1, x0 : x1 + 1]
+        assert_within_loss(decoded, expected, record.transfer_syntax_uid, record.recipe)
+        if record.transfer_syntax_uid == JPEG_XL_LOSSLESS:  # and the whole screen
+            np.testing.assert_array_equal(stored_frames(record.path), drawn.pixel_array)
+
+
+def _small_rgb_cine() -> bytes:
+    ds = pydicom.Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = US_MULTIFRAME_IMAGE_STORAGE, "1.2.3.4"
+    ds.NumberOfFrames, ds.Rows, ds.Columns = 4, 176, 256  # tall enough for two x264 threads
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = np.random.default_rng(0).integers(0, 256, (4, 176, 256, 3), np.uint8).tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, implicit_vr=False, little_endian=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs Linux CPU affinity and two CPUs",
+)
+def test_codec_bytes_do_not_depend_on_the_number_of_cpus() -> None:
+    """x264 and x265 pick their thread count from the CPUs they may use, and write it (and
+    the CPU's features) into the stream: synth pins one thread and drops that SEI."""
+    data = _small_rgb_cine()
+    syntaxes = [
+        synth_codecs.MPEG2_MAIN_LEVEL,
+        synth_codecs.H264_HIGH_41,
+        synth_codecs.HEVC_MAIN,
+        synth_codecs.JPEG_XL,
+        synth_codecs.JPEG_XL_LOSSLESS,
+    ]
+    every_cpu = [synth_codecs.transcode(data, syntax) for syntax in syntaxes]
+    cpus = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(cpus)})
+        one_cpu = [synth_codecs.transcode(data, syntax) for syntax in syntaxes]
+    finally:
+        os.sched_setaffinity(0, cpus)
+    assert one_cpu == every_cpu
+    assert b"cpuid=" not in every_cpu[2]  # x265's options SEI names the CPU's features
 
 
 def test_junk_files_are_what_they_claim(synth_mix: ExportSummary) -> None:

@@ -1,5 +1,6 @@
-"""The catalogue of variants a synthetic export draws from: storage recipes, fake scanner
-vendors, and the fake identities (all prefixed ``ZZ``, ``SYN`` or ``ACC`` so tests can grep).
+"""The catalogue of variants a synthetic export draws from: storage recipes, the codecs some
+instances are re-encoded in, fake scanner vendors, and the fake identities (all prefixed
+``ZZ``, ``SYN`` or ``ACC`` so tests can grep).
 
 Owns constants only; ``plan`` draws from them. Never holds a real name or a real product.
 """
@@ -19,6 +20,17 @@ from pydicom.uid import (
 )
 
 from usdcm.dicom.sop import US_IMAGE_STORAGE, US_MULTIFRAME_IMAGE_STORAGE
+from usdcm.synth.codecs import (
+    H264_HIGH_41,
+    H264_HIGH_41_BD,
+    H264_HIGH_42_2D,
+    HEVC_MAIN,
+    JPEG_XL,
+    JPEG_XL_JPEG_RECOMPRESSION,
+    JPEG_XL_LOSSLESS,
+    MPEG2_HIGH_LEVEL,
+    MPEG2_MAIN_LEVEL,
+)
 from usdcm.synth.screen import RGB, ScreenExtra
 
 
@@ -86,6 +98,28 @@ RECIPES: tuple[Recipe, ...] = (
 )
 """Every storage variant; instances cycle through them, so each appears once an export has
 at least ``len(RECIPES)`` image instances."""
+
+CODEC_SLOTS_PER_ROUND = 4
+"""How many instances of each round of :data:`RECIPES` after the first are re-encoded in one
+of the codecs below (the first Part 10 instances of the round): about 30% of a large export.
+The first round is stored as its recipes say, so every recipe appears as such first."""
+CINE_CODECS: tuple[UID, ...] = (
+    H264_HIGH_41,
+    JPEG_XL_LOSSLESS,
+    HEVC_MAIN,
+    MPEG2_MAIN_LEVEL,
+    JPEG_XL_JPEG_RECOMPRESSION,
+    H264_HIGH_41_BD,
+    MPEG2_HIGH_LEVEL,
+    JPEG_XL,
+    H264_HIGH_42_2D,
+)
+"""The syntaxes a re-encoded cine takes, in turn: H.264, JPEG XL and HEVC come first, so
+that a small export (two rounds) already holds each library's codec. HEVC Main 10 (.108) is
+not drawn: ingest keeps 10-bit levels as they are (0-1023), which would put one image of an
+8-bit export on another scale; :func:`usdcm.synth.codecs.transcode` writes it on request."""
+IMAGE_CODECS: tuple[UID, ...] = (JPEG_XL_LOSSLESS, JPEG_XL, JPEG_XL_JPEG_RECOMPRESSION)
+"""The syntaxes a re-encoded single-frame image takes, in turn (video is for cine only)."""
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Turn a planned instance and its screen into DICOM bytes: header, pixel encoding, file format.
 
 Owns the header attributes, photometric conversion (grey, RGB, palette, JPEG YBR) and the
-transfer syntaxes. Strict when writing: every file it makes is one usdcm must be able to
-read. Never decides what to draw and never writes to disk.
+transfer syntaxes (JPEG XL and video through :func:`usdcm.synth.codecs.transcode`). Strict
+when writing: every file it makes is one usdcm must be able to read. Never decides what to
+draw and never writes to disk.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pydicom.uid import (
 )
 
 from usdcm.synth.catalog import INSTITUTION, Photometric
+from usdcm.synth.codecs import transcode
 from usdcm.synth.phantom import ByteArray
 from usdcm.synth.plan import InstancePlan, PatientPlan, SeriesPlan
 from usdcm.synth.screen import RegionItem, Screen
@@ -169,11 +171,15 @@ def jpeg_frames(rgb: ByteArray) -> list[bytes]:
 def encode_image(
     patient: PatientPlan, series: SeriesPlan, instance: InstancePlan, screen: Screen
 ) -> bytes:
-    """Return the file bytes of one image instance, stored the way its recipe says."""
+    """Return the file bytes of one image instance, stored the way its recipe says, or
+    re-encoded in the instance's codec from the recipe's uncompressed pixels (a JPEG recipe's
+    from RGB): one lossy step, never two."""
     recipe = instance.recipe
     ds = image_header(patient, series, instance, screen)
     rows, columns = instance.layout.rows, instance.layout.columns
     photometric = recipe.photometric
+    if instance.codec is not None and photometric is Photometric.YBR_FULL_422:
+        photometric = Photometric.RGB
     pixels: ByteArray
     if photometric is Photometric.MONOCHROME2:
         pixels = screen.gray()
@@ -190,7 +196,7 @@ def encode_image(
         _set_image_pixel_module(ds, rows, columns, 3, photometric.value)
     if not recipe.cine:
         pixels = pixels[0]
-    syntax = recipe.transfer_syntax
+    syntax = recipe.transfer_syntax if instance.codec is None else ExplicitVRLittleEndian
     ds.LossyImageCompression = "00"
     if syntax == JPEGBaseline8Bit:
         frames = jpeg_frames(pixels if recipe.cine else pixels[np.newaxis])
@@ -207,6 +213,8 @@ def encode_image(
         ds.compress(syntax, pixels, encoding_plugin="pylibjpeg", generate_instance_uid=False)
     else:
         _native_pixels(ds, pixels)
+    if instance.codec is not None:
+        return transcode(to_bytes(ds, syntax), instance.codec)
     return to_bytes(ds, syntax, part10=recipe.part10)
 
 

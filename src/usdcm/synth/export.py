@@ -2,7 +2,9 @@
 
 Owns the folder layout (``PTxxxxxx/STxxxxxx/SExxxxxx/IMxxxxxx``, no extensions), where the
 junk goes, and the :class:`ExportSummary` that tests and demos rely on. All content comes
-from the seeded plan, so one seed gives byte-identical files. Never reads the wall clock and
+from the seeded plan, so one seed gives byte-identical files; about 30% of the images of a
+large export are re-encoded in JPEG XL, H.264, HEVC or MPEG-2 (see
+:func:`usdcm.synth.plan.draw_plan`). Never reads the wall clock and
 never overwrites a non-empty folder.
 """
 
@@ -19,12 +21,13 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.fileset import FileSet
-from pydicom.uid import ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit
 
 from usdcm.atomic import atomic_write_bytes
 from usdcm.dicom.regions import UltrasoundRegion
 from usdcm.errors import SynthOptionError
 from usdcm.synth import junk
+from usdcm.synth.codecs import CODEC_SYNTAXES, JPEG_XL_LOSSLESS
 from usdcm.synth.encode import encode_image
 from usdcm.synth.phantom import Lesion
 from usdcm.synth.plan import (
@@ -42,6 +45,10 @@ LABELS_FILE = "labels.csv"
 DICOMDIR_FILE = "DICOMDIR"
 README_FILE = "README"
 FILE_SET_ID = "USDCM_SYNTH"
+LOSSY_SYNTAXES = frozenset(
+    str(uid) for uid in (JPEGBaseline8Bit, *CODEC_SYNTAXES) if uid != JPEG_XL_LOSSLESS
+)
+"""The transfer syntaxes the export writes whose pixels differ from the drawn ones."""
 JUNK_KINDS = ("text", "truncated", "sr", "non_us", "secondary_capture", "duplicate", "dicomdir")
 
 
@@ -78,6 +85,12 @@ class ImageRecord:
         region = self.regions[0].clipped(self.rows, self.columns)
         assert region is not None  # the synth's tissue region always lies in the image
         return (region.x0, region.y0, region.x1, region.y1)
+
+    @property
+    def lossy(self) -> bool:
+        """Whether the stored pixels differ from the drawn ones: JPEG Baseline, JPEG XL
+        other than lossless, and video."""
+        return self.transfer_syntax_uid in LOSSY_SYNTAXES
 
     @property
     def region_note(self) -> str:
@@ -169,19 +182,12 @@ def write_export(
     images: list[ImageRecord] = []
     stubs: list[Dataset] = []
     for patient, series, instance in plan.instances:
-        screen = compose(
-            instance.phantom,
-            instance.layout,
-            frames=instance.frames,
-            banner=patient.banner,
-            accent=patient.vendor.accent,
-            delta_cm=instance.delta_cm,
-        )
-        screen = with_habit(screen, instance.region_habit, rows=instance.layout.rows)
+        screen = instance_screen(patient, instance)
         data = encode_image(patient, series, instance, screen)
         path = writer.write(instance.path, data)
-        images.append(_record(path, patient, instance, screen.regions))
-        stubs.append(_directory_stub(data, part10=instance.recipe.part10))
+        stub = _directory_stub(data, part10=instance.recipe.part10)
+        images.append(_record(path, patient, instance, screen.regions, stub))
+        stubs.append(stub)
     junk_paths = _write_junk(writer, plan)
     junk_paths["dicomdir"] = writer.write(PurePosixPath(DICOMDIR_FILE), _dicomdir(plan, stubs))
     labels_path = writer.write(PurePosixPath(LABELS_FILE), labels_csv(plan).encode("utf-8"))
@@ -232,6 +238,20 @@ def _prepare_root(out: Path) -> Path:
     return out
 
 
+def instance_screen(patient: PatientPlan, instance: InstancePlan) -> Screen:
+    """The screen one planned instance shows, with its region written as its habit says:
+    the pixels before any encoding."""
+    screen = compose(
+        instance.phantom,
+        instance.layout,
+        frames=instance.frames,
+        banner=patient.banner,
+        accent=patient.vendor.accent,
+        delta_cm=instance.delta_cm,
+    )
+    return with_habit(screen, instance.region_habit, rows=instance.layout.rows)
+
+
 def with_habit(screen: Screen, habit: RegionHabit, *, rows: int) -> Screen:
     """``screen`` with its tissue region (the first) written as a scanner with ``habit``
     writes it; the pixels are unchanged.
@@ -252,7 +272,11 @@ def with_habit(screen: Screen, habit: RegionHabit, *, rows: int) -> Screen:
 
 
 def _record(
-    path: Path, patient: PatientPlan, instance: InstancePlan, regions: tuple[RegionItem, ...]
+    path: Path,
+    patient: PatientPlan,
+    instance: InstancePlan,
+    regions: tuple[RegionItem, ...],
+    header: Dataset,
 ) -> ImageRecord:
     recipe = instance.recipe
     return ImageRecord(
@@ -262,8 +286,8 @@ def _record(
         label=patient.label,
         recipe=recipe.name,
         sop_class_uid=str(recipe.sop_class_uid),
-        transfer_syntax_uid=str(recipe.transfer_syntax),
-        photometric=recipe.photometric.value,
+        transfer_syntax_uid=str(instance.transfer_syntax),
+        photometric=str(header.PhotometricInterpretation),  # a codec may change it
         part10=recipe.part10,
         frames=instance.frames,
         rows=instance.layout.rows,
@@ -298,7 +322,12 @@ def _dicomdir(plan: ExportPlan, stubs: list[Dataset]) -> bytes:
     file_set.ID = FILE_SET_ID
     file_set.UID = plan.file_set_uid
     for stub in stubs:
-        file_set.add(stub)
+        syntax = UID(stub.file_meta.TransferSyntaxUID)
+        if not syntax.is_transfer_syntax:  # JPEG XL: pydicom 3.0 cannot stage the stub in it
+            stub.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian  # (it has no pixels)
+        instance = file_set.add(stub)
+        # the record names the file's own syntax; FileSet keeps no public handle on it
+        instance.node._record.ReferencedTransferSyntaxUIDInFile = syntax
     try:
         with tempfile.TemporaryDirectory(prefix="usdcm-dicomdir-") as staging:
             file_set.write(staging)

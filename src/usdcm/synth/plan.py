@@ -16,10 +16,14 @@ from pathlib import PurePosixPath
 import numpy as np
 from pydicom.uid import UID, generate_uid
 
+from usdcm.dicom.codecs import JPEG_XL_SYNTAXES, jpegxl_available
 from usdcm.errors import SynthOptionError
 from usdcm.synth.catalog import (
+    CINE_CODECS,
+    CODEC_SLOTS_PER_ROUND,
     FAMILY_NAMES,
     GIVEN_NAMES,
+    IMAGE_CODECS,
     INSTITUTION,
     RECIPES,
     REFERRING_NAMES,
@@ -84,6 +88,14 @@ class InstancePlan:
     """Seconds after the study time at which the instance was acquired."""
     region_habit: RegionHabit = RegionHabit.NONE
     """How the tissue region is written (the pixels are the same either way)."""
+    codec: UID | None = None
+    """The JPEG XL or video transfer syntax the instance is re-encoded in, from the recipe's
+    pixels before any compression; ``None`` stores it as its recipe says."""
+
+    @property
+    def transfer_syntax(self) -> UID:
+        """The transfer syntax of the file written."""
+        return self.codec or self.recipe.transfer_syntax
 
 
 @dataclass(frozen=True)
@@ -261,6 +273,38 @@ def _recipe_order(rng: np.random.Generator, count: int) -> list[Recipe]:
     return order[:count]
 
 
+def _codec_order(recipes: list[Recipe], *, jpegxl: bool) -> list[UID | None]:
+    """The codec of each instance, given the recipes in instance order.
+
+    No draw: the first round of :data:`RECIPES` keeps its storage; in each later round the
+    first :data:`CODEC_SLOTS_PER_ROUND` Part 10 instances take the next codec of their kind
+    (:data:`CINE_CODECS` or :data:`IMAGE_CODECS`). Without JPEG XL (``jpegxl=False``) its
+    slots go to the next video codec, or keep the recipe's storage on a single frame.
+
+    Examples
+    --------
+    >>> recipes = [RECIPES[1]] * (len(RECIPES) + 3)
+    >>> [str(uid).rsplit(".", 1)[-1] for uid in _codec_order(recipes, jpegxl=True)[-4:]]
+    ['None', '102', '110', '107']
+    """
+    cine = [uid for uid in CINE_CODECS if jpegxl or uid not in JPEG_XL_SYNTAXES]
+    image = [uid for uid in IMAGE_CODECS if jpegxl or uid not in JPEG_XL_SYNTAXES]
+    turns = {True: 0, False: 0}
+    codecs: list[UID | None] = []
+    slots = 0
+    for position, recipe in enumerate(recipes):
+        if position % len(RECIPES) == 0:
+            slots = CODEC_SLOTS_PER_ROUND if position else 0
+        cycle = cine if recipe.cine else image
+        if not (slots and recipe.part10 and cycle):
+            codecs.append(None)
+            continue
+        codecs.append(cycle[turns[recipe.cine] % len(cycle)])
+        turns[recipe.cine] += 1
+        slots -= 1
+    return codecs
+
+
 def _names(rng: np.random.Generator, count: int) -> list[tuple[str, str]]:
     """Distinct (family, given) pairs while they last, then repeats."""
     pairs = [(family, given) for family in FAMILY_NAMES for given in GIVEN_NAMES]
@@ -284,7 +328,9 @@ def draw_plan(
     """Draw the export: who the patients are, which studies are abnormal, and every image.
 
     Exactly ``round(abnormal_fraction * patients)`` studies are abnormal. Each patient has
-    one study of 1-2 series with 1-3 instances each.
+    one study of 1-2 series with 1-3 instances each. After the first round of recipes, some
+    instances are re-encoded in JPEG XL or video (see :func:`_codec_order`); that choice
+    draws nothing, so every other draw is the same as without it.
 
     Examples
     --------
@@ -310,7 +356,8 @@ def draw_plan(
     shape = [
         [int(rng.integers(1, 4)) for _ in range(int(rng.integers(1, 3)))] for _ in range(patients)
     ]
-    recipes = iter(_recipe_order(rng, sum(sum(series) for series in shape)))
+    order = _recipe_order(rng, sum(sum(series) for series in shape))
+    recipes = iter(zip(order, _codec_order(order, jpegxl=jpegxl_available()), strict=True))
     plans = []
     for index in range(patients):
         patient_rng = np.random.default_rng([seed, 1, index])
@@ -323,7 +370,7 @@ def draw_plan(
             folder = PurePosixPath(f"PT{index:06d}", "ST000000", f"SE{series_index:06d}")
             instances = []
             for instance_index in range(n_instances):
-                recipe = next(recipes)
+                recipe, codec = next(recipes)
                 instances.append(
                     _draw_instance(
                         np.random.default_rng([seed, 2, index, series_index, instance_index]),
@@ -335,6 +382,7 @@ def draw_plan(
                         lesion=is_abnormal,
                         difficulty=difficulty,
                         frames=frames,
+                        codec=codec,
                     )
                 )
             series_plans.append(
@@ -387,6 +435,7 @@ def _draw_instance(
     lesion: bool,
     difficulty: float,
     frames: int,
+    codec: UID | None = None,
 ) -> InstancePlan:
     """Draw one image: its cine length, probe, screen layout, phantom and pixel size."""
     n_frames = int(rng.integers(max(2, frames - 2), frames + 3)) if recipe.cine else 1
@@ -413,6 +462,7 @@ def _draw_instance(
         delta_cm=round(float(rng.uniform(0.02, 0.05)), 4),
         content_seconds=int(rng.integers(30, 900)),
         region_habit=_draw_habit(rng, layout),  # drawn last: the other draws unchanged
+        codec=codec,
     )
 
 
