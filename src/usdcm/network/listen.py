@@ -692,7 +692,7 @@ class Listener:
                 )
             else:
                 LOGGER.warning(
-                    "study %s: %s failed (%s), attempt %d of %d; trying again in %.0fs",
+                    "study %s: %s failed (%s), attempt %d of %d; trying again in %.1fs",
                     key,
                     failure.stage.value,
                     failure.error,
@@ -712,10 +712,7 @@ class Listener:
         if self._on_study is not None:
             try:
                 self._on_study(keys)
-            except Exception as err:
-                LOGGER.warning(
-                    "study work failed for %d study(ies): %s", len(keys), type(err).__name__
-                )
+            except Exception as err:  # logged by _settle: the type only, never the message
                 failure = StudyFailure(WorkStage.WORK, type(err).__name__)
                 return {key: (failure, set()) for key in keys}
             return {}
