@@ -16,6 +16,7 @@ keyed hashes), never a UID, a patient attribute or a credential.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -418,7 +419,7 @@ def _send_association(
         if syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
             syntaxes = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
         ae.add_requested_context(sop_class, syntaxes)
-    unreachable = _probe(destination, tls)
+    unreachable = _probe(destination)
     if unreachable:
         return dict.fromkeys(paths, unreachable)
     association = ae.associate(
@@ -427,6 +428,10 @@ def _send_association(
         ae_title=destination.aet,
         tls_args=(tls, destination.host) if tls is not None else None,
     )
+    if not association.is_established and tls is not None:
+        handshake = _tls_failure(destination, tls)
+        if handshake:
+            return dict.fromkeys(paths, handshake)
     if not association.is_established:
         why = "rejected" if association.is_rejected else "aborted"
         hint = (
@@ -464,34 +469,54 @@ def _send_association(
     return failed
 
 
-def _probe(destination: DimseDestination, tls: ssl.SSLContext | None) -> str:
-    """Why ``destination`` takes no connection (no TCP, or a failed TLS handshake), or ``""``.
+def _probe(destination: DimseDestination) -> str:
+    """Why ``destination`` takes no TCP connection, or ``""`` when it does."""
+    import socket
 
-    pynetdicom only logs why a TLS handshake failed; this says it in the reason.
+    try:
+        with socket.create_connection(
+            (destination.host, destination.port), timeout=CONNECT_TIMEOUT_S
+        ):
+            return ""
+    except OSError as err:
+        why = err.strerror or type(err).__name__
+        return f"{_UNREACHABLE}: {destination}: {why}"
+
+
+def _tls_failure(destination: DimseDestination, tls: ssl.SSLContext) -> str:
+    """Why a TLS handshake with ``destination`` fails, or ``""`` when it succeeds.
+
+    Asked only once an association over TLS failed: pynetdicom logs a failed handshake but
+    reports only an aborted association. A handshake that succeeds is closed with
+    close_notify, so the peer does not wait for an association request that never comes.
     """
     import socket
     import ssl
 
     try:
-        sock = socket.create_connection(
-            (destination.host, destination.port), timeout=CONNECT_TIMEOUT_S
-        )
-    except OSError as err:
-        why = err.strerror or type(err).__name__
-        return f"{_UNREACHABLE}: {destination}: {why}"
-    with sock:
-        if tls is None:
+        with (
+            socket.create_connection(
+                (destination.host, destination.port), timeout=CONNECT_TIMEOUT_S
+            ) as sock,
+            tls.wrap_socket(sock, server_hostname=destination.host) as wrapped,
+        ):
+            # under TLS 1.3 a refused client certificate arrives as an alert after the
+            # handshake: wait for it briefly (the peer otherwise waits for our request)
+            wrapped.settimeout(1.0)
+            with contextlib.suppress(TimeoutError):
+                wrapped.recv(1)
+            with contextlib.suppress(OSError):
+                wrapped.unwrap()
             return ""
-        try:
-            with tls.wrap_socket(sock, server_hostname=destination.host):
-                return ""
-        except ssl.SSLCertVerificationError as err:
-            why = f"{_ssl_why(err)}; is --tls-ca the CA that signed its certificate?"
-        except ssl.SSLError as err:
-            why = _ssl_why(err)
-        except OSError as err:  # closed, reset or timed out mid-handshake
-            why = f"{err.strerror or type(err).__name__}; does the peer speak TLS on this port?"
-        return f"{_TLS_FAILED} with {destination} failed: {why}"
+    except ssl.SSLCertVerificationError as err:
+        why = f"{_ssl_why(err)}; is --tls-ca the CA that signed its certificate?"
+    except ssl.SSLError as err:
+        why = _ssl_why(err)
+        if "CERTIFICATE_REQUIRED" in why.upper():
+            why += "; the peer requires a client certificate: add --tls-cert and --tls-key"
+    except OSError as err:  # closed, reset or timed out mid-handshake
+        why = f"{err.strerror or type(err).__name__}; does the peer speak TLS on this port?"
+    return f"{_TLS_FAILED} with {destination} failed: {why}"
 
 
 def _name(uid: str) -> str:
