@@ -188,11 +188,9 @@ def test_orthanc_files_the_sr_inside_the_original_study(
             if header.get("StudyInstanceUID") == study_uid and header.get("Modality") == "US":
                 peer.upload(path)
         before = _study_series_modalities(peer, study_uid)
-        if how == "dimse":
-            target = {"dimse": f"{peer.aet}@127.0.0.1:{peer.dicom_port}"}
-        else:
-            target = {"dicomweb": peer.dicomweb_url}
-        result = send_files([sr_path], outbox=tmp_path / "outbox", **target)
+        dimse = f"{peer.aet}@127.0.0.1:{peer.dicom_port}" if how == "dimse" else None
+        dicomweb = peer.dicomweb_url if how == "dicomweb" else None
+        result = send_files([sr_path], outbox=tmp_path / "outbox", dimse=dimse, dicomweb=dicomweb)
         assert result.ok, result.failed
         after = _study_series_modalities(peer, study_uid)
         assert "SR" not in before and sorted([*before, "SR"]) == after
@@ -220,7 +218,9 @@ class StowService:
     listed) or ``"http500"``.
     """
 
-    def __init__(self, answer: str, tls: tuple[Path, Path] | None = None) -> None:
+    def __init__(
+        self, answer: str, tls: tuple[Path, Path] | None = None, port: int | None = None
+    ) -> None:
         self.answer = answer
         self.parts: list[bytes] = []
         self.authorizations: list[str] = []
@@ -243,7 +243,7 @@ class StowService:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port or free_port()), Handler)
         scheme = "http"
         if tls is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

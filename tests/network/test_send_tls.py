@@ -58,11 +58,11 @@ def _signed(folder: Path, name: str, ca: Path, ca_key: Path, extensions: str) ->
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     folder = tmp_path_factory.mktemp("tls")
-    for ca in ("ca", "other-ca"):
+    for authority in ("ca", "other-ca"):
         _openssl(
             "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-subj", f"/CN=usdcm test {ca}",
-            "-keyout", str(folder / f"{ca}.key"), "-out", str(folder / f"{ca}.pem"),
+            "-subj", f"/CN=usdcm test {authority}",
+            "-keyout", str(folder / f"{authority}.key"), "-out", str(folder / f"{authority}.pem"),
         )  # fmt: skip
     ca, ca_key = folder / "ca.pem", folder / "ca.key"
     _signed(folder, "server", ca, ca_key, "subjectAltName=IP:127.0.0.1,DNS:localhost\n")
