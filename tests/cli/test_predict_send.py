@@ -1,6 +1,7 @@
 """``usdcm predict --sr-out --send / --send-dicomweb``: the study SRs go back to Orthanc and
 land inside their original studies; a dead peer leaves them in the outbox and exits 2; the
-predictions CSV and file names stay pseudonymous."""
+predictions CSV and file names stay pseudonymous; ``--tls-ca`` sends over TLS, and a TLS
+mistake stops predict before the model runs."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from pathlib import Path
 import pydicom
 import pytest
 from tests.evaluation.conftest import Evaluated
+from tests.network.test_send_tls import Certificates, certs
 from tests.peers import Orthanc, PeerError, free_port, orthanc
 from typer.testing import CliRunner
 
 from usdcm.cli.app import app
+
+__all__ = ["certs"]  # a fixture shared from the network tests
 
 
 def _predict(evaluated_run: Evaluated, tmp_path: Path, *extra: str) -> tuple[int, str]:
@@ -97,3 +101,42 @@ def test_send_needs_sr_out(evaluated_run: Evaluated, tmp_path: Path) -> None:
     args = ["predict", str(evaluated_run.run), str(tmp_path), "--out", str(tmp_path / "p.csv")]
     result = CliRunner().invoke(app, [*args, "--send", "PACS@127.0.0.1:104"])
     assert result.exit_code == 2 and "add --sr-out" in result.output
+
+
+def test_predict_sends_over_tls(
+    evaluated_run: Evaluated, certs: Certificates, tmp_path: Path
+) -> None:
+    from tests.network.test_listen import listening
+
+    tls_args = ("--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key))
+    with listening(tmp_path, *tls_args, "--modality", "SR", name="tls") as peer:
+        target = f"USDCM@127.0.0.1:{peer.port}"
+        code, output = _predict(
+            evaluated_run, tmp_path, "--send", target, "--tls-ca", str(certs.ca)
+        )
+        assert code == 0, output
+    srs = sorted((tmp_path / "sr").glob("*.sr.dcm"))
+    assert srs and f"{len(srs)} SRs sent to {target}" in output
+    arrived = {ds.SOPInstanceUID: ds for ds in map(pydicom.dcmread, peer.store.glob("*/*/*.dcm"))}
+    assert {str(pydicom.dcmread(p).SOPInstanceUID) for p in srs} == set(arrived)
+
+
+def test_tls_mistakes_stop_predict_before_the_model_runs(
+    evaluated_run: Evaluated, certs: Certificates, tmp_path: Path
+) -> None:
+    send = ("--send", "PACS@127.0.0.1:104")
+    cases = [
+        ((*send, "--tls-ca", str(tmp_path / "none.pem")), "does not exist"),
+        (
+            (*send, "--tls-ca", str(certs.ca), "--tls-key", str(certs.client_key)),
+            "needs --tls-cert",
+        ),
+        (("--tls-ca", str(certs.ca)), "add --send or --send-dicomweb"),
+        (("--send-dicomweb", "http://h/dw", "--tls-ca", str(certs.ca)), "https://"),
+        (("--send", "PACS@h"), "expected AET@host:port"),
+    ]
+    for args, message in cases:
+        code, output = _predict(evaluated_run, tmp_path, *args)
+        assert code == 2 and message in output, output
+        assert len(output.strip().splitlines()) == 1 and "Traceback" not in output
+        assert not (tmp_path / "predictions.csv").exists()  # nothing ran

@@ -181,3 +181,25 @@ def test_a_plain_peer_fails_the_handshake_fast(
     assert not result.sent and not list(received.iterdir())
     reasons = set(result.failed.values())
     assert len(reasons) == 1 and next(iter(reasons)).startswith("TLS handshake with")
+
+
+def test_stow_over_https_trusts_the_given_ca(
+    srs: list[Path], certs: Certificates, tmp_path: Path
+) -> None:
+    from tests.network.test_send import StowService
+
+    with StowService("stored", tls=(certs.server_cert, certs.server_key)) as service:
+        ok = send_files(
+            srs[:1], dicomweb=service.url, outbox=tmp_path / "a", tls=TlsOptions(certs.ca)
+        )
+        wrong = send_files(
+            srs, dicomweb=service.url, outbox=tmp_path / "b", tls=TlsOptions(certs.other_ca)
+        )
+    assert ok.ok, ok.failed
+    assert service.parts == [srs[0].read_bytes()]
+    assert not wrong.sent
+    [reason] = set(wrong.failed.values())
+    assert reason.startswith(f"TLS handshake with {service.url} failed: ")
+    assert "unable to get local issuer certificate" in reason
+    with pytest.raises(SendError, match="https:// DICOMweb URL"):
+        send_files(srs, dicomweb="http://127.0.0.1:1/dw", outbox=tmp_path, tls=TlsOptions(certs.ca))

@@ -270,8 +270,9 @@ def send_files(
         if tls is not None and not name.startswith("https://"):
             message = f"TLS options apply to an https:// DICOMweb URL, not {name}."
             raise SendError(message)
-        connection = _stow_connection(name, token_file, basic_file, tls)
-        sender = lambda batch: _send_stow(batch, connection)  # noqa: E731
+        connection = _stow_connection(name, token_file, basic_file)
+        settings = _stow_tls(tls)
+        sender = lambda batch: _send_stow(batch, connection, settings)  # noqa: E731
 
     result = SendResult(destination=name, outbox=outbox)
     pending = [Path(p) for p in paths]
@@ -527,23 +528,36 @@ def _name(uid: str) -> str:
 
 
 def _stow_connection(
-    url: str, token_file: Path | None, basic_file: Path | None, tls: TlsOptions | None
+    url: str, token_file: Path | None, basic_file: Path | None
 ) -> DicomwebConnection:
     """The authenticated session of :func:`usdcm.network.auth.connect` for ``url``
-    (credentials from the environment or a file, never argv), with ``tls``'s CA."""
+    (credentials from the environment or a file, never argv)."""
     from usdcm.network.auth import connect
 
-    connection = connect(url, token_file=token_file, basic_file=basic_file)
-    if tls is not None:
-        connection.session.verify = str(tls.ca)
-        if tls.cert is not None:
-            cert = str(tls.cert)
-            connection.session.cert = (cert, str(tls.key)) if tls.key is not None else cert
-    return connection
+    return connect(url, token_file=token_file, basic_file=basic_file)
 
 
-def _send_stow(paths: list[Path], connection: DicomwebConnection) -> dict[Path, str]:
-    """STOW-RS each file, as its bytes on disk; the reason of each file not stored."""
+def _stow_tls(tls: TlsOptions | None) -> dict[str, Any]:
+    """The ``verify`` and ``cert`` of each STOW-RS request under ``tls`` (empty without).
+
+    Given per request: requests lets ``$REQUESTS_CA_BUNDLE`` override a session's ``verify``.
+    """
+    if tls is None:
+        return {}
+    settings: dict[str, Any] = {"verify": str(tls.ca)}
+    if tls.cert is not None:
+        cert = str(tls.cert)
+        settings["cert"] = (cert, str(tls.key)) if tls.key is not None else cert
+    return settings
+
+
+def _send_stow(
+    paths: list[Path], connection: DicomwebConnection, tls: dict[str, Any] | None = None
+) -> dict[Path, str]:
+    """STOW-RS each file, as its bytes on disk; the reason of each file not stored.
+
+    ``tls``: the requests' ``verify`` and ``cert`` (:func:`_stow_tls`).
+    """
     import requests
 
     url = f"{connection.url}/studies"
@@ -572,7 +586,7 @@ def _send_stow(paths: list[Path], connection: DicomwebConnection) -> dict[Path, 
         }
         try:
             response = connection.session.post(
-                url, data=body, headers=headers, timeout=connection.timeout_s
+                url, data=body, headers=headers, timeout=connection.timeout_s, **(tls or {})
             )
         except requests.exceptions.SSLError as err:
             reason = f"{_TLS_FAILED} with {connection.url} failed: {_ssl_why(_ssl_cause(err))}"
