@@ -252,3 +252,17 @@ def test_set_aside_store_shares_the_secret_and_the_duplicates_log(tmp_path: Path
     stale = first.path.parent / ".x.dcm.abc.tmp"
     stale.write_bytes(b"half")
     assert store.clean_incoming(stale_after_s=-1) == 1 and not stale.exists()
+
+
+def test_a_give_up_that_cannot_be_recorded_keeps_the_study_pending(tmp_path: Path) -> None:
+    now = [0.0]
+    path = tmp_path / "pending.json"
+    tracker = StudyTracker(path, quiet_s=10, retries=0, clock=lambda: now[0])
+    tracker.seen("a")
+    now[0] = 10.0
+    tracker.due()
+    tracker.failed_path.mkdir()  # failed.jsonl cannot be opened for appending
+    with pytest.raises(OSError):
+        tracker.failed("a", FAILURE)
+    assert _state(path)["pending"] == ["a"]  # the next start tries it again
+    assert StudyTracker(path, quiet_s=10).restored() == ["a"]

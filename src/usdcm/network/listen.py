@@ -458,8 +458,8 @@ class Listener:
         """Stop accepting, let associations in progress finish, finish the study in work.
 
         Associations still open after ``grace_s`` are aborted (what they had acknowledged is
-        on disk). Studies whose work has not started stay in ``pending.json`` for the next
-        start. Idempotent.
+        on disk). Studies whose work has not started, or waits for a retry, stay in
+        ``pending.json`` (with their failed attempts) for the next start. Idempotent.
         """
         if self._server is None:
             return
@@ -678,7 +678,16 @@ class Listener:
         self.tracker.done([key for key in keys if key not in failures])
         given_up = 0
         for key, (failure, passed) in failures.items():
-            retry = self.tracker.failed(key, failure, done=passed)
+            try:
+                retry = self.tracker.failed(key, failure, done=passed)
+            except OSError as err:
+                LOGGER.error(
+                    "cannot record the failure of study %s (%s); it stays pending for the "
+                    "next start",
+                    key,
+                    os.strerror(err.errno) if err.errno else type(err).__name__,
+                )
+                continue
             if retry.retry_in_s is None:
                 given_up += 1
                 LOGGER.error(

@@ -486,19 +486,23 @@ class StudyTracker:
 
         ``done`` are the stages that succeeded; its retry skips them. A study that has now
         failed ``retries + 1`` times is written to ``failed.jsonl`` and leaves
-        ``pending.json``; instances that arrive after that start it afresh.
+        ``pending.json``; instances that arrive after that start it afresh. If
+        ``failed.jsonl`` cannot be written, the ``OSError`` propagates and the study stays in
+        ``pending.json`` (in work), so the next start tries it again.
         """
         now = self._clock()
         with self._lock:
-            study = self._working.pop(key, None) or PendingStudy(key, last_seen=now)
+            study = self._working.get(key) or PendingStudy(key, last_seen=now)
             attempts = study.attempts + 1
             again = self._pending.get(key)  # new instances arrived while it was in work
             if attempts > self.retries:
+                self._record_failure(key, failure, attempts)
+                self._working.pop(key, None)
                 if again is not None:
                     again.attempts = 0
-                self._record_failure(key, failure, attempts)
                 self._save()
                 return Retry(attempts, None)
+            self._working.pop(key, None)
             if again is None:
                 delay = min(self.quiet_s * 2**attempts, MAX_BACKOFF_S)
                 study.attempts, study.retry_at = attempts, now + delay
