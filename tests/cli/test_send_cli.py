@@ -111,6 +111,8 @@ def test_a_dead_port_fills_the_outbox_and_usdcm_send_empties_it(
     assert f"sent {len(outgoing)}, still failing 0; outbox {outbox}: 0 files" in output
     assert not list(outbox.iterdir())
     _same_instances(outgoing, sorted((tmp_path / "received").iterdir()))
+    code, output = _send(str(outbox))  # an empty outbox: nothing to do, nothing left
+    assert code == 0 and f"sent 0, still failing 0; outbox {outbox}: 0 files" in output
 
 
 def test_a_partly_failing_resend_keeps_exactly_the_failed_files(
@@ -126,13 +128,15 @@ def test_a_partly_failing_resend_keeps_exactly_the_failed_files(
     with _storescp(free_port(), tmp_path / "received") as destination:
         code, output = _send(str(outbox), "--to", destination, "--retries", "1", "--backoff", "0")
     assert code == 1
-    assert f"sent {len(outgoing) - 1}, still failing 1; outbox {outbox}: 1 files" in output
-    assert "error: 1 files still failing" in output
+    assert f"sent {len(outgoing) - 1}, still failing 1; outbox {outbox}: 1 file" in output
+    assert "error: 1 file still failing" in output
     assert entries(outbox) == [packed]
     assert sorted(p.name for p in outbox.iterdir()) == ["image1.dcm", "image1.dcm.reason.json"]
     assert packed.read_bytes() == (folder / "image1.dcm").read_bytes()
     after = read_reason(packed)
     assert before is not None and after is not None
+    code, output = _send(str(outbox), "--outbox", str(tmp_path / "elsewhere"), "--to", "A@h:1")
+    assert code == 2 and "is an outbox, and its files stay in it until sent" in output
     assert after.attempts == before.attempts + 2  # a try and its retry
     assert after.destination == destination and after.reason != before.reason
     assert after.first_failed_at == before.first_failed_at
@@ -282,7 +286,7 @@ def test_a_plain_folder_skips_what_is_not_dicom_and_keeps_its_files(
     with _storescp(free_port(), tmp_path / "received") as destination:
         code, output = _send(str(folder), "--to", destination)
     assert code == 0, output
-    assert f"sent {len(srs)}, still failing 0, 1 non-DICOM files skipped" in output
+    assert f"sent {len(srs)}, still failing 0, 1 file skipped (not DICOM)" in output
     assert len(list(folder.glob("*.sr.dcm"))) == len(srs)  # a plain folder is not emptied
     assert not (folder / "outbox").exists()
     assert os.listdir(tmp_path / "received")

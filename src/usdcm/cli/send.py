@@ -122,16 +122,21 @@ def send_command(
     if result.failed:
         reasons = "; ".join(sorted(set(result.failed.values())))
         typer.secho(
-            f"error: {len(result.failed)} files still failing, kept in {result.outbox}: {reasons}",
+            f"error: {_files(len(result.failed))} still failing, kept in {result.outbox}: "
+            f"{reasons}",
             err=True,
             fg=typer.colors.RED,
         )
     elif result.remaining:
         typer.secho(
-            f"error: {result.remaining} files from earlier sends wait in {result.outbox}; "
+            f"error: {_files(result.remaining)} from earlier sends wait in {result.outbox}; "
             f"send them with: usdcm send {result.outbox}",
             err=True,
             fg=typer.colors.RED,
         )
     if result.remaining or result.failed:
         raise typer.Exit(EXIT_FILES_LEFT)
+
+
+def _files(count: int) -> str:
+    return f"{count} file" if count == 1 else f"{count} files"

@@ -663,12 +663,20 @@ class Resent:
     destinations: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        """One line: sent, still failing, the outbox and what it holds."""
-        skipped = f", {len(self.skipped)} non-DICOM files skipped" if self.skipped else ""
+        """One line: sent, still failing, the outbox and what it holds.
+
+        >>> Resent(Path("out"), remaining=1).summary()
+        'sent 0, still failing 0; outbox out: 1 file'
+        """
+        skipped = f", {_files(len(self.skipped))} skipped (not DICOM)" if self.skipped else ""
         return (
             f"sent {len(self.sent)}, still failing {len(self.failed)}{skipped}; "
-            f"outbox {self.outbox}: {self.remaining} files"
+            f"outbox {self.outbox}: {_files(self.remaining)}"
         )
+
+
+def _files(count: int) -> str:
+    return f"{count} file" if count == 1 else f"{count} files"
 
 
 def _is_part10(path: Path) -> bool:
@@ -697,7 +705,9 @@ def _inputs(source: Path) -> tuple[list[Path], list[Path], Path]:
             if p.is_file() and not p.name.startswith(".") and not p.name.endswith(REASON_SUFFIX)
         )
         sent = [p for p in files if _is_part10(p)]
-        return sent, [p for p in files if p not in sent], source / "outbox"
+        # nothing to send (an outbox emptied by an earlier send): the folder is the outbox
+        default = source / "outbox" if sent else source
+        return sent, [p for p in files if p not in sent], default
     if source.is_file():
         if box.is_entry(source):
             return [source], [], source.parent
@@ -766,6 +776,13 @@ def resend(
         message = "give one destination: --to AET@host:port or --dicomweb URL, not both."
         raise SendError(message)
     files, skipped, default_outbox = _inputs(source)
+    is_outbox = bool(files) and box.is_entry(files[0])
+    if is_outbox and outbox is not None and outbox.resolve() != default_outbox.resolve():
+        message = (
+            f"{source} is an outbox, and its files stay in it until sent: --outbox applies "
+            "to a folder or file that is not one."
+        )
+        raise SendError(message)
     outbox = outbox if outbox is not None else default_outbox
     if dimse is not None or dicomweb is not None:
         groups = {(dimse or dicomweb or "", tls is not None): files} if files else {}
