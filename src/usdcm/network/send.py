@@ -110,7 +110,8 @@ class TlsOptions:
     for peers that require one.
 
     For C-STORE it wraps the association (pynetdicom's ``tls_args``); for STOW-RS over
-    ``https://`` it is the session's CA bundle and client certificate.
+    ``https://`` it is each request's CA bundle and client certificate (instead of the
+    system's CAs or ``$REQUESTS_CA_BUNDLE``).
     """
 
     ca: Path
