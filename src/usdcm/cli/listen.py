@@ -15,12 +15,15 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from usdcm.cli._errors import user_errors
 from usdcm.errors import ListenError
+
+if TYPE_CHECKING:
+    from usdcm.network.send import TlsOptions
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|min|m|s)?")
 _SCALE = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "": 1.0}
@@ -117,6 +120,20 @@ def listen_command(
         Path | None,
         typer.Option(help="Results that could not be sent; default EXPORT_DIR/.usdcm/outbox."),
     ] = None,
+    send_tls_ca: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --send: TLS to the PACS, whose certificate this PEM CA must have signed."
+        ),
+    ] = None,
+    send_tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="With --send-tls-ca: a client certificate (PEM) for the PACS."),
+    ] = None,
+    send_tls_key: Annotated[
+        Path | None,
+        typer.Option(help="PEM private key of --send-tls-cert (unencrypted); default: in it."),
+    ] = None,
     retries: Annotated[
         int,
         typer.Option(
@@ -164,6 +181,7 @@ def listen_command(
 
         if (send or send_dicomweb) and predict is None:
             raise ListenError("--send and --send-dicomweb need --predict RUN.")
+        send_tls = _send_tls(send, send_dicomweb, send_tls_ca, send_tls_cert, send_tls_key)
         options = ListenOptions(
             store=store,
             port=port,
@@ -176,6 +194,7 @@ def listen_command(
             predict_run=predict,
             send_dimse=send,
             send_dicomweb=send_dicomweb,
+            send_tls=send_tls,
             sr_out=sr_out,
             outbox=outbox,
             max_associations=max_associations,
@@ -207,6 +226,29 @@ def listen_command(
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         typer.echo(listener.status().line())
+
+
+def _send_tls(
+    send: str | None,
+    send_dicomweb: str | None,
+    ca: Path | None,
+    cert: Path | None,
+    key: Path | None,
+) -> TlsOptions | None:
+    """The TLS options of the results' send, their files checked before listening starts."""
+    from usdcm.network.send import TlsOptions
+
+    if (ca or cert or key) and not (send or send_dicomweb):
+        message = (
+            "--send-tls-ca, --send-tls-cert and --send-tls-key secure the results' send: "
+            "add --send or --send-dicomweb."
+        )
+        raise ListenError(message)
+    if ca is not None and send_dicomweb and not send_dicomweb.startswith("https://"):
+        raise ListenError(
+            f"--send-tls-ca applies to an https:// DICOMweb URL, not {send_dicomweb}."
+        )
+    return TlsOptions.from_options(ca, cert, key)
 
 
 def _configure_logging() -> None:

@@ -79,6 +79,8 @@ if TYPE_CHECKING:
     from pynetdicom.events import Event
     from pynetdicom.transport import ThreadedAssociationServer
 
+    from usdcm.network.send import TlsOptions
+
 LOGGER = logging.getLogger("usdcm.network.listen")
 
 VERIFICATION = UID("1.2.840.10008.1.1")
@@ -214,6 +216,8 @@ class ListenOptions:
     predict_run: Path | None = None
     send_dimse: str | None = None
     send_dicomweb: str | None = None
+    send_tls: TlsOptions | None = None
+    """TLS for the results' send (``--send-tls-ca``...); None sends in the clear."""
     sr_out: Path | None = None
     outbox: Path | None = None
     max_associations: int = 10
@@ -793,6 +797,7 @@ class Listener:
                 dimse=self.options.send_dimse,
                 dicomweb=self.options.send_dicomweb,
                 outbox=self.options.outbox or state / "outbox",
+                tls=self.options.send_tls,
             )
         except Exception as err:
             LOGGER.warning("predict on study %s failed: %s", key, type(err).__name__)
