@@ -8,7 +8,6 @@ titles and keyed study hashes only.
 from __future__ import annotations
 
 import logging
-import re
 import signal
 import sys
 import threading
@@ -25,8 +24,6 @@ from usdcm.errors import ListenError
 if TYPE_CHECKING:
     from usdcm.network.send import TlsOptions
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|min|m|s)?")
-_SCALE = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "": 1.0}
 STATUS_LOG_EVERY_S = 10.0
 
 
@@ -44,11 +41,13 @@ def parse_duration(text: str, option: str) -> float:
     ...
     usdcm.errors.ListenError: --quiet is 'soon'; write a duration such as 30s, 500ms or 2m.
     """
-    match = _DURATION.fullmatch(text.strip().lower())
-    if match is None:
+    from usdcm.durations import seconds_in
+
+    seconds = seconds_in(text, bare_seconds=True)
+    if seconds is None:
         message = f"{option} is {text!r}; write a duration such as 30s, 500ms or 2m."
         raise ListenError(message)
-    return float(match.group(1)) * _SCALE[match.group(2) or ""]
+    return seconds
 
 
 def _names(values: list[str] | None) -> tuple[str, ...]:

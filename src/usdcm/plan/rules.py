@@ -13,12 +13,12 @@ given for ImageNet weights, and never reads files, builds a model for training o
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from usdcm.artifacts.plan import Choice
+from usdcm.durations import seconds_in
 from usdcm.errors import PlanError
 from usdcm.models.registry import IMAGENET_MODELS, RANDOM_INIT_MODELS
 from usdcm.plan.fingerprint import Fingerprint
@@ -87,9 +87,6 @@ class Decision:
         raise KeyError(key)
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|min|m|s)")
-
-
 def parse_time_budget(text: str) -> float:
     """Seconds in a time budget such as ``20m``, ``1h30m``, ``1.5h`` or ``900s``.
 
@@ -107,13 +104,10 @@ def parse_time_budget(text: str) -> float:
     ...
     usdcm.errors.PlanError: --time-budget is '20'; write it with a unit: 20m, 1h30m or 900s.
     """
-    cleaned = text.strip().lower().replace(" ", "")
-    parts = _DURATION.findall(cleaned)
-    if not cleaned or "".join(n + u for n, u in parts) != cleaned:
+    seconds = seconds_in(text, bare_seconds=False)
+    if seconds is None:
         message = f"--time-budget is {text!r}; write it with a unit: 20m, 1h30m or 900s."
         raise PlanError(message)
-    scale = {"h": 3600.0, "m": 60.0, "min": 60.0, "s": 1.0}
-    seconds = sum(float(number) * scale[unit] for number, unit in parts)
     if seconds < 1:
         message = f"--time-budget is {text!r}; it must be at least 1s."
         raise PlanError(message)
