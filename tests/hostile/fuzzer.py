@@ -22,8 +22,11 @@ from pydicom.data import get_testdata_file
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_fragments
-from pydicom.uid import generate_uid
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.uid import UID, generate_uid
 
+from usdcm.dicom.codecs import JPEG_XL_SYNTAXES
 from usdcm.dicom.sop import US_IMAGE_STORAGE, US_MULTIFRAME_IMAGE_STORAGE
 from usdcm.synth import write_export
 
@@ -64,9 +67,30 @@ def _write(dataset: Dataset) -> bytes:
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        syntax = dataset.file_meta.get("TransferSyntaxUID")
+        if syntax is not None and not UID(syntax).is_transfer_syntax:
+            return _write_unknown_syntax(dataset, UID(syntax))
         preamble = dataset.preamble is not None or "TransferSyntaxUID" in dataset.file_meta
         dataset.save_as(buffer, enforce_file_format=preamble)
     return buffer.getvalue()
+
+
+def _write_unknown_syntax(dataset: Dataset, syntax: UID) -> bytes:
+    """A Part 10 file in a syntax pydicom 3.0 does not know (JPEG XL, which synth writes):
+    explicit VR little endian, as every such syntax is, written past pydicom's check."""
+    buffer = DicomBytesIO()
+    buffer.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(buffer, dataset.file_meta, enforce_standard=True)
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    body = Dataset(dataset)  # without the file meta
+    write_dataset(buffer, body)
+    return bytes(buffer.getvalue())
+
+
+def _encapsulated(syntax: UID | None) -> bool:
+    if syntax is None:
+        return False
+    return syntax in JPEG_XL_SYNTAXES or (syntax.is_transfer_syntax and syntax.is_encapsulated)
 
 
 def as_ultrasound(dataset: Dataset) -> Dataset:
@@ -250,7 +274,7 @@ def drop_fragments(data: bytes, rng: np.random.Generator) -> bytes:
     dataset = _read(data)
     syntax = dataset.file_meta.get("TransferSyntaxUID")
     pixels = bytes(dataset.PixelData)
-    if syntax is not None and syntax.is_encapsulated:
+    if _encapsulated(syntax):
         fragments = list(generate_fragments(pixels))
         keep = [f for f in fragments if rng.random() < 0.6]
         if len(keep) == len(fragments):
