@@ -11,6 +11,7 @@ import pytest
 import torch
 from tests.evaluation.conftest import Evaluated
 
+from usdcm.artifacts.predictions import DEMOGRAPHIC_COLUMNS
 from usdcm.errors import CheckpointError, RunError
 from usdcm.inference.model import load_trained_model
 from usdcm.inference.predict import SourcePredictions, predict_source
@@ -38,6 +39,14 @@ def test_predict_on_the_raw_export_matches_evaluate(evaluated_run: Evaluated, wo
             assert by_id[image_id][f"prob_{name}"] == pytest.approx(
                 float(row[f"prob_{name}"]), abs=1e-5
             )
+    manifest = {r["image_id"]: r for r in evaluated_run.ingested.rows}
+    for image_id, row in manifest.items():  # the manifest's coarse demographics, never more
+        assert {k: by_id[image_id][k] for k in DEMOGRAPHIC_COLUMNS} == {
+            k: row[k] for k in DEMOGRAPHIC_COLUMNS
+        }
+    assert all(
+        by_id[i]["sex"] and by_id[i]["age_band"] and by_id[i]["study_year"] for i in manifest
+    )
     text = repr(found.rows) + repr(found.excluded)
     for phi in export.phi:
         assert phi not in text

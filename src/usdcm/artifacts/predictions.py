@@ -163,7 +163,10 @@ SOURCE_COLUMNS = (
     "manufacturer",
     "model",
     "frames",
+    *DEMOGRAPHIC_COLUMNS,
 )
+"""The columns of ``usdcm predict``'s CSV before the probabilities: pseudonymous keys, the
+scanner, and the same coarse demographics as the manifest (for subgroup analyses)."""
 
 
 def write_source_predictions(

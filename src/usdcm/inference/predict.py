@@ -322,7 +322,8 @@ def _predict_source(
 def _row(
     header: InstanceHeader, frames: int, probs: Any, trained: Classifier, secret: Any
 ) -> dict[str, Any]:
-    """One output row: pseudonymous keys, scanner, frames, probabilities, predicted class."""
+    """One output row: pseudonymous keys, scanner, frames, coarse demographics (a sex code,
+    a 10-year age band, a year), probabilities, predicted class."""
     row: dict[str, Any] = {
         "image_id": secret.pseudonym(header.sop_instance_uid, namespace="image"),
         "patient_key": header.patient_key,
@@ -331,6 +332,9 @@ def _row(
         "manufacturer": header.manufacturer,
         "model": header.model,
         "frames": frames,
+        "sex": header.sex,
+        "age_band": header.age_band,
+        "study_year": header.study_year,
     }
     for name, value in zip(trained.classes, probs, strict=True):
         row[f"prob_{name}"] = float(value)
