@@ -128,10 +128,22 @@ def encoded(gray_file: bytes) -> dict[UID, bytes]:
     return {syntax: transcode(gray_file, syntax) for syntax in CODEC_SYNTAXES}
 
 
-def _error(ds: Dataset, decoded: NDArray[np.unsignedinteger], source: NDArray[np.uint8]):
+def _error(
+    ds: Dataset, decoded: NDArray[np.unsignedinteger], source: NDArray[np.uint8]
+) -> NDArray[np.float64]:
     """Signed error in 8-bit levels (10-bit output is brought back to 8-bit scale)."""
     scale = ((1 << int(ds.BitsStored)) - 1) / 255.0
     return decoded.astype(np.float64) / scale - source.astype(np.float64)
+
+
+def _assert_in_order(
+    ds: Dataset, decoded: NDArray[np.unsignedinteger], source: NDArray[np.uint8]
+) -> None:
+    """Each decoded frame is closest to the source frame of its own index (the cine moves
+    two columns a frame, so any other frame is far off)."""
+    for index in range(len(source)):
+        errors = [float(np.abs(_error(ds, decoded[index], frame)).mean()) for frame in source]
+        assert int(np.argmin(errors)) == index
 
 
 def _stream(ds: Dataset) -> bytes:
@@ -158,6 +170,7 @@ def test_decoded_pixels_match_the_source_within_the_codec_loss(
     assert float(np.abs(error).mean()) <= mean_bound
     assert float(np.percentile(np.abs(error), 99)) <= p99_bound
     assert abs(float(error.mean())) <= MAX_BIAS
+    _assert_in_order(ds, decoded, cine)
     if syntax == synth_codecs.JPEG_XL_LOSSLESS:
         np.testing.assert_array_equal(decoded, cine)
 
@@ -246,13 +259,115 @@ def test_every_container_decodes_like_the_elementary_stream(
     np.testing.assert_array_equal(packed, decode_frames(_read(encoded[syntax])))
 
 
-def test_a_stream_split_over_fragments_decodes_the_same(encoded: dict[UID, bytes]) -> None:
-    ds = _read(encoded[synth_codecs.H264_HIGH_41])
+@pytest.mark.parametrize("number", range(100, 107))
+def test_a_stream_split_over_fragments_decodes_the_same(
+    number: int, encoded: dict[UID, bytes]
+) -> None:
+    """The fragmentable variants (.100.1-.106.1) of MPEG-2 and H.264."""
+    source = synth_codecs.MPEG2_MAIN_LEVEL if number < 102 else synth_codecs.H264_HIGH_41
+    ds = _read(encoded[source])
     whole = decode_frames(ds)
     stream = _stream(ds)
     ds.PixelData = encapsulate([stream], fragments_per_frame=5, has_bot=False)
-    ds.file_meta.TransferSyntaxUID = UID("1.2.840.10008.1.2.4.102.1")  # fragmentable
+    ds.file_meta.TransferSyntaxUID = UID(f"1.2.840.10008.1.2.4.{number}.1")
     np.testing.assert_array_equal(decode_frames(ds), whole)
+
+
+# --- H.264 for 3D video (.105) and Stereo High (.106) ---------------------------------------
+
+H264_3D = UID("1.2.840.10008.1.2.4.105")
+H264_STEREO_HIGH = UID("1.2.840.10008.1.2.4.106")
+_SUBSET_SPS, _NON_BASE_VIEW_SLICE = 15, 20  # H.264 Annex H (MVC) NAL unit types
+
+
+def _relabel(data: bytes, syntax: UID) -> bytes:
+    ds = _read(data)
+    ds.file_meta.TransferSyntaxUID = syntax
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _with_a_second_view(stream: bytes) -> bytes:
+    """``stream`` (Annex B) with a subset SPS after its SPS and a non-base view slice after
+    each base view slice, as a Stereo High stream carries them (their payload is filler:
+    only their NAL unit types matter to a decoder of the base view)."""
+    rng = np.random.default_rng(0)
+    out = bytearray()
+    for unit in (u.rstrip(b"\x00") for u in stream.split(b"\x00\x00\x01")):
+        if not unit:
+            continue
+        out += b"\x00\x00\x00\x01" + unit
+        kind = unit[0] & 0x1F
+        extra = {7: _SUBSET_SPS, 1: _NON_BASE_VIEW_SLICE, 5: _NON_BASE_VIEW_SLICE}.get(kind)
+        if extra is not None:  # nal_ref_idc 3; filler without 0x00, so no start code inside
+            filler = rng.integers(0x11, 0xFF, 64 if extra == _SUBSET_SPS else 400, np.uint8)
+            out += b"\x00\x00\x00\x01" + bytes([0x60 | extra]) + filler.tobytes()
+    return bytes(out)
+
+
+@pytest.fixture(scope="module")
+def stereo(gray_file: bytes) -> dict[UID, bytes]:
+    """H.264 High at Level 4.2 in the two stereo syntaxes. For 3D video (.105) x264 writes
+    the frame packing SEI (side by side): each frame holds both views, decoded as stored.
+    For Stereo High (.106) the base view plus a second view's NAL units, which FFmpeg skips
+    (no encoder here writes a real second view)."""
+    packed = transcode(
+        gray_file, synth_codecs.H264_HIGH_42_2D, video_options={"x264-params": "frame-packing=3"}
+    )
+    ds = _read(transcode(gray_file, synth_codecs.H264_HIGH_42_2D))
+    ds.PixelData = encapsulate([_with_a_second_view(_stream(ds))], has_bot=False)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return {
+        H264_3D: _relabel(packed, H264_3D),
+        H264_STEREO_HIGH: _relabel(buffer.getvalue(), H264_STEREO_HIGH),
+    }
+
+
+@pytest.mark.parametrize("syntax", [H264_3D, H264_STEREO_HIGH], ids=["105", "106"])
+def test_h264_stereo_syntaxes_decode_every_frame_in_order(
+    syntax: UID, stereo: dict[UID, bytes], cine: NDArray[np.uint8]
+) -> None:
+    ds = _read(stereo[syntax])
+    assert ds.file_meta.TransferSyntaxUID == syntax
+    assert codec_library(syntax) == "PyAV"
+    decoded = decode_frames(ds)
+    assert decoded.shape == cine.shape == (int(ds.NumberOfFrames), ROWS, COLUMNS)
+    error = _error(ds, decoded, cine)
+    mean_bound, p99_bound = LOSS[synth_codecs.H264_HIGH_42_2D]
+    assert float(np.abs(error).mean()) <= mean_bound
+    assert float(np.percentile(np.abs(error), 99)) <= p99_bound
+    assert abs(float(error.mean())) <= MAX_BIAS
+    _assert_in_order(ds, decoded, cine)
+
+
+def test_the_3d_stream_carries_its_frame_packing_and_stereo_high_its_second_view(
+    stereo: dict[UID, bytes],
+) -> None:
+    """What the two fixtures claim, read back from the streams themselves."""
+    import av
+
+    packed = _stream(_read(stereo[H264_3D]))
+    with av.open(io.BytesIO(packed), mode="r", format="h264") as container:
+        frame = next(container.decode(video=0))
+        assert frame.side_data.get("STEREO3D") is not None  # from the frame packing SEI
+    units = _stream(_read(stereo[H264_STEREO_HIGH])).split(b"\x00\x00\x01")
+    kinds = [unit[0] & 0x1F for unit in units if unit.rstrip(b"\x00")]
+    assert kinds.count(_NON_BASE_VIEW_SLICE) == FRAMES and _SUBSET_SPS in kinds
+
+
+@pytest.mark.parametrize("declared", [FRAMES - 1, FRAMES + 1])
+@pytest.mark.parametrize("syntax", [H264_3D, H264_STEREO_HIGH], ids=["105", "106"])
+def test_a_stereo_frame_count_that_disagrees_is_refused(
+    syntax: UID, declared: int, stereo: dict[UID, bytes], tmp_path: Path
+) -> None:
+    ds = _read(stereo[syntax])
+    ds.NumberOfFrames = declared
+    path = tmp_path / "stereo.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(DecodeError, match="frames than the header declares|header declares"):
+        decode_volume(path, keep_color=False)
 
 
 # --- frame count: excluded with a reason, never truncated ------------------------------------

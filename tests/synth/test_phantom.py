@@ -43,7 +43,8 @@ def lesion_distance(lesion: Lesion, rows: int, columns: int) -> np.ndarray:
     cos, sin = math.cos(lesion.angle), math.sin(lesion.angle)
     u = ((x - lesion.center_x) * cos + (y - lesion.center_y) * sin) / lesion.radius_x
     v = (-(x - lesion.center_x) * sin + (y - lesion.center_y) * cos) / lesion.radius_y
-    return np.hypot(u, v)
+    distance: np.ndarray = np.hypot(u, v)
+    return distance
 
 
 def test_fan_bounding_box_is_the_inclusive_extent_of_its_pixels() -> None:
