@@ -49,8 +49,13 @@ def atomic_open(
         raise
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` atomically, with permissions ``mode``."""
+def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically, with permissions ``mode``.
+
+    With ``fsync=False`` the data may still be in the page cache when this returns: a
+    reader never sees a partial file, but after a power loss the file may be empty. The
+    caller then makes it durable with :func:`sync_file` before it relies on it.
+    """
     tmp = ""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,7 +63,8 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if fsync:
+                os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException as err:
@@ -66,6 +72,19 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644) -> None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         _failed(err, path)
+        raise
+
+
+def sync_file(path: Path) -> None:
+    """Flush ``path``'s data (written by any process) to disk; raises ``OSError`` naming it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        err.filename = str(path)
         raise
 
 

@@ -9,11 +9,13 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
 from usdcm.artifacts.instance import InstanceHeader
-from usdcm.dicom.header import DicomHeader, read_header, sniff_dicom
+from usdcm.dicom.header import DicomHeader, header_from_dataset, read_header, sniff_dicom
+from usdcm.dicom.regions import read_regions
 from usdcm.errors import NotDicomError, UnsupportedDicomError
 
 US_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.6.1"
@@ -55,7 +57,6 @@ def test_ybr_header() -> None:
     assert instance.photometric == "YBR_FULL_422"
     assert instance.transfer_syntax_uid == "1.2.840.10008.1.2.4.50"
     assert instance.frame_time_ms == pytest.approx(33.333)
-    assert len(header.regions) == 1
     assert instance.is_image
 
 
@@ -78,8 +79,22 @@ def test_single_frame_headers(
     assert instance.photometric == photometric
     assert instance.transfer_syntax_uid == syntax
     assert (instance.rows, instance.columns) == shape
-    assert len(header.regions) == regions
     assert instance.frame_time_ms is None
+    # the regions are the conversion's to read, from the full data set
+    assert len(read_regions(pydicom.dcmread(bundled(name)))) == regions
+
+
+@pytest.mark.parametrize("name", ["examples_palette.dcm", "examples_ybr_color.dcm"])
+def test_header_leaves_the_region_sequence_unparsed(name: str) -> None:
+    # selection needs no region: parsing the sequence in the scan was work done twice
+    dataset = pydicom.dcmread(bundled(name), stop_before_pixels=True)
+    header = header_from_dataset(dataset)
+    assert header.instance.modality == "US"
+    element = dataset.get_item("SequenceOfUltrasoundRegions")
+    if not isinstance(element, RawDataElement):  # undefined length: pydicom split the items
+        tags = [(item, tag) for item in element.value for tag in item.keys()]  # noqa: SIM118 (iterating a Dataset converts its elements)
+        assert all(isinstance(item.get_item(tag), RawDataElement) for item, tag in tags)
+    assert read_regions(dataset)  # still there for the conversion
 
 
 def test_declared_pixel_bytes_matches_native_pixel_data() -> None:

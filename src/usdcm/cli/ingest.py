@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,15 @@ import typer
 
 from usdcm.cli._errors import user_errors
 from usdcm.cli._progress import RichProgress
+
+
+class CompressChoice(StrEnum):
+    """``--compress`` as typer lists it; :class:`usdcm.ingest.convert.Compression` is the
+    library's enum (kept out of this module so that ``--help`` imports nothing heavy)."""
+
+    none = "none"
+    fast = "fast"
+    best = "best"
 
 
 def ingest_command(
@@ -51,6 +61,14 @@ def ingest_command(
             "address, tcp://host:8786, whose workers see SOURCE and --out at the same paths."
         ),
     ] = "process",
+    compress: Annotated[
+        CompressChoice,
+        typer.Option(
+            help="NIfTI compression: 'fast' (gzip by ISA-L, .nii.gz), 'best' (gzip level 9, "
+            "smallest and slowest, .nii.gz) or 'none' (.nii, fastest and largest). A re-run "
+            "with another choice converts the images again."
+        ),
+    ] = CompressChoice.fast,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Scan an export, keep the ultrasound images, and write NIfTI images plus a manifest.
@@ -64,6 +82,7 @@ def ingest_command(
     """
     with user_errors():
         from usdcm.ingest import IngestOptions, ingest
+        from usdcm.ingest.convert import Compression
         from usdcm.parallel import check_scheduler
 
         options = IngestOptions(
@@ -74,6 +93,7 @@ def ingest_command(
             max_pixel_bytes=max_pixel_bytes,
             secret_path=secret_file,
             scheduler=check_scheduler(scheduler),
+            compress=Compression(compress.value),
         )
         with RichProgress(disable=quiet) as progress:
             result = ingest(source, out, options, progress)

@@ -4,7 +4,8 @@ Builds the :class:`~usdcm.artifacts.instance.InstanceHeader` that ingest and pre
 on (with the patient's sex, age band and study year, never a date), beside the patient
 identifiers that only the header scan may see (to pseudonymise them
 and hash them for label joins): :class:`PatientIdentifiers` hides them from ``repr``, and
-nothing here stores them.
+nothing here stores them. The Sequence of Ultrasound Regions is left unparsed: selection
+does not need it, and the conversion reads it (:mod:`usdcm.dicom.regions`) with the pixels.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from pydicom.errors import InvalidDicomError
 from usdcm.artifacts.instance import InstanceHeader
 from usdcm.dicom.deflate import check_inflated_size
 from usdcm.dicom.demographics import patient_age_band, patient_sex, study_year
-from usdcm.dicom.regions import UltrasoundRegion, read_regions
 from usdcm.errors import NotDicomError, UnsupportedDicomError
 
 PREAMBLE_LENGTH = 128
@@ -42,11 +42,10 @@ class PatientIdentifiers:
 
 class DicomHeader(NamedTuple):
     """What :func:`read_header` gives: the header facts (without ``patient_key``, which
-    needs the project secret), the identifiers, and the ultrasound regions."""
+    needs the project secret) and the identifiers."""
 
     instance: InstanceHeader
     identifiers: PatientIdentifiers
-    regions: tuple[UltrasoundRegion, ...]
 
 
 def _looks_like_raw_dataset(head: bytes) -> bool:
@@ -207,7 +206,6 @@ def header_from_dataset(dataset: Any) -> DicomHeader:
                 patient_name=_text(dataset, "PatientName"),
                 birth_date=_text(dataset, "PatientBirthDate"),
             ),
-            read_regions(dataset),
         )
     except (TypeError, ValueError) as err:
         message = f"header value of unexpected type ({type(err).__name__})"

@@ -6,7 +6,7 @@ Owns the output folder layout::
     DIR/excluded.csv       every other file under SOURCE, with its reason
     DIR/ingest.json        counts by reason, label join counts, images cropped to their
                            ultrasound region and images without one, timings, versions
-    DIR/images/*.nii.gz    one NIfTI per SOP instance
+    DIR/images/*.nii.gz    one NIfTI per SOP instance (``*.nii`` with ``--compress none``)
     DIR/.usdcm/secret      the HMAC key behind every pseudonym (mode 0600, never printed)
     DIR/.usdcm/journal.jsonl  finished work, so re-runs convert only new or changed files
 
@@ -44,9 +44,11 @@ from usdcm.dicom.sop import sop_class_name
 from usdcm.errors import InvalidSourceError, OutputWriteError, UsdcmError
 from usdcm.ingest.convert import (
     DECODE_BATCH_SIZE,
+    Compression,
     ConvertTask,
     decode_crashed,
     decode_timed_out,
+    on_disk,
     run_convert_task,
 )
 from usdcm.ingest.journal import Journal, Record
@@ -113,6 +115,13 @@ class IngestOptions:
     """Where the scan and the conversion run: ``None``/``"process"`` (this machine's
     process pool), ``"local"`` (a Dask LocalCluster of :meth:`worker_count` workers) or a
     Dask scheduler address, ``tcp://host:8786``. The outputs are the same whichever."""
+    compress: Compression = Compression.FAST
+    """How the images are compressed (:class:`~usdcm.ingest.convert.Compression`): ``fast``
+    and ``best`` write ``.nii.gz``, ``none`` writes ``.nii``. A re-run with another choice
+    converts the images again; one with the same choice keeps them."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "compress", Compression(self.compress))
 
     def worker_count(self) -> int:
         return self.workers if self.workers and self.workers > 0 else (os.cpu_count() or 1)
@@ -161,7 +170,8 @@ def _display(relative: str) -> str:
 
 def _versions() -> dict[str, str]:
     versions = {"usdcm": __version__}
-    for package in ("pydicom", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "numpy"):
+    packages = ("pydicom", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "numpy", "isal")
+    for package in packages:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[package] = metadata.version(package)
     versions["nibabel"] = metadata.version("nibabel")
@@ -406,8 +416,14 @@ class _Run:
         failed, ``(path, code, reason)``.
         """
         started = time.perf_counter()
-        options = (CONVERT_VERSION, self.options.keep_color)
-        fingerprint = f"v{options[0]}-color{int(options[1])}"
+        compress = self.options.compress
+        # who makes each image durable (see ConvertTask): a Dask worker itself (this process
+        # may not share its page cache); else on_disk, in threads, while the next decode
+        fsync = self.cluster is not None
+        write = fsync or self.options.worker_count() > 1
+        fingerprint = f"v{CONVERT_VERSION}-color{int(self.options.keep_color)}"
+        if compress is not Compression.FAST:  # the default keeps the fingerprint it had
+            fingerprint += f"-{compress.value}"
         todo: dict[str, _SourceFile] = {}
         tasks: list[ConvertTask] = []
         for item in selected:
@@ -422,7 +438,11 @@ class _Run:
             assert isinstance(item.scan, InstanceHeader)
             frame_time = item.scan.frame_time_ms
             source = self.path(item)
-            tasks.append(ConvertTask(source, image_path, self.options.keep_color, frame_time))
+            tasks.append(
+                ConvertTask(
+                    source, image_path, self.options.keep_color, frame_time, compress, fsync, write
+                )
+            )
             todo[source] = item
         self.previous = {}
         progress.phase("convert images", len(selected))
@@ -437,7 +457,7 @@ class _Run:
             cluster=self.cluster,
         )
         del tasks
-        for task, record in results:
+        for task, record in on_disk(results):
             if record.get("status") == "write_failed":  # never journaled: redone next run
                 failure = OSError(record["errno"], record["error"], record["path"])
                 raise _write_error(failure, self.out)
@@ -459,8 +479,12 @@ class _Run:
         assert isinstance(item.scan, InstanceHeader)
         return self.secret.pseudonym(item.scan.sop_instance_uid, namespace="image")
 
+    def image_name(self, item: _SourceFile) -> str:
+        """The file name of ``item``'s image: its pseudonym and the compression's suffix."""
+        return f"{self.image_id(item)}{self.options.compress.suffix}"
+
     def image_path(self, item: _SourceFile) -> str:
-        return os.path.join(self.out, IMAGES_DIR, f"{self.image_id(item)}.nii.gz")
+        return os.path.join(self.out, IMAGES_DIR, self.image_name(item))
 
     def rows(self, images: list[_SourceFile], unlabelled: list[int]) -> Iterator[ManifestRow]:
         """The manifest rows of ``images``, made one at a time, with their labels joined;
@@ -473,7 +497,7 @@ class _Run:
             image_id = self.image_id(item)
             yield ManifestRow(
                 image_id=image_id,
-                image_path=f"{IMAGES_DIR}/{image_id}.nii.gz",
+                image_path=f"{IMAGES_DIR}/{image_id}{self.options.compress.suffix}",
                 patient_key=scan.patient_key,
                 study_key=self.secret.pseudonym(scan.study_instance_uid, namespace="study"),
                 series_key=self.secret.pseudonym(scan.series_instance_uid, namespace="series"),
@@ -619,6 +643,7 @@ def _ingest_locked(
             "modalities": sorted(options.modalities),
             "keep_color": options.keep_color,
             "max_pixel_bytes": options.max_pixel_bytes,
+            "compress": options.compress.value,
         },
         "timings_s": {name: round(value, 3) for name, value in run.timings.items()},
         "versions": _versions(),
@@ -628,7 +653,7 @@ def _ingest_locked(
     # nothing below needs disk space: renames, then removals
     for name in ("excluded.csv", "ingest.json", "manifest.csv"):  # the manifest last
         os.replace(staging / name, out / name)
-    _prune_images(out / IMAGES_DIR, {f"{run.image_id(item)}.nii.gz" for item in images})
+    _prune_images(out / IMAGES_DIR, {run.image_name(item) for item in images})
     return IngestResult(
         out=out,
         n_files=len(files),
