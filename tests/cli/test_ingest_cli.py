@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -43,3 +44,18 @@ def test_unreadable_labels_is_one_line_and_exit_2(
     assert result.exit_code == 2
     assert "labels file" in result.output
     assert "Traceback" not in result.output
+
+
+def test_compress_none_writes_plain_nifti_and_a_bad_choice_is_refused(
+    synth_export: ExportSummary, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    args = ["ingest", str(synth_export.root), "--out", str(out), "--workers", "1", "-q"]
+    result = runner.invoke(app, [*args, "--compress", "none"])
+    assert result.exit_code == 0, result.output
+    names = [path.name for path in (out / "images").iterdir()]
+    assert names and all(name.endswith(".nii") for name in names)
+    assert json.loads((out / "ingest.json").read_text())["options"]["compress"] == "none"
+    refused = runner.invoke(app, [*args, "--compress", "zstd"])
+    assert refused.exit_code == 2
+    assert "zstd" in refused.output and "Traceback" not in refused.output

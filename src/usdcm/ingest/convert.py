@@ -409,13 +409,16 @@ def on_disk(
     ) -> tuple[ConvertTask, dict[str, Any]]:
         nonlocal held
         held -= size
-        try:
-            done.result()
-        except OSError as err:
-            return task, write_failed(err, task.image_path)
-        except Exception as err:  # compressing may run out of memory
-            return task, exclusion_for(err)
-        return task, record
+        # exception(), not result(): a raise here would tie this frame to the future that
+        # holds the error, and keep the worker pool alive after the run stops
+        error = done.exception()
+        if error is None:
+            return task, record
+        if isinstance(error, OSError):
+            return task, write_failed(error, task.image_path)
+        if isinstance(error, Exception):  # compressing may run out of memory
+            return task, exclusion_for(error)
+        raise error
 
     with ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="usdcm-write") as pool:
         for task, record in results:
