@@ -10,8 +10,15 @@ itself knows (transfer syntax, photometric interpretation, no preamble, junk kin
 Last, ``--scheduler local`` (a Dask LocalCluster of 2 worker processes, its start
 included) against the process pool of 2 workers, on the same export, as a ratio of times.
 
-Run: ``python benchmarks/ingest.py [--patients 40] [--frames 8] [--dask-repeats 3]``
-(``make bench``).
+The same naive loop, pure decode and ingest at 1..N workers then run on an export of real
+files (``--real N``): pydicom's bundled ultrasound files (palette, RGB, YBR JPEG cine,
+JPEG 2000, big endian), each copied N times with new Study/Series/SOP UIDs and patient IDs.
+On both exports ingest also runs with 1 worker for each ``--compress`` choice, with the
+size of the images it wrote. ``--repeats R`` takes the median of R rounds, each round
+running every pipeline once in turn, so that a busy machine slows them alike.
+
+Run: ``python benchmarks/ingest.py [--patients 40] [--frames 8] [--real 20] [--repeats 1]
+[--dask-repeats 3]`` (``make bench``).
 """
 
 from __future__ import annotations
@@ -30,14 +37,24 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pydicom
-from pydicom.uid import UID
+from pydicom.data import get_testdata_file
+from pydicom.uid import UID, generate_uid
 
 from _machine import describe
 from usdcm.dicom.pixels import decode_frames
 from usdcm.ingest import IngestOptions, ingest
+from usdcm.ingest.convert import Compression
 from usdcm.synth import ExportSummary, write_export
 
 DCM2NIIX_TIMEOUT_S = 120
+BUNDLED_ULTRASOUND = (
+    "examples_palette.dcm",  # PALETTE COLOR, a region one pixel past the image
+    "examples_ybr_color.dcm",  # 30-frame YBR_FULL_422 JPEG baseline cine
+    "examples_rgb_color.dcm",  # RGB, explicit VR
+    "examples_jpeg2k.dcm",  # YBR_RCT, JPEG 2000 lossless
+    "ExplVR_BigEnd.dcm",  # RGB, explicit VR big endian
+)
+"""Every file with Modality US that pydicom 3.0 bundles (``pydicom.data``)."""
 
 
 def naive_loop(files: list[Path], out: Path) -> tuple[float, set[Path]]:
@@ -121,6 +138,121 @@ def usdcm_converted(out: Path, source: Path) -> set[Path]:
         return {source / row["source_path"] for row in csv.DictReader(handle)}
 
 
+def write_bundled_export(root: Path, copies: int) -> list[Path]:
+    """pydicom's bundled ultrasound files, ``copies`` times: copy ``i`` is patient ``i``
+    with new Study, Series and SOP Instance UIDs (the same for the same ``i`` every run)."""
+    paths: list[Path] = []
+    sources = [(name, pydicom.dcmread(get_testdata_file(name))) for name in BUNDLED_ULTRASOUND]
+    for copy in range(copies):
+        folder = root / f"patient{copy:04d}"
+        folder.mkdir(parents=True)
+        for name, dataset in sources:
+            for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+                setattr(dataset, keyword, generate_uid(entropy_srcs=[name, keyword, str(copy)]))
+            dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+            dataset.PatientID = f"REAL{copy:04d}"
+            dataset.PatientName = f"Copy^{copy:04d}"
+            path = folder / name.removesuffix(".dcm")
+            dataset.save_as(path)
+            paths.append(path)
+    return paths
+
+
+def run_ingest(source: Path, out: Path, workers: int, compress: Compression) -> tuple[float, int]:
+    """``usdcm ingest`` into a fresh ``out``: (seconds, bytes of the images written)."""
+    shutil.rmtree(out, ignore_errors=True)
+    started = time.perf_counter()
+    ingest(source, out, IngestOptions(workers=workers, compress=compress))
+    seconds = time.perf_counter() - started
+    image_bytes = sum(path.stat().st_size for path in (out / "images").iterdir())
+    return seconds, image_bytes
+
+
+def measure(
+    name: str,
+    source: Path,
+    files: list[Path],
+    root: Path,
+    *,
+    max_workers: int,
+    repeats: int,
+    extra_rows: list[tuple[str, float, int, int]] | None = None,
+) -> tuple[set[Path], set[Path]]:
+    """Naive loop, pure decode, ingest at 1..``max_workers`` workers and each ``--compress``
+    at 1 worker on one export; prints the table and the ratios. Returns the files the naive
+    loop converted and those ingest kept."""
+    megabytes = sum(p.stat().st_size for p in files) / 1e6
+    first = root / f"{name}-first"
+    ingest(source, first, IngestOptions(workers=1))  # also warms the page cache for all
+    kept = sorted(usdcm_converted(first, source))
+    n_excluded = len(files) - len(kept)
+    shutil.rmtree(first)
+    worker_counts = sorted({1, *range(2, max_workers + 1)})
+    variants = [c for c in Compression if c is not Compression.FAST]
+    runs: dict[str, list[float]] = defaultdict(list)
+    image_bytes: dict[str, int] = {}
+    naive_ok: set[Path] = set()
+    for _ in range(repeats):
+        naive_dir = root / f"{name}-naive"
+        shutil.rmtree(naive_dir, ignore_errors=True)
+        seconds, naive_ok = naive_loop(files, naive_dir)
+        runs["naive"].append(seconds)
+        runs["decode"].append(decode_only(kept))
+        for workers in worker_counts:
+            key = f"w{workers}"
+            seconds, image_bytes[key] = run_ingest(
+                source, root / f"{name}-{key}", workers, Compression.FAST
+            )
+            runs[key].append(seconds)
+        for compress in variants:
+            key = f"c{compress.value}"
+            seconds, image_bytes[key] = run_ingest(source, root / f"{name}-{key}", 1, compress)
+            runs[key].append(seconds)
+    median = {key: float(np.median(values)) for key, values in runs.items()}
+    naive_s, decode_s = median["naive"], median["decode"]
+    timings = {workers: median[f"w{workers}"] for workers in worker_counts}
+    rows = [("naive loop (baseline)", naive_s, len(naive_ok), len(files) - len(naive_ok))]
+    rows.extend(extra_rows or [])
+    for workers, seconds in timings.items():
+        rows.append((f"usdcm ingest --workers {workers}", seconds, len(kept), n_excluded))
+    for compress in variants:
+        label = f"usdcm ingest --workers 1 --compress {compress.value}"
+        rows.append((label, median[f"c{compress.value}"], len(kept), n_excluded))
+    of = f"median of {repeats} rounds" if repeats > 1 else "one round"
+    print(f"{name} export: {len(files)} files, {megabytes:.1f} MB, {len(kept)} kept ({of})")
+    print(
+        "| pipeline | seconds | files/s | MB/s | converted | failed or excluded | "
+        "speed-up vs naive |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for label, seconds, ok, bad in rows:
+        print(
+            f"| {label} | {seconds:.2f} | {len(files) / seconds:.1f} | "
+            f"{megabytes / seconds:.2f} | {ok} | {'-' if bad < 0 else bad} | "
+            f"{naive_s / seconds:.2f}x |"
+        )
+    one = timings[1]
+    print(f"\npure decode of the {len(kept)} kept images: {decode_s:.2f} s")
+    print(f"ingest overhead over decode, 1 worker: {(one - decode_s) / decode_s:+.0%}")
+    for workers, seconds in timings.items():
+        if workers > 1:
+            print(
+                f"scaling 1 -> {workers} workers: {one / seconds:.2f}x "
+                f"(efficiency {one / seconds / workers:.0%}); "
+                f"against the naive loop: {naive_s / seconds:.2f}x"
+            )
+    print("\n| --compress (1 worker) | seconds | over decode | images MB |")
+    print("| --- | ---: | ---: | ---: |")
+    for compress in Compression:
+        key = "w1" if compress is Compression.FAST else f"c{compress.value}"
+        seconds = median[key]
+        print(
+            f"| {compress.value} | {seconds:.2f} | {(seconds - decode_s) / decode_s:+.0%} | "
+            f"{image_bytes[key] / 1e6:.1f} |"
+        )
+    return naive_ok, set(kept)
+
+
 def print_failures(kinds: dict[Path, str], converted: dict[str, set[Path]]) -> None:
     """Per category: how many files, and how many each tool converted."""
     by_kind: dict[str, list[Path]] = defaultdict(list)
@@ -152,6 +284,15 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8, help="typical cine length")
     parser.add_argument("--max-workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument(
+        "--real",
+        type=int,
+        default=20,
+        help="copies of pydicom's bundled ultrasound files in the real-file export (0: skip)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="rounds of every pipeline; the median is shown"
+    )
+    parser.add_argument(
         "--dask-repeats",
         type=int,
         default=3,
@@ -165,70 +306,51 @@ def main() -> None:
             root / "pacs", patients=args.patients, seed=args.seed, frames=args.frames
         )
         files = sorted(p for p in export.root.rglob("*") if p.is_file())
-        megabytes = sum(p.stat().st_size for p in files) / 1e6
-        print(f"machine: {describe()}")
-        print(f"export: {len(files)} files, {megabytes:.1f} MB, {len(export.image_paths)} images\n")
+        print(f"machine: {describe()}\n")
 
-        naive_s, naive_ok = naive_loop(files, root / "naive")
-        decode_s = decode_only(list(export.image_paths))
-        rows = [("naive loop (baseline)", naive_s, len(naive_ok), len(files) - len(naive_ok))]
-        converted: dict[str, set[Path]] = {"naive loop": naive_ok}
-
+        extra_rows: list[tuple[str, float, int, int]] = []
+        converted: dict[str, set[Path]] = {}
         dcm2niix = shutil.which("dcm2niix")
         folder_note = ""
         if dcm2niix:
             seconds, code, written, last = dcm2niix_folder(export.root, root / "d2n")
-            rows.append(("dcm2niix on the folder", seconds, written, -1))
+            extra_rows.append(("dcm2niix on the folder", seconds, written, -1))
             folder_note = f"dcm2niix on the folder: exit code {code}, {written} NIfTI files"
             if code != 0:
                 folder_note += f"; its last message: {last!r}"
             per_file_s, converted["dcm2niix -s y"] = dcm2niix_per_file(files, root / "d2n-1")
             n_ok = len(converted["dcm2niix -s y"])
-            rows.append(("dcm2niix -s y, per file", per_file_s, n_ok, len(files) - n_ok))
+            extra_rows.append(("dcm2niix -s y, per file", per_file_s, n_ok, len(files) - n_ok))
         else:
             print("dcm2niix is not on PATH: its rows are skipped (apt-get install dcm2niix)\n")
-
-        timings: dict[int, float] = {}
-        for workers in sorted({1, *range(2, args.max_workers + 1)}):
-            out = root / f"usdcm-{workers}"
-            started = time.perf_counter()
-            result = ingest(export.root, out, IngestOptions(workers=workers))
-            timings[workers] = time.perf_counter() - started
-            rows.append(
-                (
-                    f"usdcm ingest --workers {workers}",
-                    timings[workers],
-                    result.n_images,
-                    result.n_excluded,
-                )
-            )
-            if workers == 1:
-                converted["usdcm ingest"] = usdcm_converted(out, export.root)
-            shutil.rmtree(out)
-
-        print(
-            "| pipeline | seconds | files/s | MB/s | converted | failed or excluded | "
-            "speed-up vs naive |"
+        naive_ok, kept = measure(
+            "synthetic",
+            export.root,
+            files,
+            root,
+            max_workers=args.max_workers,
+            repeats=args.repeats,
+            extra_rows=extra_rows,
         )
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for name, seconds, ok, bad in rows:
-            print(
-                f"| {name} | {seconds:.2f} | {len(files) / seconds:.1f} | "
-                f"{megabytes / seconds:.2f} | {ok} | {'-' if bad < 0 else bad} | "
-                f"{naive_s / seconds:.2f}x |"
-            )
         if folder_note:
             print(f"\n{folder_note}")
-        one = timings[1]
-        print(f"\npure decode of the {len(export.image_paths)} kept images: {decode_s:.2f} s")
-        print(f"ingest overhead over decode, 1 worker: {(one - decode_s) / decode_s:+.0%}")
-        for workers, seconds in timings.items():
-            if workers > 1:
-                print(
-                    f"scaling 1 -> {workers} workers: {one / seconds:.2f}x "
-                    f"(efficiency {one / seconds / workers:.0%})"
-                )
+        converted = {"naive loop": naive_ok, **converted, "usdcm ingest": kept}
         print_failures(categories(export, files), converted)
+
+        if args.real > 0:
+            real_files = write_bundled_export(root / "real", args.real)
+            print(
+                f"\nreal files: pydicom's {len(BUNDLED_ULTRASOUND)} bundled ultrasound files "
+                f"x {args.real}, new UIDs per copy"
+            )
+            measure(
+                "real",
+                root / "real",
+                real_files,
+                root,
+                max_workers=args.max_workers,
+                repeats=args.repeats,
+            )
         if args.dask_repeats > 0:
             dask_against_pool(export.root, root, args.dask_repeats)
 
