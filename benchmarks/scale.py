@@ -9,7 +9,9 @@ UIDs patched into the bytes (10 instances per series, one series per patient, in
 ``PT/ST/SE/IM`` folders).
 
 Two modes, each size ingested (``--workers`` = cores, no labels) in a fresh child
-process that reports its peak RSS (``VmHWM``) and the largest worker's ``ru_maxrss``:
+process that reports its peak RSS (``VmHWM``), the largest worker's ``ru_maxrss`` and its
+own CPU seconds (the main process's share of the work, less noisy than wall time on a
+busy machine):
 
 - **full**: :func:`usdcm.ingest.ingest` as ``usdcm ingest`` runs it, decoding each file
   and writing its ``.nii.gz``.
@@ -17,7 +19,8 @@ process that reports its peak RSS (``VmHWM``) and the largest worker's ``ru_maxr
   workers, journal, ``select_instances()``, the per-file state of the run, manifest,
   excluded list, ``ingest.json``, journal compaction), with one change: the worker's
   conversion of a file returns the record that the real conversion gives for the template
-  (32x32, 1 frame, no region) without reading the pixels or writing an image. So the main
+  (32x32, 1 frame, no region) without reading the pixels or writing an image (so there is
+  no image to sync either: ``on_disk`` passes the records through). So the main
   process holds and streams exactly what a full ingest of the same export holds; only the
   workers' decode and gzip work, and the image files, are left out.
 
@@ -41,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -132,12 +136,19 @@ def converted_record(root: Path) -> dict[str, Any]:
     return record
 
 
+def _as_written(results: Iterable[Any]) -> Iterable[Any]:
+    """The headers-only stand-in for ``on_disk``: there is no image to sync."""
+    return results
+
+
 def headers_only(record: dict[str, Any]) -> None:
     """Make this process's ingest convert nothing: each file gets ``record``, the real
-    conversion's record for the template (see the module docstring)."""
+    conversion's record for the template, and no image is written or synced (see the
+    module docstring)."""
     import usdcm.ingest.pipeline as pipeline
 
     pipeline.run_convert_task = functools.partial(_fixed_record, record)  # type: ignore[assignment]
+    pipeline.on_disk = _as_written  # type: ignore[assignment]
 
 
 def child(kind: str, source: Path, out: Path, record: str) -> None:
@@ -151,9 +162,11 @@ def child(kind: str, source: Path, out: Path, record: str) -> None:
         result = ingest(source, out, IngestOptions(workers=os.cpu_count() or 1))
         timings = json.loads((out / "ingest.json").read_text())["timings_s"]
         extra = {"images": result.n_images, "excluded": result.n_excluded, "timings": timings}
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     print(
         json.dumps(
             {
+                "self_cpu_s": usage.ru_utime + usage.ru_stime,
                 "self_mib": peak_rss_mib(),
                 "children_mib": maxrss_mib(resource.RUSAGE_CHILDREN),
                 "seconds": time.perf_counter() - started,
@@ -174,11 +187,11 @@ def run_mode(kind: str, sizes: list[int], root: Path, record: str = "{}") -> Non
     """Generate, ingest and remove an export of each size; print one table row each."""
     print(f"\n### {kind}: {sizes} instances of 32x32, ingest --workers {os.cpu_count()}\n")
     print(
-        "| instances | generate s | ingest s | files/s | scan s | convert s | images | "
-        "peak RSS MiB | largest worker MiB | MiB per 1,000 instances vs smallest | "
+        "| instances | generate s | ingest s | files/s | scan s | convert s | main CPU s | "
+        "images | peak RSS MiB | largest worker MiB | MiB per 1,000 instances vs smallest | "
         "peak vs smallest |"
     )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     smallest: tuple[int, float] | None = None
     for size in sizes:
         source, out = root / f"export-{size}", root / f"data-{size}"
@@ -198,7 +211,8 @@ def run_mode(kind: str, sizes: list[int], root: Path, record: str = "{}") -> Non
         print(
             f"| {size} | {generate_s:.1f} | {result['seconds']:.1f} | "
             f"{size / result['seconds']:.0f} | {timings.get('scan_s', 0):.1f} | "
-            f"{timings.get('convert_s', 0):.1f} | {result['images']} | {peak:.0f} | "
+            f"{timings.get('convert_s', 0):.1f} | {result['self_cpu_s']:.1f} | "
+            f"{result['images']} | {peak:.0f} | "
             f"{result['children_mib']:.0f} | {slope} | {peak / smallest[1]:.2f}x |",
             flush=True,
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from usdcm.artifacts._csv import write_csv
@@ -125,7 +125,14 @@ class ManifestRow:
 
     def to_csv_row(self) -> dict[str, object]:
         """The row as :func:`write_manifest` writes it, with the schema version."""
-        return {**asdict(self), SCHEMA_KEY: SCHEMA_VERSION}
+        # every field is a plain value: no deep copy (``asdict``), which cost more than
+        # writing the row
+        row: dict[str, object] = {field.name: getattr(self, field.name) for field in _FIELDS}
+        row[SCHEMA_KEY] = SCHEMA_VERSION
+        return row
+
+
+_FIELDS = fields(ManifestRow)
 
 
 def write_manifest(path: Path, rows: Iterable[ManifestRow | Mapping[str, object]]) -> int:

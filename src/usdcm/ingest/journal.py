@@ -4,8 +4,9 @@ It makes ingest incremental (unchanged files are not read again) and crash-safe 
 killed with ``kill -9`` loses at most the file in flight). Records are keyed by an HMAC of
 the source path and hold no patient identifier. A torn last line is ignored on load.
 
-Memory stays flat: :meth:`Journal.load_compact` keeps only what a caller asks for of each
-record, and :meth:`Journal.compact` rewrites the file by streaming it, never holding it.
+Memory stays flat: :meth:`Journal.load_index` hands each record to the caller to index
+(ingest keeps the index on disk) and :meth:`Journal.read_at` reads one back by its offset;
+:meth:`Journal.compact` rewrites the file by streaming it, never holding it.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from __future__ import annotations
 import errno
 import json
 import os
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from usdcm.atomic import atomic_open
 
@@ -30,16 +31,20 @@ class Journal:
         self.path = path
         self._fd: int | None = None
         self._old_lines: int | None = None  # complete lines before this run's appends
+        self._reader: BinaryIO | None = None
 
-    def _lines(self) -> Iterator[tuple[int, bytes]]:
-        """Every complete line with its index; a torn last line (no newline) is left out."""
+    def _lines(self) -> Iterator[tuple[int, int, bytes]]:
+        """Every complete line with its index and byte offset; a torn last line (no
+        newline) is left out."""
         if not self.path.exists():
             return
         with self.path.open("rb") as handle:
+            offset = 0
             for index, raw in enumerate(handle):
                 if not raw.endswith(b"\n"):
                     break  # torn write from a killed run
-                yield index, raw
+                yield index, offset, raw
+                offset += len(raw)
 
     @staticmethod
     def _parse(raw: bytes) -> Record | None:
@@ -61,14 +66,36 @@ class Journal:
         The line index is what :meth:`compact` takes to keep a record that is still needed.
         """
         records: dict[tuple[str, str], T] = {}
+
+        def keep(index: int, _offset: int, record: Record) -> None:
+            records[(str(record["t"]), str(record["k"]))] = compact(index, record)
+
+        self.load_index(keep)
+        return records
+
+    def load_index(self, visit: Callable[[int, int, Record], None]) -> None:
+        """Call ``visit(line_index, byte_offset, record)`` for every complete record, oldest
+        first, holding none of them: for the same (type, key), the last call is the newest.
+
+        :meth:`read_at` reads a record back by its offset; the line index is what
+        :meth:`compact` takes to keep a record that is still needed.
+        """
         count = 0
-        for index, raw in self._lines():
+        for index, offset, raw in self._lines():
             count = index + 1
             record = self._parse(raw)
             if record is not None:
-                records[(str(record["t"]), str(record["k"]))] = compact(index, record)
+                visit(index, offset, record)
         self._old_lines = count
-        return records
+
+    def read_at(self, offset: int) -> Record | None:
+        """The record of the line at ``offset`` (from :meth:`load_index`), or ``None`` if
+        that line is not a record."""
+        if self._reader is None:
+            self._reader = self.path.open("rb")
+        self._reader.seek(offset)
+        raw = self._reader.readline()
+        return self._parse(raw) if raw.endswith(b"\n") else None
 
     def append(self, record: Record) -> None:
         """Append one record with a single ``write`` on an ``O_APPEND`` descriptor."""
@@ -106,6 +133,9 @@ class Journal:
 
     def close(self) -> None:
         """Flush and close; the descriptor is closed even if the flush fails."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._fd is not None:
             fd, self._fd = self._fd, None
             try:
@@ -120,9 +150,10 @@ class Journal:
             for record in records:
                 handle.write(json.dumps(record, separators=(",", ":"), sort_keys=True) + "\n")
 
-    def compact(self, kept_old_lines: Collection[int]) -> None:
+    def compact(self, kept_old_lines: Container[int]) -> None:
         """Replace the journal atomically with every record appended since
-        :meth:`load_compact` and the older lines ``kept_old_lines`` (the records reused).
+        :meth:`load_index` (or :meth:`load_compact`) and the older lines ``kept_old_lines``
+        (the records reused).
 
         Streams the file: the records are never all in memory. Each (type, key) must be
         appended at most once per run, and only when its older record was not reused, so
@@ -132,7 +163,6 @@ class Journal:
         old = self._old_lines
         self.close()
         with atomic_open(self.path) as handle:
-            for index, raw in self._lines():
-                keep = index in kept_old_lines if index < old else self._parse(raw) is not None
-                if keep:
+            for index, _offset, raw in self._lines():
+                if index >= old or index in kept_old_lines:  # this run's lines are records
                     handle.write(raw.decode("utf-8"))

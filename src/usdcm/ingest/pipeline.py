@@ -9,6 +9,7 @@ Owns the output folder layout::
     DIR/images/*.nii.gz    one NIfTI per SOP instance (``*.nii`` with ``--compress none``)
     DIR/.usdcm/secret      the HMAC key behind every pseudonym (mode 0600, never printed)
     DIR/.usdcm/journal.jsonl  finished work, so re-runs convert only new or changed files
+    DIR/.usdcm/run.sqlite  what the run in progress knows of each file (removed when it ends)
 
 Every file under SOURCE ends up exactly once in ``manifest.csv`` or ``excluded.csv``.
 Symbolic links to files are followed; links to folders, broken links and link loops are
@@ -24,13 +25,15 @@ previous complete set (or absent) until a run ends, and the next run completes t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
 import os
+import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -53,6 +56,7 @@ from usdcm.ingest.convert import (
 )
 from usdcm.ingest.journal import Journal, Record
 from usdcm.ingest.labels import LabelTable, read_labels
+from usdcm.ingest.runstate import RunState, decode_path
 from usdcm.ingest.scan import check_file, scan_headers, walk_files
 from usdcm.ingest.select import DEFAULT_MAX_PIXEL_BYTES, SelectionOptions, select_instances
 from usdcm.parallel import DaskCluster, map_files, open_scheduler
@@ -212,7 +216,7 @@ _Exclusion = tuple[str, str]
 
 @dataclass(slots=True)
 class _Previous:
-    """The newest journal record of one (type, key), kept compact until it is reused."""
+    """The newest journal record of one (type, key), read back when it may be reused."""
 
     size: Any
     mtime: Any
@@ -223,26 +227,32 @@ class _Previous:
     join_key: str | None = None
 
 
-@dataclass(slots=True)
-class _SourceFile:
-    """One file under SOURCE, as this run sees it."""
+class _File(NamedTuple):
+    """One file under SOURCE as a phase reads it from the run's store: its place in walk
+    order, its journal key, and the size and mtime its journal records carry."""
 
-    relative: str
+    n: int
     key: str
-    size: int = -1
-    mtime_ns: int = -1
-    scan: InstanceHeader | _Exclusion = ("unreadable", "")
-    display: str = ""
-    converted: _Image | _Exclusion | None = None
-    join_key: str | None = None  # the labels file's join hash of this instance
+    size: int
+    mtime_ns: int
+
+
+STATE_FILE = "run.sqlite"
+"""The run's per-file state in ``DIR/.usdcm`` (:mod:`usdcm.ingest.runstate`), removed when
+the run ends."""
+_SELECTED = "header IS NOT NULL AND code IS NULL"
+"""The files selected for conversion and not excluded since (an SQL condition on the store)."""
+_CONVERTED = f"{_SELECTED} AND image IS NOT NULL"
+"""The files whose image is in the manifest."""
 
 
 class _Run:
     """The state of one ingest run: secret, journal, and what each file became.
 
-    Memory grows with the export only by one compact :class:`_SourceFile` per file: scan
-    and convert records go to the journal and are kept here in compact form only, and the
-    manifest rows are made while ``manifest.csv`` is written.
+    What each file became is kept on disk, in the run's :class:`RunState`, and every
+    phase streams it a chunk of files at a time, in walk order: memory does not grow with
+    the number of files, only with the identifier words seen in their headers (a few per
+    patient, for redacting paths) and with the labels file.
     """
 
     def __init__(
@@ -251,33 +261,31 @@ class _Run:
         out: Path,
         options: IngestOptions,
         secret: ProjectSecret,
+        state: RunState,
         labels: LabelTable | None = None,
     ):
         self.source = source
         self.out = out
         self.options = options
         self.secret = secret
+        self.state = state
         self.labels = labels
-        self._strings: dict[Any, Any] = {}
-        self._images: dict[tuple[_Image, type, type], _Image] = {}
         self.phi: set[str] = set()
         self.journal = Journal(out / STATE_DIR / "journal.jsonl")
-        self.previous = self.journal.load_compact(self._previous)
-        self.kept_lines: set[int] = set()  # journal lines of the records reused
+        self.journal.load_index(
+            lambda line, offset, entry: state.add_previous(entry["t"], entry["k"], line, offset)
+        )
+        self.has_previous = state.has_previous()
         self.timings: dict[str, float] = {}
         self.converted = 0
         self.reused = 0
         self.cluster: DaskCluster | None = None
 
-    def share(self, value: Any) -> Any:
-        """``value`` (a string or a tuple of strings), shared with equal earlier values."""
-        return self._strings.setdefault(value, value)
-
-    def path(self, item: _SourceFile) -> str:
-        return os.path.join(self.source, item.relative)
+    def path(self, relative: bytes) -> str:
+        return os.path.join(self.source, decode_path(relative))
 
     def _previous(self, line: int, entry: Record) -> _Previous | None:
-        """A journal record in compact form; ``None`` if it cannot be used (redone)."""
+        """A journal record in the form a phase uses; ``None`` if it cannot be used (redone)."""
         value = entry.get("v")
         try:
             if not isinstance(value, dict):
@@ -289,7 +297,7 @@ class _Run:
                 if entry["t"] == "convert"
                 else None
             )
-            phi = self.share(tuple(value.get("phi", ())))
+            phi = tuple(value.get("phi", ()))
             join_key = self._join_key(value) if entry["t"] == "scan" else None
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
@@ -298,206 +306,233 @@ class _Run:
         opts = entry.get("opts")
         return _Previous(entry.get("size"), entry.get("mtime"), opts, compact, phi, line, join_key)
 
-    def _exclusion_of(self, value: Record) -> _Exclusion:
-        return self.share((str(value["code"]), str(value["reason"])))  # type: ignore[no-any-return]
+    @staticmethod
+    def _exclusion_of(value: Record) -> _Exclusion:
+        return (str(value["code"]), str(value["reason"]))
 
     def _scanned(self, value: Record) -> InstanceHeader | _Exclusion:
-        """The header of a scan record (strings repeated across a series shared), or the
-        file's exclusion."""
+        """The header of a scan record, or the file's exclusion."""
         if value.get("status") != "dicom":
             return self._exclusion_of(value)
-        return InstanceHeader.from_record(value, self.share)
+        return InstanceHeader.from_record(value)
 
     def _join_key(self, value: Record) -> str | None:
-        """The labels file's join hash in a scan record: the only one kept in memory."""
+        """The labels file's join hash in a scan record: the only one kept."""
         if self.labels is None or value.get("status") != "dicom":
             return None
         join_key = value.get("join", {}).get(self.labels.keyword)
         return None if join_key is None else str(join_key)
 
     def _converted(self, value: Record) -> _Image | _Exclusion:
-        """The compact form of a convert record; equal geometries are shared."""
+        """The geometry of a convert record, or the file's exclusion."""
         if value.get("status") != "converted":
             return self._exclusion_of(value)
-        image = _Image(
+        return _Image(
             frames=value["frames"],
             height=value["height"],
             width=value["width"],
             channels=value["channels"],
             spacing_x_mm=value["spacing_x_mm"],
             spacing_y_mm=value["spacing_y_mm"],
-            crop=self.share(value["crop"]),
-            region_note=self.share(value.get("region_note", "")),
+            crop=value["crop"],
+            region_note=value.get("region_note", ""),
         )
-        key = (image, type(image.spacing_x_mm), type(image.spacing_y_mm))
-        return self._images.setdefault(key, image)
 
-    def record(self, kind: str, item: _SourceFile, value: Record, **extra: Any) -> None:
+    def record(self, kind: str, item: _File, value: Record, **extra: Any) -> None:
         entry = {"t": kind, "k": item.key, "size": item.size, "mtime": item.mtime_ns, "v": value}
         entry.update(extra)
         self.journal.append(entry)
 
-    def reuse(self, kind: str, item: _SourceFile, **extra: Any) -> _Previous | None:
-        entry = self.previous.pop((kind, item.key), None)
+    def reuse(self, kind: str, item: _File, **extra: Any) -> _Previous | None:
+        """The journal's newest record of ``(kind, item)`` if this run may use it."""
+        where = self.state.previous(kind, item.key) if self.has_previous else None
+        if where is None:
+            return None
+        line, offset = where
+        raw = self.journal.read_at(offset)
+        entry = None if raw is None else self._previous(line, raw)
         if entry is None or entry.size != item.size or entry.mtime != item.mtime_ns:
             return None
         if isinstance(entry.value, tuple) and entry.value[0] in RETRIED_CODES:
             return None
         if any(getattr(entry, name) != value for name, value in extra.items()):
             return None
-        self.kept_lines.add(entry.line)
+        self.state.keep_line(entry.line)
         return entry
 
-    def scan(self, files: list[_SourceFile], progress: ProgressReporter) -> None:
+    def _store_scan(self, n: int, scan: InstanceHeader | _Exclusion, join_key: str | None) -> None:
+        if isinstance(scan, InstanceHeader):
+            sql = "UPDATE file SET header = ?, join_key = ? WHERE n = ?"
+            self.state.update(sql, (_encode_header(scan), join_key, n))
+        else:
+            self.state.update("UPDATE file SET code = ?, reason = ? WHERE n = ?", (*scan, n))
+
+    def scan(self, progress: ProgressReporter) -> None:
         """Step 1: header of every file, reusing the journal for unchanged files."""
         started = time.perf_counter()
-        todo: dict[str, _SourceFile] = {}
-        for item in files:
-            stat, problem = check_file(self.path(item))
-            if stat is None or problem is not None:
-                item.scan = self._exclusion_of(problem or {"code": "unreadable", "reason": ""})
-                continue
-            item.size, item.mtime_ns = stat.st_size, stat.st_mtime_ns
-            reused = self.reuse("scan", item)
-            if reused is not None and not isinstance(reused.value, _Image):
-                item.scan, item.join_key = reused.value, reused.join_key
-                self.phi.update(reused.phi)
-            else:
-                todo[self.path(item)] = item
-        # the scan records of files gone from the export are not needed any more
-        self.previous = {key: entry for key, entry in self.previous.items() if key[0] != "scan"}
-        progress.phase("scan headers", len(files))
-        progress.advance(len(files) - len(todo))
+        todo = self.state.pending(lambda row: self.path(row[1]), "relative, key, size, mtime")
+        settled = 0
+        for rows in self.state.files("relative, key"):
+            for n, relative, key in rows:
+                stat, problem = check_file(self.path(relative))
+                if stat is None or problem is not None:
+                    exclusion = self._exclusion_of(problem or {"code": "unreadable", "reason": ""})
+                    self._store_scan(n, exclusion, None)
+                    settled += 1
+                    continue
+                item = _File(n, key, stat.st_size, stat.st_mtime_ns)
+                sql = "UPDATE file SET size = ?, mtime = ? WHERE n = ?"
+                self.state.update(sql, (item.size, item.mtime_ns, n))
+                reused = self.reuse("scan", item)
+                if reused is not None and not isinstance(reused.value, _Image):
+                    self._store_scan(n, reused.value, reused.join_key)
+                    self.phi.update(reused.phi)
+                    settled += 1
+                else:
+                    todo.add(n)
+        progress.phase("scan headers", self.state.count())
+        progress.advance(settled)
         results = scan_headers(
-            list(todo), self.secret, workers=self.options.worker_count(), cluster=self.cluster
+            todo, self.secret, workers=self.options.worker_count(), cluster=self.cluster
         )
         for path, record in results:
-            item = todo.pop(path)
+            n, _, key, size, mtime_ns = todo.done(path)
+            item = _File(n, key, size, mtime_ns)
             self.record("scan", item, record)
-            item.scan, item.join_key = self._scanned(record), self._join_key(record)
+            self._store_scan(item.n, self._scanned(record), self._join_key(record))
             self.phi.update(record.get("phi", ()))
             progress.advance()
         self.journal.sync()
         self.timings["scan_s"] = time.perf_counter() - started
 
-    def redactor(self, files: list[_SourceFile]) -> PathRedactor:
+    def redactor(self) -> PathRedactor:
         """A redactor for every identifier word seen in the headers of this export."""
         redactor = PathRedactor(self.secret)
         redactor.hashed = self.phi
-        for item in files:
-            display = _display(redactor.redact(item.relative))
-            item.display = item.relative if display == item.relative else display
         return redactor
 
-    def select(
-        self, files: list[_SourceFile]
-    ) -> tuple[list[_SourceFile], list[tuple[str, str, str]]]:
-        """Step 2: the SOP instances to convert, and exclusions ``(path, code, reason)``."""
+    def select(self, redactor: PathRedactor) -> None:
+        """Step 2: each file's display path, and which SOP instances to convert; the
+        others get their exclusion."""
         options = SelectionOptions(self.options.modalities, self.options.max_pixel_bytes)
-        decisions = select_instances(
-            ((item.display, item.scan) for item in files),
-            options,
-        )
-        selected: list[_SourceFile] = []
-        exclusions: list[tuple[str, str, str]] = []
-        for item, why in zip(files, decisions, strict=True):
-            if why is None:
-                selected.append(item)
-            else:
-                exclusions.append((item.display, *why))
-        return selected, exclusions
+        seen = self.state.seen()
+        for rows in self.state.files("relative, header, code, reason"):
+            outcomes: list[tuple[str, InstanceHeader | _Exclusion]] = []
+            for _, relative, header, code, reason in rows:
+                display = _display(redactor.redact(decode_path(relative)))
+                scan = (code, reason) if header is None else _header(header)
+                outcomes.append((display, scan))
+            decisions = select_instances(outcomes, options, seen=seen)
+            self.state.executemany(
+                "UPDATE file SET display = ?, code = ?, reason = ? WHERE n = ?",
+                (
+                    (display, *(why or (None, None)), row[0])
+                    for row, (display, _), why in zip(rows, outcomes, decisions, strict=True)
+                ),
+            )
 
-    def convert(
-        self, selected: list[_SourceFile], progress: ProgressReporter
-    ) -> list[tuple[str, str, str]]:
-        """Step 3: decode, crop and write each selected instance; reuse unchanged ones.
+    def _store_converted(self, n: int, converted: _Image | _Exclusion) -> None:
+        if isinstance(converted, _Image):
+            image = json.dumps(converted, separators=(",", ":"))
+            self.state.update("UPDATE file SET image = ? WHERE n = ?", (image, n))
+        else:
+            sql = "UPDATE file SET code = ?, reason = ?, stage = 1 WHERE n = ?"
+            self.state.update(sql, (*converted, n))
 
-        Sets ``converted`` on every selected file; returns the exclusions of those that
-        failed, ``(path, code, reason)``.
-        """
-        started = time.perf_counter()
-        compress = self.options.compress
+    def _convert_task(self, row: list[Any]) -> ConvertTask:
+        """The conversion of the file of a store row ``[n, relative, header, ...]``."""
+        header = _header(row[2])
         # who makes each image durable (see ConvertTask): a Dask worker itself (this process
         # may not share its page cache); else on_disk, in threads, while the next decode
         fsync = self.cluster is not None
         write = fsync or self.options.worker_count() > 1
+        return ConvertTask(
+            self.path(row[1]),
+            self.image_path(header),
+            self.options.keep_color,
+            header.frame_time_ms,
+            self.options.compress,
+            fsync,
+            write,
+        )
+
+    def convert(self, progress: ProgressReporter) -> None:
+        """Step 3: decode, crop and write each selected instance; reuse unchanged ones.
+
+        Stores each selected file's image geometry, or the exclusion of one that failed.
+        """
+        started = time.perf_counter()
+        compress = self.options.compress
         fingerprint = f"v{CONVERT_VERSION}-color{int(self.options.keep_color)}"
         if compress is not Compression.FAST:  # the default keeps the fingerprint it had
             fingerprint += f"-{compress.value}"
-        todo: dict[str, _SourceFile] = {}
-        tasks: list[ConvertTask] = []
-        for item in selected:
-            image_path = self.image_path(item)
-            reused = self.reuse("convert", item, opts=fingerprint)
-            if reused is not None and not isinstance(reused.value, InstanceHeader):
-                if not isinstance(reused.value, _Image) or os.path.exists(image_path):
-                    item.converted = reused.value
-                    self.reused += 1
-                    continue
-                self.kept_lines.discard(reused.line)
-            assert isinstance(item.scan, InstanceHeader)
-            frame_time = item.scan.frame_time_ms
-            source = self.path(item)
-            tasks.append(
-                ConvertTask(
-                    source, image_path, self.options.keep_color, frame_time, compress, fsync, write
-                )
-            )
-            todo[source] = item
-        self.previous = {}
-        progress.phase("convert images", len(selected))
-        progress.advance(len(selected) - len(tasks))
+        todo = self.state.pending(self._convert_task, "relative, header, key, size, mtime")
+        selected = 0
+        for rows in self.state.files("header, key, size, mtime", _SELECTED):
+            for n, header, key, size, mtime_ns in rows:
+                selected += 1
+                item = _File(n, key, size, mtime_ns)
+                reused = self.reuse("convert", item, opts=fingerprint)
+                if reused is not None and not isinstance(reused.value, InstanceHeader):
+                    image_path = self.image_path(_header(header))
+                    if not isinstance(reused.value, _Image) or os.path.exists(image_path):
+                        self._store_converted(n, reused.value)
+                        self.reused += 1
+                        continue
+                    self.state.keep_line(reused.line, keep=False)
+                todo.add(n)
+        progress.phase("convert images", selected)
+        progress.advance(selected - len(todo))
         results = map_files(
             run_convert_task,
-            tasks,
+            todo,
             workers=self.options.worker_count(),
             batch_size=DECODE_BATCH_SIZE,
             on_crash=decode_crashed,
             on_timeout=decode_timed_out,
             cluster=self.cluster,
         )
-        del tasks
         for task, record in on_disk(results):
             if record.get("status") == "write_failed":  # never journaled: redone next run
                 failure = OSError(record["errno"], record["error"], record["path"])
                 raise _write_error(failure, self.out)
-            item = todo.pop(task.source)
+            n, _, _, key, size, mtime_ns = todo.done(task)
+            item = _File(n, key, size, mtime_ns)
             self.record("convert", item, record, opts=fingerprint)
-            item.converted = self._converted(record)
+            self._store_converted(n, self._converted(record))
             self.converted += 1
             progress.advance()
         self.journal.sync()
-        exclusions = [
-            (item.display, *item.converted)
-            for item in selected
-            if isinstance(item.converted, tuple) and not isinstance(item.converted, _Image)
-        ]
         self.timings["convert_s"] = time.perf_counter() - started
-        return exclusions
 
-    def image_id(self, item: _SourceFile) -> str:
-        assert isinstance(item.scan, InstanceHeader)
-        return self.secret.pseudonym(item.scan.sop_instance_uid, namespace="image")
+    def image_id(self, header: InstanceHeader) -> str:
+        return self.secret.pseudonym(header.sop_instance_uid, namespace="image")
 
-    def image_name(self, item: _SourceFile) -> str:
-        """The file name of ``item``'s image: its pseudonym and the compression's suffix."""
-        return f"{self.image_id(item)}{self.options.compress.suffix}"
+    def image_name(self, header: InstanceHeader) -> str:
+        """The file name of an instance's image: its pseudonym and the compression's suffix."""
+        return f"{self.image_id(header)}{self.options.compress.suffix}"
 
-    def image_path(self, item: _SourceFile) -> str:
-        return os.path.join(self.out, IMAGES_DIR, self.image_name(item))
+    def image_path(self, header: InstanceHeader) -> str:
+        return os.path.join(self.out, IMAGES_DIR, self.image_name(header))
 
-    def rows(self, images: list[_SourceFile], unlabelled: list[int]) -> Iterator[ManifestRow]:
-        """The manifest rows of ``images``, made one at a time, with their labels joined;
-        counts the rows without a label in ``unlabelled[0]``."""
-        for item in images:
-            scan, converted = item.scan, item.converted
-            assert isinstance(scan, InstanceHeader) and isinstance(converted, _Image)
-            label = self.labels.lookup_key(item.join_key) if self.labels is not None else None
-            unlabelled[0] += label is None
-            image_id = self.image_id(item)
+    def rows(self, counts: Counter[str]) -> Iterator[ManifestRow]:
+        """The manifest rows, in display-path order, made one at a time with their labels
+        joined; counts the rows without a label (``unlabelled``) and those cropped to a
+        region (``cropped``), and marks each image to keep."""
+        for size, header, join_key, display, image in self.state.ordered(
+            f"SELECT size, header, join_key, display, image FROM file WHERE {_CONVERTED} "
+            "ORDER BY display, n"
+        ):
+            scan, converted = _header(header), _Image(*json.loads(image))
+            label = self.labels.lookup_key(join_key) if self.labels is not None else None
+            counts["unlabelled"] += label is None
+            counts["cropped"] += bool(converted.crop)
+            image_id = self.image_id(scan)
+            image_name = f"{image_id}{self.options.compress.suffix}"
+            self.state.keep_image(image_name)
             yield ManifestRow(
                 image_id=image_id,
-                image_path=f"{IMAGES_DIR}/{image_id}{self.options.compress.suffix}",
+                image_path=f"{IMAGES_DIR}/{image_name}",
                 patient_key=scan.patient_key,
                 study_key=self.secret.pseudonym(scan.study_instance_uid, namespace="study"),
                 series_key=self.secret.pseudonym(scan.series_instance_uid, namespace="series"),
@@ -520,24 +555,65 @@ class _Run:
                 photometric=scan.photometric,
                 transfer_syntax=scan.transfer_syntax_uid,
                 frame_time_ms=scan.frame_time_ms,
-                source_path=item.display,
-                source_size=item.size,
+                source_path=display,
+                source_size=size,
                 sex=scan.sex,
                 age_band=scan.age_band,
                 study_year=scan.study_year,
             )
 
+    def exclusions(self, by_code: Counter[str]) -> Iterator[dict[str, str]]:
+        """The rows of ``excluded.csv`` in display-path order (for one path: left out at
+        selection before at conversion, then walk order), counted by code in ``by_code``."""
+        for display, code, reason in self.state.ordered(
+            "SELECT display, code, reason FROM file WHERE code IS NOT NULL "
+            "ORDER BY display, stage, n"
+        ):
+            by_code[code] += 1
+            yield {"path": display, "code": code, "reason": reason}
 
-def _prune_images(images: Path, keep: set[str]) -> int:
+
+_HEADER_FIELDS = tuple(field.name for field in dataclasses.fields(InstanceHeader))
+
+
+def _encode_header(header: InstanceHeader) -> str:
+    """A header as the run's store keeps it: its fields' values, in order, as JSON."""
+    return json.dumps([getattr(header, name) for name in _HEADER_FIELDS], separators=(",", ":"))
+
+
+def _header(encoded: str) -> InstanceHeader:
+    """The header of a file from :func:`_encode_header`."""
+    return InstanceHeader(*json.loads(encoded))
+
+
+def _prune_images(images: Path, keep: Callable[[str], bool]) -> int:
     """Remove images (and temp files of killed runs) that no manifest row refers to."""
     removed = 0
     if not images.is_dir():
         return removed
     for path in images.iterdir():
-        if path.name not in keep:
+        if not keep(path.name):
             path.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def _state_error(err: sqlite3.Error, path: Path) -> OSError | None:
+    """The :class:`OSError` of a failed write to the run's store (SQLite reports a full
+    disk as ``SQLITE_FULL``), or ``None`` for any other error."""
+    code = getattr(err, "sqlite_errorcode", None)
+    if code is None:
+        return None
+    if code & 0xFF == sqlite3.SQLITE_FULL:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    if code & 0xFF in _STATE_WRITE_ERRORS:
+        return OSError(errno.EIO, getattr(err, "sqlite_errorname", str(err)), str(path))
+    return None
+
+
+_STATE_WRITE_ERRORS = frozenset(
+    {sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM}
+)
 
 
 def ingest(
@@ -566,13 +642,19 @@ def ingest(
             open_scheduler(
                 options.scheduler, workers=options.worker_count(), readable=[source], writable=[out]
             ) as cluster,
+            RunState(out / STATE_DIR / STATE_FILE) as state,
         ):
-            return _ingest_locked(source, out, options, progress, cluster)
+            return _ingest_locked(source, out, options, progress, state, cluster)
     except OSError as err:
         under_out = err.filename is not None and Path(str(err.filename)).is_relative_to(out)
         if err.errno in DISK_FULL_ERRNOS or under_out:
             raise _write_error(err, out) from err
         raise
+    except sqlite3.Error as err:
+        failure = _state_error(err, out / STATE_DIR / STATE_FILE)
+        if failure is None:
+            raise
+        raise _write_error(failure, out) from err
 
 
 def _ingest_locked(
@@ -580,63 +662,57 @@ def _ingest_locked(
     out: Path,
     options: IngestOptions,
     progress: ProgressReporter,
+    state: RunState,
     cluster: DaskCluster | None = None,
 ) -> IngestResult:
-    """The work of :func:`ingest`, under the output folder's lock, on ``cluster`` if any
-    (else the process pool)."""
+    """The work of :func:`ingest`, under the output folder's lock, with the run's ``state``,
+    on ``cluster`` if any (else the process pool)."""
     secret = ProjectSecret.load_or_create(options.secret_path or out / STATE_DIR / "secret")
     labels = read_labels(options.labels, secret) if options.labels else None
     started = time.perf_counter()
     skip = out if out.is_relative_to(source) else None
-    files = [
-        _SourceFile(relative, secret.pseudonym(relative, namespace="path"))
+    n_files = state.add_files(
+        (relative, secret.pseudonym(relative, namespace="path"))
         for path in walk_files(source, skip=skip)
         for relative in [path.relative_to(source).as_posix()]
-    ]
-    if not files:
+    )
+    if not n_files:
         message = f"SOURCE {source} holds no files; check the path of the export."
         raise InvalidSourceError(message)
-    run = _Run(source, out, options, secret, labels)
+    run = _Run(source, out, options, secret, state, labels)
     run.timings["walk_s"] = time.perf_counter() - started
     run.cluster = cluster
     try:
-        run.scan(files, progress)
-        run.redactor(files)
-        selected, exclusions = run.select(files)
-        exclusions.extend(run.convert(selected, progress))
+        run.scan(progress)
+        run.select(run.redactor())
+        run.convert(progress)
     finally:
         run.journal.close()
-    images = [item for item in selected if isinstance(item.converted, _Image)]
-    del selected
-    images.sort(key=lambda item: item.display)
-    exclusions.sort(key=lambda exclusion: exclusion[0])
 
     staging = out / STATE_DIR / STAGING_DIR
-    unlabelled = [0]
-    write_manifest(staging / "manifest.csv", run.rows(images, unlabelled))
-    write_excluded(
-        staging / "excluded.csv",
-        ({"path": path, "code": code, "reason": reason} for path, code, reason in exclusions),
-    )
-    by_code = dict(sorted(Counter(code for _, code, _ in exclusions).items()))
-    n_cropped = sum(
-        1 for item in images if isinstance(item.converted, _Image) and item.converted.crop
-    )
+    state.index_display()
+    counts: Counter[str] = Counter()
+    n_images = write_manifest(staging / "manifest.csv", run.rows(counts))
+    by_code: Counter[str] = Counter()
+    n_excluded = write_excluded(staging / "excluded.csv", run.exclusions(by_code))
+    n_cropped = counts["cropped"]
     run.timings["total_s"] = time.perf_counter() - started
     summary = {
         "usdcm_version": __version__,
         "secret_fingerprint": secret.pseudonym("fingerprint", namespace="secret"),  # same key?
-        "n_files": len(files),
-        "n_images": len(images),
-        "n_excluded": len(exclusions),
-        "excluded_by_code": by_code,
+        "n_files": n_files,
+        "n_images": n_images,
+        "n_excluded": n_excluded,
+        "excluded_by_code": dict(sorted(by_code.items())),
         "n_converted": run.converted,
         "n_reused": run.reused,
         "n_cropped": n_cropped,
-        "n_without_region": len(images) - n_cropped,
+        "n_without_region": n_images - n_cropped,
         "output_folder_skipped": skip is not None,
         "labels": (
-            labels.summary(unlabelled[0]) if labels else {"unlabelled_images": unlabelled[0]}
+            labels.summary(counts["unlabelled"])
+            if labels
+            else {"unlabelled_images": counts["unlabelled"]}
         ),
         "options": {
             "workers": options.worker_count(),
@@ -649,18 +725,18 @@ def _ingest_locked(
         "versions": _versions(),
     }
     atomic_write_text(staging / "ingest.json", json.dumps(summary, indent=2) + "\n")
-    run.journal.compact(run.kept_lines)
+    run.journal.compact(state.kept_lines())
     # nothing below needs disk space: renames, then removals
     for name in ("excluded.csv", "ingest.json", "manifest.csv"):  # the manifest last
         os.replace(staging / name, out / name)
-    _prune_images(out / IMAGES_DIR, {run.image_name(item) for item in images})
+    _prune_images(out / IMAGES_DIR, state.keeps_image)
     return IngestResult(
         out=out,
-        n_files=len(files),
-        n_images=len(images),
-        n_excluded=len(exclusions),
+        n_files=n_files,
+        n_images=n_images,
+        n_excluded=n_excluded,
         n_converted=run.converted,
         n_reused=run.reused,
-        excluded_by_code=by_code,
-        n_without_region=len(images) - n_cropped,
+        excluded_by_code=dict(sorted(by_code.items())),
+        n_without_region=n_images - n_cropped,
     )

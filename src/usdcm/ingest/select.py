@@ -9,7 +9,7 @@ duplicates resolve the same way every time. Never reads files.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -107,15 +107,23 @@ class InstanceSelector:
     The first file of a SOP instance is selected; every later file with the same
     SOPInstanceUID is a ``duplicate`` that names the first by its display path. One
     selector per export (or per receiving session): decisions depend on what came before.
+    ``seen`` is where it remembers them (SOPInstanceUID -> display path; a ``dict`` by
+    default): ingest passes one kept on disk, so that an export of any size fits.
 
     >>> selector = InstanceSelector()
     >>> selector.decide("a/IM1", ("not_dicom", "not DICOM: no 'DICM' marker"))
     Exclusion(code='not_dicom', reason="not DICOM: no 'DICM' marker")
     """
 
-    def __init__(self, options: SelectionOptions | None = None) -> None:
+    def __init__(
+        self,
+        options: SelectionOptions | None = None,
+        *,
+        seen: MutableMapping[str, str] | None = None,
+    ) -> None:
         self.options = options or SelectionOptions()
-        self._first: dict[str, str] = {}  # SOPInstanceUID -> display path of its first file
+        # SOPInstanceUID -> display path of its first file
+        self._first: MutableMapping[str, str] = {} if seen is None else seen
 
     def decide(self, display: str, outcome: ScanOutcome) -> Exclusion | None:
         """``None`` when the file at ``display`` (its path as outputs show it) is selected,
@@ -137,7 +145,10 @@ class InstanceSelector:
 
 
 def select_instances(
-    outcomes: Iterable[tuple[str, ScanOutcome]], options: SelectionOptions | None = None
+    outcomes: Iterable[tuple[str, ScanOutcome]],
+    options: SelectionOptions | None = None,
+    *,
+    seen: MutableMapping[str, str] | None = None,
 ) -> list[Exclusion | None]:
     """Select the SOP instances of an export from the header scan of every file.
 
@@ -151,6 +162,11 @@ def select_instances(
         :data:`ScanOutcome`).
     options
         The modalities kept and the pixel-data limit (default: US, 2 GiB).
+    seen
+        The SOP instances selected before these outcomes, SOPInstanceUID -> display path
+        of its first file, updated with those selected now (default: none, in memory).
+        Calls on consecutive parts of an export that share one ``seen`` decide exactly as
+        one call on the whole: that is how ingest selects an export a chunk at a time.
 
     Returns
     -------
@@ -172,5 +188,5 @@ def select_instances(
     Exclusion(code='duplicate', reason='duplicate SOP instance: same SOPInstanceUID as a')
     Exclusion(code='not_dicom', reason='no DICM')
     """
-    selector = InstanceSelector(options)
+    selector = InstanceSelector(options, seen=seen)
     return [selector.decide(display, outcome) for display, outcome in outcomes]
