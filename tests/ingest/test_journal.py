@@ -50,3 +50,28 @@ def test_compact_keeps_reused_old_lines_and_this_runs_records(tmp_path: Path) ->
         ("scan", "b"): {"t": "scan", "k": "b", "v": 2},
     }
     assert len(path.read_text().splitlines()) == 2
+
+
+def test_load_index_gives_offsets_that_read_back_the_newest_records(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path)
+    for key, value in (("a", 1), ("b", 2), ("a", 3)):
+        journal.append({"t": "scan", "k": key, "v": value})
+    journal.close()
+    with path.open("ab") as handle:
+        handle.write(b"not json\n" + b'{"t":"scan","k":"c"')  # junk, then a torn write
+
+    journal = Journal(path)
+    newest: dict[tuple[str, str], tuple[int, int]] = {}
+    journal.load_index(
+        lambda line, offset, record: newest.update({(record["t"], record["k"]): (line, offset)})
+    )
+    assert {key: line for key, (line, _) in newest.items()} == {("scan", "a"): 2, ("scan", "b"): 1}
+    journal.append({"t": "scan", "k": "b", "v": 4})  # this run's record; old offsets still hold
+    assert journal.read_at(newest[("scan", "a")][1]) == {"t": "scan", "k": "a", "v": 3}
+    assert journal.read_at(newest[("scan", "b")][1]) == {"t": "scan", "k": "b", "v": 2}
+    journal.compact({newest[("scan", "a")][0]})  # a reused, b redone
+    assert Journal(path).load() == {
+        ("scan", "a"): {"t": "scan", "k": "a", "v": 3},
+        ("scan", "b"): {"t": "scan", "k": "b", "v": 4},
+    }

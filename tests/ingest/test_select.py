@@ -15,6 +15,7 @@ from usdcm.dicom.sop import US_IMAGE_STORAGE
 from usdcm.errors import UsdcmError
 from usdcm.ingest import IngestOptions, ingest
 from usdcm.ingest import scan as scan_module
+from usdcm.ingest.runstate import RunState
 from usdcm.ingest.scan import scan_headers
 from usdcm.ingest.select import (
     Exclusion,
@@ -108,6 +109,24 @@ def test_a_selector_fed_file_by_file_decides_as_select_instances() -> None:
     outcomes = [(f"f{index}", header(f"3.{index % 3}")) for index in range(7)]
     selector = InstanceSelector(SelectionOptions())
     assert [selector.decide(*outcome) for outcome in outcomes] == select_instances(outcomes)
+
+
+def test_chunks_sharing_one_seen_map_decide_as_one_call(tmp_path: Path) -> None:
+    outcomes = [
+        ("a/IM1", header("1.1")),
+        ("a/IM2", ("not_dicom", "no DICM")),
+        ("b/IM1", header("1.2", modality="CT")),
+        ("b/IM2", header("1.1")),
+        ("c/IM1", header("1.2")),
+        ("c/IM2", header("1.2")),
+    ]
+    whole = select_instances(outcomes)
+    with RunState(tmp_path / "state.sqlite") as state:
+        for seen in ({}, state.seen()):  # in memory, and on disk as ingest keeps it
+            parts = [select_instances(outcomes[i : i + 2], seen=seen) for i in range(0, 6, 2)]
+            assert [why for part in parts for why in part] == whole
+            assert dict(seen) == {"1.1": "a/IM1", "1.2": "c/IM1"}
+    assert not (tmp_path / "state.sqlite").exists()
 
 
 def test_options_are_checked_and_modalities_upper_cased() -> None:
