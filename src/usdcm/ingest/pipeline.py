@@ -272,14 +272,18 @@ class _Run:
         self.labels = labels
         self.phi: set[str] = set()
         self.journal = Journal(out / STATE_DIR / "journal.jsonl")
-        self.journal.load_index(
-            lambda line, offset, entry: state.add_previous(entry["t"], entry["k"], line, offset)
-        )
+        self.journal.load_index(self._index)
         self.has_previous = state.has_previous()
         self.timings: dict[str, float] = {}
         self.converted = 0
         self.reused = 0
         self.cluster: DaskCluster | None = None
+
+    def _index(self, line: int, offset: int, entry: Record) -> None:
+        """Index one record of the previous journal (a key that no file can have, such as
+        one that is not text, is left out)."""
+        with contextlib.suppress(UnicodeEncodeError):
+            self.state.add_previous(str(entry["t"]), str(entry["k"]), line, offset)
 
     def path(self, relative: bytes) -> str:
         return os.path.join(self.source, decode_path(relative))
