@@ -149,3 +149,20 @@ def test_an_older_predictions_file_without_demographics_still_reports(tmp_path: 
     metrics = report(tmp_path, old)
     (sex,) = metrics["subgroups"]["sex"]
     assert (sex["group"], sex["n"]) == ("unknown", metrics["n"])
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_failure_thumbnails_read_either_compression(tmp_path: Path, suffix: str) -> None:
+    """``ingest --compress none`` writes ``.nii``: its failure cases still get thumbnails."""
+    import nibabel as nib
+    import numpy as np
+
+    from usdcm.evaluation.reporting import _failure_thumbnails
+
+    (tmp_path / "images").mkdir()
+    volume = np.random.default_rng(0).integers(0, 255, (32, 24, 1), dtype=np.uint8)
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "images" / f"img1{suffix}")
+    metrics = {"failures": {"false_positives": [{"id": "case1", "image_ids": ["img1"]}]}}
+    context = {"image_roots": {"test": str(tmp_path)}}
+    thumbnails = _failure_thumbnails(metrics, context, "test")
+    assert thumbnails["case1"].startswith(b"\x89PNG")

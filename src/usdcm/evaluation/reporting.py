@@ -275,7 +275,17 @@ def _failure_thumbnails(
     for case in [*failures.get("false_positives", []), *failures.get("false_negatives", [])]:
         image_ids = case.get("image_ids") or []
         if image_ids:
-            png = _thumbnail(Path(root) / "images" / f"{image_ids[0]}.nii.gz")
+            images = Path(root) / "images"
+            # .nii.gz, or .nii from an ingest with --compress none
+            path = next(
+                (
+                    p
+                    for p in (images / f"{image_ids[0]}{s}" for s in (".nii.gz", ".nii"))
+                    if p.is_file()
+                ),
+                images / f"{image_ids[0]}.nii.gz",
+            )
+            png = _thumbnail(path)
             if png is not None:
                 thumbnails[str(case["id"])] = png
     return thumbnails

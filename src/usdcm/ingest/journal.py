@@ -1,7 +1,8 @@
 """The ingest journal: an append-only JSON-lines record of finished work in ``DIR/.usdcm``.
 
 It makes ingest incremental (unchanged files are not read again) and crash-safe (a run
-killed with ``kill -9`` loses at most the file in flight). Records are keyed by an HMAC of
+killed with ``kill -9`` loses at most the images still being written, which are journaled
+only once they are on disk). Records are keyed by an HMAC of
 the source path and hold no patient identifier. A torn last line is ignored on load.
 
 Memory stays flat: :meth:`Journal.load_index` hands each record to the caller to index
