@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from usdcm.cli._auth_options import BasicFileOption, TokenFileOption
 from usdcm.cli._errors import user_errors
 
 EXIT_STUDIES_FAILED = 1
@@ -55,21 +56,8 @@ def pull_command(
             help="Then run usdcm ingest on the store into this folder (incremental).",
         ),
     ] = None,
-    token_file: Annotated[
-        Path | None,
-        typer.Option(
-            exists=True, dir_okay=False, readable=True, help="File holding a bearer token."
-        ),
-    ] = None,
-    basic_file: Annotated[
-        Path | None,
-        typer.Option(
-            exists=True,
-            dir_okay=False,
-            readable=True,
-            help="File holding user:password for HTTP basic auth.",
-        ),
-    ] = None,
+    token_file: TokenFileOption = None,
+    basic_file: BasicFileOption = None,
     timeout: Annotated[
         float, typer.Option(min=1.0, help="Seconds to wait for each HTTP answer.")
     ] = 60.0,

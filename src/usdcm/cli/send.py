@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from usdcm.cli._auth_options import BasicFileOption, TokenFileOption
 from usdcm.cli._errors import user_errors
 
 EXIT_FILES_LEFT = 1
@@ -66,21 +67,8 @@ def send_command(
         Path | None,
         typer.Option(help="PEM private key of --tls-cert (unencrypted); default: in its file."),
     ] = None,
-    token_file: Annotated[
-        Path | None,
-        typer.Option(
-            exists=True, dir_okay=False, readable=True, help="File holding a bearer token."
-        ),
-    ] = None,
-    basic_file: Annotated[
-        Path | None,
-        typer.Option(
-            exists=True,
-            dir_okay=False,
-            readable=True,
-            help="File holding user:password for HTTP basic auth.",
-        ),
-    ] = None,
+    token_file: TokenFileOption = None,
+    basic_file: BasicFileOption = None,
     retries: Annotated[
         int, typer.Option(min=0, help="Further tries for files the peer refused.")
     ] = 2,
