@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from usdcm.atomic import atomic_write_text
+from usdcm.network.store import same_content
 
 REASON_SUFFIX = ".reason.json"
 SCHEMA_VERSION = 1
@@ -98,9 +99,7 @@ def entries(outbox: Path) -> list[Path]:
 
 def _same_bytes(a: Path, b: Path) -> bool:
     with contextlib.suppress(OSError):
-        if a.stat().st_size != b.stat().st_size:
-            return False
-        return _digest(a) == _digest(b)
+        return same_content(a, b)
     return False
 
 

@@ -292,7 +292,7 @@ class ExportStore:
     ) -> None:
         """Append one line to the duplicates log: keyed hashes, sizes, whether identical."""
         same_size = first.stat().st_size == again.stat().st_size
-        identical = same_size and _same_content(first, again)
+        identical = same_size and same_content(first, again)
         record = {
             "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "study": keys.study,
@@ -318,7 +318,10 @@ class ExportStore:
         return [json.loads(line) for line in lines if line.strip()]
 
 
-def _same_content(first: Path, second: Path) -> bool:
+def same_content(first: Path, second: Path) -> bool:
+    """Whether two files hold the same bytes (sizes first, then chunk by chunk)."""
+    if first.stat().st_size != second.stat().st_size:
+        return False
     with first.open("rb") as a, second.open("rb") as b:
         while True:
             chunk_a, chunk_b = a.read(COPY_CHUNK_BYTES), b.read(COPY_CHUNK_BYTES)
