@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from usdcm.atomic import atomic_write_text
+from usdcm.atomic import atomic_write_text, sync_file
 from usdcm.errors import StoreError
 from usdcm.privacy import ProjectSecret
 
@@ -86,14 +86,6 @@ class Stored:
 
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -240,7 +232,7 @@ class ExportStore:
         """
         keys = self.keys(study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid)
         folder = self._folder(keys)
-        _fsync_file(source)
+        sync_file(source)
         try:
             return self._link(source, keys, detail=detail or {})
         except OSError as err:
