@@ -69,6 +69,8 @@ _SYNTAX_NAMES: dict[str, str] = {
 }
 
 _GRAY = ("MONOCHROME1", "MONOCHROME2")
+_YBR_FULL = ("YBR_FULL", "YBR_FULL_422")
+"""Colour whose first sample is already the BT.601 luminance (PS3.3 C.7.6.3.1.2)."""
 _SUPPORTED_PHOTOMETRIC = (
     *_GRAY,
     "RGB",
@@ -173,9 +175,9 @@ def to_grayscale(rgb: NDArray[UIntT]) -> NDArray[UIntT]:
     blocks = range(rgb.shape[0]) if rgb.ndim >= 4 else [Ellipsis]
     for block in blocks:
         source = rgb[block]
-        luma = np.multiply(source[..., 0], _Y_WEIGHTS[0], dtype=np.int64)
-        luma += np.multiply(source[..., 1], _Y_WEIGHTS[1], dtype=np.int64)
-        luma += np.multiply(source[..., 2], _Y_WEIGHTS[2], dtype=np.int64)
+        luma = np.multiply(source[..., 0], _Y_WEIGHTS[0], dtype=np.int32)
+        luma += np.multiply(source[..., 1], _Y_WEIGHTS[1], dtype=np.int32)
+        luma += np.multiply(source[..., 2], _Y_WEIGHTS[2], dtype=np.int32)
         luma += 500
         luma //= 1000
         out[block] = luma
@@ -295,7 +297,9 @@ def decode_frames(
         map to RGB first: PALETTE COLOR through its lookup table (rescaled to the output
         depth), YBR_FULL, YBR_FULL_422, YBR_ICT and YBR_RCT by pydicom or the codec, once;
         MONOCHROME1 is inverted (``2 ** BitsStored - 1 - value``). Video (YBR_PARTIAL_420)
-        is converted to RGB by FFmpeg.
+        is converted to RGB by FFmpeg. The gray levels of YBR_FULL and YBR_FULL_422 are
+        their Y samples, which are the BT.601 luminance already: no round trip through
+        RGB, which would clip colours outside its gamut (and costs a third of the decode).
 
     Raises
     ------
@@ -338,7 +342,8 @@ def decode_frames(
             if decoder is None:
                 items = _codec_items(dataset, syntax, module)
             else:
-                items = decoder.iter_array(dataset, decoding_plugin=name, as_rgb=True)
+                as_rgb = keep_color or module.photometric not in _YBR_FULL
+                items = decoder.iter_array(dataset, decoding_plugin=name, as_rgb=as_rgb)
             try:
                 _decode_into(out, items, module, syntax, palette)
             except _PluginFailure as failure:
@@ -457,6 +462,8 @@ def _convert_frame(
         target[...] = values[..., np.newaxis] if keep_color else values
     elif photometric == "RGB":
         target[...] = values if keep_color else to_grayscale(values)
+    elif photometric in _YBR_FULL and not keep_color:
+        target[...] = values[..., 0]
     else:
         message = (
             f"decoded pixels are still {photometric}, which usdcm cannot convert to RGB "

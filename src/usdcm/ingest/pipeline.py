@@ -65,8 +65,9 @@ from usdcm.privacy import PathRedactor, ProjectSecret
 STATE_DIR = ".usdcm"
 IMAGES_DIR = "images"
 STAGING_DIR = "staging"
-CONVERT_VERSION = 2  # bump when the conversion changes, so re-runs redo the images
+CONVERT_VERSION = 3  # bump when the conversion changes, so re-runs redo the images
 # 2: tolerant region reading (spacing kept for an off-by-one or negative delta; region_note)
+# 3: gray levels of YBR_FULL(_422) are their Y samples, not the luminance of clipped RGB
 RETRIED_CODES = frozenset({"unreadable"})
 """Exclusions that may be transient (a permission, a vanished file): never reused."""
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
