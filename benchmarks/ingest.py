@@ -17,8 +17,13 @@ On both exports ingest also runs with 1 worker for each ``--compress`` choice, w
 size of the images it wrote. ``--repeats R`` takes the median of R rounds, each round
 running every pipeline once in turn, so that a busy machine slows them alike.
 
+Scaling from 1 to 2 workers can only be judged against what the machine itself allows, so
+the run starts by measuring it: 2 copies of a CPU-bound loop in 1 process, then in 2
+(pure Python, and numpy passes over 16 MB arrays, which are memory-bound). ``--busy K``
+keeps K other processes spinning through every measurement (a busy machine).
+
 Run: ``python benchmarks/ingest.py [--patients 40] [--frames 8] [--real 20] [--repeats 1]
-[--dask-repeats 3]`` (``make bench``).
+[--dask-repeats 3] [--busy 0]`` (``make bench``).
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.uid import UID, generate_uid
 
-from _machine import describe
+from _machine import busy, describe, parallel_ceiling
 from usdcm.dicom.pixels import decode_frames
 from usdcm.ingest import IngestOptions, ingest
 from usdcm.ingest.convert import Compression
@@ -208,6 +213,8 @@ def measure(
             key = f"c{compress.value}"
             seconds, image_bytes[key] = run_ingest(source, root / f"{name}-{key}", 1, compress)
             runs[key].append(seconds)
+        for kind, ratio in parallel_ceiling(repeats=1).items():
+            runs[f"ceiling-{kind}"].append(ratio)
     median = {key: float(np.median(values)) for key, values in runs.items()}
     naive_s, decode_s = median["naive"], median["decode"]
     timings = {workers: median[f"w{workers}"] for workers in worker_counts}
@@ -241,6 +248,13 @@ def measure(
                 f"(efficiency {one / seconds / workers:.0%}); "
                 f"against the naive loop: {naive_s / seconds:.2f}x"
             )
+    python, numpy = (runs[f"ceiling-{kind}"] for kind in ("python", "numpy"))
+    print(
+        "this machine's own 1 -> 2 process ceiling in the same rounds (2 copies of a loop, "
+        f"2 processes against 1): pure Python median {np.median(python):.2f}x "
+        f"({min(python):.2f}-{max(python):.2f}), numpy over 16 MB {np.median(numpy):.2f}x "
+        f"({min(numpy):.2f}-{max(numpy):.2f})"
+    )
     print("\n| --compress (1 worker) | seconds | over decode | images MB |")
     print("| --- | ---: | ---: | ---: |")
     for compress in Compression:
@@ -298,15 +312,22 @@ def main() -> None:
         default=3,
         help="runs of each of Dask LocalCluster and process pool at 2 workers (0: skip)",
     )
+    parser.add_argument(
+        "--busy",
+        type=int,
+        default=0,
+        help="other processes kept spinning during every measurement (a busy machine)",
+    )
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, busy(args.busy):
         root = Path(tmp)
         export = write_export(
             root / "pacs", patients=args.patients, seed=args.seed, frames=args.frames
         )
         files = sorted(p for p in export.root.rglob("*") if p.is_file())
-        print(f"machine: {describe()}\n")
+        print(f"machine: {describe()}; {args.busy} other busy processes")
+        print()
 
         extra_rows: list[tuple[str, float, int, int]] = []
         converted: dict[str, set[Path]] = {}
