@@ -243,9 +243,11 @@ def measure(
     print(f"ingest overhead over decode, 1 worker: {(one - decode_s) / decode_s:+.0%}")
     for workers, seconds in timings.items():
         if workers > 1:
+            per_round = [a / b for a, b in zip(runs["w1"], runs[f"w{workers}"], strict=True)]
             print(
                 f"scaling 1 -> {workers} workers: {one / seconds:.2f}x "
-                f"(efficiency {one / seconds / workers:.0%}); "
+                f"(efficiency {one / seconds / workers:.0%}; the ratio within each round: "
+                f"median {np.median(per_round):.2f}x, {min(per_round):.2f}-{max(per_round):.2f}); "
                 f"against the naive loop: {naive_s / seconds:.2f}x"
             )
     python, numpy = (runs[f"ceiling-{kind}"] for kind in ("python", "numpy"))
