@@ -17,7 +17,6 @@ split, model) and thumbnails; never a number.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from usdcm import __version__
 from usdcm.artifacts.evaluation import EVALUATION_JSON, EvaluationContext
 from usdcm.artifacts.metrics import METRICS_JSON, Level, MetricsFile
 from usdcm.artifacts.predictions import OOF_SPLIT, Predictions
+from usdcm.digest import sha256_file
 from usdcm.errors import ReportError
 
 NEGATIVE_NAMES = ("normal", "negative", "benign", "healthy", "control", "absent", "no", "0")
@@ -83,14 +83,6 @@ def default_positive_class(classes: Sequence[str]) -> str:
         "one of them."
     )
     raise ReportError(message)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _evaluated_split(rows: Sequence[dict[str, str]], requested: str | None) -> str | None:
@@ -178,7 +170,7 @@ def build_report(
             metrics["cross_validation"] = cross_validation
     metrics["provenance"] = {
         "predictions": str(predictions),
-        "predictions_sha256": _sha256(predictions),
+        "predictions_sha256": sha256_file(predictions),
         "evaluated_split": split or "all rows",
         "usdcm_version": __version__,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

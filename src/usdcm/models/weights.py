@@ -44,7 +44,6 @@ Provenance
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import pickle
 import re
@@ -54,6 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from usdcm.digest import sha256_file
 from usdcm.errors import ModelError, WeightsError
 from usdcm.models.registry import ModelSpec, PackagedWeights, model_spec
 
@@ -101,14 +101,6 @@ class WeightsInfo:
             "sha256": self.sha256,
             "notes": "; ".join(self.notes),
         }
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def imagenet_file(weights: PackagedWeights) -> Path | None:
@@ -311,7 +303,7 @@ def _imagenet(model: nn.Module, spec: ModelSpec, in_channels: int) -> WeightsInf
         warnings.warn(message, UserWarning, stacklevel=3)
         note = f"fallback: {packaged.distribution} not installed"
         return WeightsInfo("imagenet", "none (random initialisation)", None, (note,))
-    sha = _sha256(path)
+    sha = sha256_file(path)
     if sha != packaged.sha256:
         message = (
             f"The ImageNet weights file {path} has SHA-256 {sha}, not the expected "
@@ -369,4 +361,4 @@ def apply_weights(model: nn.Module, name: str, weights: str, in_channels: int) -
     path = Path(weights).expanduser()
     mapped, notes = _map(model, load_state_dict(path), name, in_channels, str(path))
     model.load_state_dict(mapped)
-    return WeightsInfo(weights, f"file: {path}", _sha256(path), tuple(notes))
+    return WeightsInfo(weights, f"file: {path}", sha256_file(path), tuple(notes))

@@ -13,7 +13,6 @@ patient attribute.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import shutil
 from dataclasses import asdict, dataclass
@@ -21,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from usdcm.atomic import atomic_write_text
+from usdcm.digest import sha256_file
 from usdcm.network.store import same_content
 
 REASON_SUFFIX = ".reason.json"
@@ -103,14 +103,6 @@ def _same_bytes(a: Path, b: Path) -> bool:
     return False
 
 
-def _digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _inside(path: Path, outbox: Path) -> bool:
     try:
         return path.resolve().parent == outbox.resolve()
@@ -131,7 +123,7 @@ def keep(
     outbox.mkdir(parents=True, exist_ok=True)
     kept = outbox / path.name
     if not _inside(path, outbox) and kept.exists() and not _same_bytes(path, kept):
-        kept = outbox / f"{path.name}.{_digest(path)[:12]}"
+        kept = outbox / f"{path.name}.{sha256_file(path)[:12]}"
     if not _inside(path, outbox) and not (kept.exists() and _same_bytes(path, kept)):
         tmp = outbox / f".{kept.name}.tmp"
         shutil.copyfile(path, tmp)

@@ -8,7 +8,6 @@ what goes into a checkpoint or when one is written; that is the training loop's 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import pickle
 import platform
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from usdcm import digest
 from usdcm.atomic import atomic_write_bytes
 from usdcm.errors import CheckpointError
 
@@ -216,17 +216,15 @@ def package_versions() -> dict[str, str]:
 def sha256_file(path: Path, *, chunk_bytes: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes, read in chunks of ``chunk_bytes``.
 
+    :func:`usdcm.digest.sha256_file`, with a read error raised as :class:`CheckpointError`.
+
     Raises
     ------
     CheckpointError
         The file cannot be read.
     """
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(chunk_bytes):
-                digest.update(chunk)
+        return digest.sha256_file(path, chunk_bytes=chunk_bytes)
     except OSError as err:
         message = f"Could not read {path} to fingerprint it ({err}); check the path."
         raise CheckpointError(message) from err
-    return digest.hexdigest()
