@@ -1,11 +1,17 @@
 """The outbox's format (usdcm.network.outbox): an entry is a file with its reason; keeping a
 file copies it, never over another file of the same name; attempts add up over sends; an
-entry leaves only once sent, and a file that is not an entry is never removed."""
+entry leaves only once sent, and a file that is not an entry is never removed; a kept copy and
+its reason are synced, file and folder, before keep returns."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
 from pathlib import Path
+
+import pytest
 
 from usdcm.network.outbox import entries, is_entry, keep, leave, read_reason, reason_path
 
@@ -73,3 +79,43 @@ def test_reasons_from_before_attempts_were_counted_still_read(tmp_path: Path) ->
     orphan = tmp_path / "outbox" / ("gone.dcm" + ".reason.json")
     orphan.write_text(json.dumps(old))
     assert entries(tmp_path / "outbox") == [entry]
+
+
+def test_keep_syncs_the_copy_its_reason_and_the_outbox_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outbox = tmp_path / "outbox"
+    source = _file(tmp_path / "a" / "x.sr.dcm", os.urandom(70_000))
+    synced: list[tuple[bool, int]] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        info = os.fstat(fd)
+        synced.append((stat.S_ISDIR(info.st_mode), info.st_ino))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    kept = keep(source, outbox, destination="P@h:1", reason="refused", attempts=1)
+    assert kept.read_bytes() == source.read_bytes()
+    folder = (True, outbox.stat().st_ino)
+    copy, reason = (False, kept.stat().st_ino), (False, reason_path(kept).stat().st_ino)
+    # the copy's data, its name, the reason's data, the reason's name: in that order
+    assert synced == [copy, folder, reason, folder]
+    assert sorted(os.listdir(outbox)) == ["x.sr.dcm", "x.sr.dcm.reason.json"]
+
+
+def test_a_copy_that_fails_leaves_no_entry_and_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outbox = tmp_path / "outbox"
+    source = _file(tmp_path / "a" / "x.sr.dcm", b"sr bytes")
+
+    def fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(OSError, match="Input/output error") as caught:
+        keep(source, outbox, destination="P@h:1", reason="refused", attempts=1)
+    assert caught.value.filename == str(outbox / "x.sr.dcm")
+    assert os.listdir(outbox) == [] and entries(outbox) == []
+    assert source.read_bytes() == b"sr bytes"

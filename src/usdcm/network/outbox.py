@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from usdcm.atomic import atomic_write_text
+from usdcm.atomic import atomic_copy, atomic_write_text, sync_folder
 from usdcm.digest import sha256_file
 from usdcm.network.store import same_content
 
@@ -119,15 +118,16 @@ def keep(
     earlier count). Any other file is copied in; an entry of the same name and the same
     bytes (the same file failing again) is updated, one with other bytes is not overwritten:
     the copy takes a name with its content hash.
+
+    Once this returns, the copy and its reason are on disk (both files and their names
+    synced), so a power loss does not lose an entry or leave it empty.
     """
     outbox.mkdir(parents=True, exist_ok=True)
     kept = outbox / path.name
     if not _inside(path, outbox) and kept.exists() and not _same_bytes(path, kept):
         kept = outbox / f"{path.name}.{sha256_file(path)[:12]}"
     if not _inside(path, outbox) and not (kept.exists() and _same_bytes(path, kept)):
-        tmp = outbox / f".{kept.name}.tmp"
-        shutil.copyfile(path, tmp)
-        tmp.replace(kept)
+        atomic_copy(path, kept)
     earlier = read_reason(kept)
     now = datetime.now(UTC).isoformat(timespec="seconds")
     record = Reason(
@@ -140,6 +140,7 @@ def keep(
         tls=tls,
     )
     atomic_write_text(reason_path(kept), json.dumps(asdict(record), indent=2))
+    sync_folder(outbox)  # the reason's name: without it the copy is not an entry
     return kept
 
 
