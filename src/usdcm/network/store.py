@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from usdcm.atomic import atomic_write_text, sync_file
+from usdcm.atomic import atomic_write_text, sync_file, sync_folder
 from usdcm.errors import StoreError
 from usdcm.privacy import ProjectSecret
 
@@ -82,14 +82,6 @@ class Stored:
     path: Path
     keys: InstanceKeys
     n_bytes: int
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ExportStore:
@@ -200,7 +192,7 @@ class ExportStore:
         new = [folder for folder in (series.parent, self.tree) if not folder.is_dir()]
         series.mkdir(parents=True, exist_ok=True)
         for folder in (series, *new):  # each new folder's entry is in its parent
-            _fsync_dir(folder.parent)
+            sync_folder(folder.parent)
         return series
 
     def _link(self, source: Path, keys: InstanceKeys, *, detail: dict[str, object]) -> Stored:
@@ -212,7 +204,7 @@ class ExportStore:
         except FileExistsError:
             self._record_duplicate(final, source, keys, detail)
             return Stored(Outcome.DUPLICATE, final, keys, n_bytes)
-        _fsync_dir(final.parent)
+        sync_folder(final.parent)
         return Stored(Outcome.STORED, final, keys, n_bytes)
 
     def store_file(
