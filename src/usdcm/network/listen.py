@@ -321,6 +321,8 @@ class Listener:
     ``threading.Event``). ``on_study`` replaces the worker's study work (ingest and predict)
     when given, for tests and library users: it receives the keys of the studies completed, and
     an exception it raises fails their work (retried, then given up, as a failed ingest).
+    ``clock`` is the study tracker's (monotonic seconds): quiet times and backoffs are
+    measured on it, so a test can move it past any backoff instead of waiting.
     """
 
     def __init__(
@@ -328,6 +330,7 @@ class Listener:
         options: ListenOptions,
         *,
         on_study: Callable[[list[str]], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 0 <= options.port < 65536:
             raise ListenError(f"--port {options.port} is not a TCP port (1-65535).")
@@ -344,7 +347,10 @@ class Listener:
         self.store = ExportStore(options.store)
         self.aside = self.store.aside()
         self.tracker = StudyTracker(
-            self.store.state / "pending.json", quiet_s=options.quiet_s, retries=options.retries
+            self.store.state / "pending.json",
+            quiet_s=options.quiet_s,
+            retries=options.retries,
+            clock=clock,
         )
         self.classes = storage_classes(options.modalities)
         """Stored in ``EXPORT_DIR``; every other storage class is accepted and set aside."""
