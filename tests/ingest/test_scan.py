@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -100,5 +102,38 @@ def test_walk_leaves_out_usdcms_own_state_folder_at_the_top_only(tmp_path: Path)
     (tmp_path / "study" / ".usdcm").mkdir(parents=True)
     (tmp_path / "study" / ".usdcm" / "IM1").write_bytes(b"x")
     (tmp_path / "study" / "IM2").write_bytes(b"y")
-    found = [path.relative_to(tmp_path).as_posix() for path in walk_files(tmp_path)]
+    found = list(walk_files(tmp_path))
     assert sorted(found) == ["study/.usdcm/IM1", "study/IM2"]
+
+
+def test_walk_yields_relative_paths_files_first_then_each_folder_in_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ingest keeps the first of two copies of an instance in this order: it must not move
+    root = tmp_path / "export"
+    for name in ("zz-note", "a/x/IM3", "b/IM2", "b/IM1", "c/IM4", "out/manifest.csv", "b0/IM5"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"")
+    (root / "b" / "0-link").symlink_to("../a", target_is_directory=True)  # never followed
+    (root / "b" / "gone").symlink_to("nowhere")
+    (root / os.fsdecode(b"caf\xe9")).write_bytes(b"")  # a name that is not UTF-8
+    real_scandir = os.scandir
+
+    def scandir(path: str) -> object:  # b0 cannot be listed, as for a normal user
+        if path == str(root / "b0"):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    found = list(walk_files(root, skip=root / "out"))
+    assert found == [
+        "caf\udce9",
+        "zz-note",
+        "a/x/IM3",
+        "b/0-link",
+        "b/IM1",
+        "b/IM2",
+        "b/gone",
+        "b0",
+        "c/IM4",
+    ]

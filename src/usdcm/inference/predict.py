@@ -239,7 +239,7 @@ def _predict_source(
     from usdcm.privacy import PathRedactor
 
     # walk order, as ingest selects in: the first file of a duplicated instance is the same
-    files = [source] if source.is_file() else list(walk_files(source))
+    files = [source] if source.is_file() else [source / path for path in walk_files(source)]
     base = source.parent if source.is_file() else source
     # Headers first, all of them: a folder named after a patient is only recognised once
     # the identifiers of every header are known.

@@ -678,8 +678,7 @@ def _ingest_locked(
     skip = out if out.is_relative_to(source) else None
     n_files = state.add_files(
         (relative, secret.pseudonym(relative, namespace="path"))
-        for path in walk_files(source, skip=skip)
-        for relative in [path.relative_to(source).as_posix()]
+        for relative in walk_files(source, skip=skip)
     )
     if not n_files:
         message = f"SOURCE {source} holds no files; check the path of the export."

@@ -31,38 +31,86 @@ USDCM_STATE_DIR = ".usdcm"
 """The folder where usdcm keeps its own state beside data (ingest's output, listen's store)."""
 
 
-def walk_files(source: Path, skip: Path | None = None) -> Iterator[Path]:
-    """Yield every entry under ``source`` that ingest must account for, in sorted order.
+def walk_files(source: Path, skip: Path | None = None) -> Iterator[str]:
+    """Yield the path, relative to ``source``, of every entry under ``source`` that ingest
+    must account for, in walk order.
 
     That is every file (by content, whatever its name), every symbolic link and every folder
-    that cannot be listed: :func:`check_file` then says which of them can be read.
-    Symbolic links to folders are yielded but never followed, so a link loop cannot recurse
-    and no file is reached twice through a linked folder. ``skip`` (the output folder when
-    it lies inside ``source``) is left out, and so is ``source/.usdcm``: the state of usdcm
-    itself (the secret, and what ``usdcm listen`` or ``usdcm pull`` keep beside a store they
-    fill), never an input.
+    that cannot be listed: :func:`check_file` then says which of them can be read. Each path
+    is a POSIX ``str`` (``"PT1/ST1/IM1"``, a name that is not UTF-8 kept with its surrogate
+    escapes, as :func:`os.fsdecode` gives it): no :class:`~pathlib.Path` is built per entry,
+    so the walk of a large export holds only the folder it is listing.
+
+    The order: a folder's files and links (to files or folders) sorted by name, then each of
+    its subfolders sorted by name, depth first; a subfolder that cannot be listed is yielded
+    in its place, itself. Symbolic links to folders are yielded but never followed, so a link
+    loop cannot recurse and no file is reached twice through a linked folder. ``skip`` (the
+    output folder when it lies inside ``source``) is left out, and so is ``source/.usdcm``:
+    the state of usdcm itself (the secret, and what ``usdcm listen`` or ``usdcm pull`` keep
+    beside a store they fill), never an input. A ``source`` that cannot be listed yields
+    nothing.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     root = Path(folder)
+    ...     (root / "PT1" / "ST1").mkdir(parents=True)
+    ...     for name in ("PT1/ST1/IM1", "PT1/z-note", "DICOMDIR"):
+    ...         _ = (root / name).write_bytes(b"")
+    ...     (root / "PT1" / "a-link").symlink_to("ST1", target_is_directory=True)
+    ...     list(walk_files(root))
+    ['DICOMDIR', 'PT1/a-link', 'PT1/z-note', 'PT1/ST1/IM1']
     """
-    unlisted: list[Path] = []
+    skip_relative = (
+        skip.relative_to(source).as_posix()
+        if skip is not None and skip.is_relative_to(source)
+        else None
+    )
+    # folders still to list, as (relative, absolute) paths, the next one last
+    pending: list[tuple[str, str]] = [("", os.fspath(source))]
+    while pending:
+        relative, folder = pending.pop()
+        prefix = f"{relative}/" if relative else ""
+        names: list[str] = []
+        subfolders: list[str] = []
+        try:
+            with os.scandir(folder) as entries:  # os.scandir looked up here: tests replace it
+                for entry in entries:
+                    if not _is_folder(entry):
+                        names.append(entry.name)  # a file, a link to one, a broken link
+                    elif _is_link(entry):
+                        names.append(entry.name)  # listed, never followed
+                    elif not (
+                        prefix + entry.name == skip_relative
+                        or (not relative and entry.name == USDCM_STATE_DIR)
+                    ):
+                        subfolders.append(entry.name)
+        except OSError:
+            if relative:
+                yield relative  # check_file says why it cannot be listed
+            continue
+        names.sort()
+        for name in names:
+            yield prefix + name
+        subfolders.sort(reverse=True)
+        pending.extend((prefix + name, os.path.join(folder, name)) for name in subfolders)
 
-    def on_error(err: OSError) -> None:
-        if err.filename and Path(err.filename) != source:
-            unlisted.append(Path(err.filename))
 
-    for root, dirs, files in os.walk(source, onerror=on_error, followlinks=False):
-        yield from sorted(unlisted)
-        unlisted.clear()
-        root_path = Path(root)
-        linked = sorted(d for d in dirs if (root_path / d).is_symlink())
-        dirs[:] = sorted(
-            d
-            for d in dirs
-            if d not in linked
-            and (skip is None or root_path / d != skip)
-            and not (d == USDCM_STATE_DIR and root_path == source)
-        )
-        for name in sorted([*files, *linked]):
-            yield root_path / name
-    yield from sorted(unlisted)
+def _is_folder(entry: os.DirEntry[str]) -> bool:
+    """Whether ``entry`` is a folder or a link to one (``False`` when that cannot be told)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _is_link(entry: os.DirEntry[str]) -> bool:
+    """Whether ``entry`` is a symbolic link (``False`` when that cannot be told)."""
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return False
 
 
 def check_file(

@@ -93,7 +93,7 @@ def source_headers(source: Path, secret: ProjectSecret, image_ids: set[str]) -> 
     from usdcm.ingest.scan import walk_files
 
     found: dict[str, Any] = {}
-    files = [source] if source.is_file() else walk_files(source)
+    files = [source] if source.is_file() else (source / path for path in walk_files(source))
     for path in files:
         header = _read_source(path)
         if header is None:
