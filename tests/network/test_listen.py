@@ -396,6 +396,24 @@ def test_sigterm_lets_the_open_association_finish_and_exits_0(tmp_path: Path) ->
     assert len(pending["pending"]) == 1  # completed by the next start's timer
 
 
+def test_connections_that_never_ask_for_an_association_do_not_hold_the_shutdown(
+    tmp_path: Path,
+) -> None:
+    # a port check (closed at once) and a silent client (left open): pynetdicom keeps a
+    # thread for each until the ACSE timeout (30 s); SIGTERM must not wait for them
+    with listening(tmp_path) as peer:
+        socket.create_connection(("127.0.0.1", peer.port), timeout=5).close()
+        silent = socket.create_connection(("127.0.0.1", peer.port), timeout=5)
+        time.sleep(0.3)  # both accepted: their threads are waiting for a request
+        started = time.monotonic()
+        peer.process.send_signal(signal.SIGTERM)
+        assert peer.process.wait(timeout=20) == 0, peer.log_text()
+        took = time.monotonic() - started
+        silent.close()
+    assert took < 10, f"the shutdown took {took:.1f} s"
+    assert "still open after the grace time" not in peer.log_text()
+
+
 def test_max_associations_refuses_one_more(tmp_path: Path) -> None:
     from pynetdicom import AE
 

@@ -314,6 +314,16 @@ def _tls_context(options: ListenOptions) -> ssl.SSLContext | None:
     return context
 
 
+def _awaits_request(assoc: Any) -> bool:
+    """Whether ``assoc`` is a TCP connection that never sent an A-ASSOCIATE-RQ.
+
+    Nothing of it is in flight, so shutdown does not wait for it: pynetdicom's thread for it
+    sleeps until the ACSE timeout even once the peer has closed the connection (a port
+    check, or a load balancer's health check, does exactly that).
+    """
+    return assoc.requestor.primitive is None
+
+
 class Listener:
     """A running C-STORE SCP with its study tracker and worker thread.
 
@@ -481,12 +491,13 @@ class Listener:
             for assoc in ae.active_associations:
                 if not assoc.is_established:
                     assoc.abort()  # not (or no longer) associated: nothing in flight
-            if not ae.active_associations:
+            if all(_awaits_request(assoc) for assoc in ae.active_associations):
                 break
             time.sleep(0.05)
         if ae is not None:
             for assoc in ae.active_associations:
-                LOGGER.warning("aborting an association still open after the grace time")
+                if not _awaits_request(assoc):
+                    LOGGER.warning("aborting an association still open after the grace time")
                 assoc.abort()
         self._stopping.set()
         self._jobs.put(None)
