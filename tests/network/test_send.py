@@ -107,6 +107,32 @@ def study_headers_of(path: Path) -> list[str]:
     return [sr.StudyInstanceUID, sr.SOPInstanceUID, str(sr.PatientName), sr.PatientID]
 
 
+def test_a_send_opens_one_connection_per_association_and_no_empty_probe(
+    srs: list[Path], tmp_path: Path
+) -> None:
+    # a TCP probe before each association leaves the peer an empty connection that a
+    # pynetdicom SCP keeps for its ACSE timeout; the reachability check runs only on failure
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    from pynetdicom import AE, evt
+
+    opened: list[str] = []
+    scp = AE(ae_title="COUNT")
+    for sop_class in sorted({pydicom.dcmread(path).SOPClassUID for path in srs}):
+        scp.add_supported_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    handlers = [
+        (evt.EVT_CONN_OPEN, lambda event: opened.append(event.address[0])),
+        (evt.EVT_C_STORE, lambda _event: 0x0000),
+    ]
+    server = scp.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+    try:
+        port = server.server_address[1]
+        result = send_files(srs, dimse=f"COUNT@127.0.0.1:{port}", outbox=tmp_path / "outbox")
+    finally:
+        server.shutdown()
+    assert result.ok and len(result.sent) == len(srs)
+    assert len(opened) == 1
+
+
 def test_a_refused_file_is_retried_with_backoff_then_kept_with_its_reason(
     srs: list[Path], tmp_path: Path
 ) -> None:

@@ -409,7 +409,7 @@ def _send_association(
 ) -> dict[Path, str]:
     """C-STORE ``paths`` over one association; the reason of each file not stored."""
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-    from pynetdicom import AE
+    from pynetdicom import AE, evt
 
     ae = AE(ae_title=CALLING_AE)
     ae.connection_timeout = CONNECT_TIMEOUT_S
@@ -421,15 +421,20 @@ def _send_association(
         if syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
             syntaxes = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
         ae.add_requested_context(sop_class, syntaxes)
-    unreachable = _probe(destination)
-    if unreachable:
-        return dict.fromkeys(paths, unreachable)
+    opened: list[bool] = []  # pynetdicom says only "aborted" when no TCP connection opened
     association = ae.associate(
         destination.host,
         destination.port,
         ae_title=destination.aet,
         tls_args=(tls, destination.host) if tls is not None else None,
+        evt_handlers=[(evt.EVT_CONN_OPEN, lambda _event: opened.append(True))],
     )
+    if not association.is_established and not opened:
+        # asked only after a failure: a probe before every association would leave each
+        # peer an empty connection to time out (pynetdicom's SCP keeps it 30 s)
+        unreachable = _probe(destination)
+        if unreachable:
+            return dict.fromkeys(paths, unreachable)
     if not association.is_established and tls is not None:
         handshake = _tls_failure(destination, tls)
         if handshake:
